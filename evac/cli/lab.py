@@ -1,0 +1,140 @@
+"""``evac lab``: bring the local multi-host lab up and down, and inject faults."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..lab import Lab
+from ..lab.guests import GuestSpec, build_assets, create_guest, default_guest_names, wait_console
+from ..lab.rig import DEFAULT_DIR
+from .parser import Parser
+from .output import console, print_json, print_table
+
+
+def register(sub: Any) -> None:
+    lab = sub.add_parser("lab", help="a local multi-host libvirt lab (root)")
+    lab.add_argument("--lab-dir", type=Path, default=DEFAULT_DIR, help="lab state directory (default %(default)s)")
+    verbs = lab.add_subparsers(dest="verb", required=True, parser_class=Parser)
+    up = verbs.add_parser("up", help="create or repair the lab")
+    up.add_argument("--hosts", type=int, default=3)
+    up.add_argument("--guests-per-host", type=int, default=2)
+    up.set_defaults(func=cmd_up)
+    verbs.add_parser("down", help="remove the lab completely").set_defaults(func=cmd_down)
+    status = verbs.add_parser("status", help="hosts: power, network, daemons")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    for verb, helptext in (
+        ("kill-host", "power a host off (every process of it dies)"),
+        ("start-host", "power a host on again"),
+        ("cut", "partition a host from the network (it keeps running)"),
+        ("heal", "reconnect a cut host"),
+    ):
+        p = verbs.add_parser(verb, help=helptext)
+        p.add_argument("host")
+        p.set_defaults(func=cmd_fault, verb_name=verb)
+    guest = verbs.add_parser("add-guest", help="define and start one more guest")
+    guest.add_argument("name")
+    guest.add_argument("--host", required=True)
+    guest.add_argument("--memory", type=int, default=128, help="MiB (at least 96)")
+    guest.add_argument("--dirty-mb", type=int, default=0, help="MiB of memory rewritten continuously")
+    guest.add_argument("--dirty-pause-ms", type=int, default=0, help="pause between rewrite passes")
+    guest.add_argument("--priority", type=int, default=0)
+    guest.add_argument("--anti-affinity", action="append", default=[], metavar="GROUP")
+    guest.add_argument("--local-disk", action="store_true", help="disk on the host, not shared storage")
+    guest.add_argument("--bridge", default="br0", help="bridge of its NIC ('' for none)")
+    guest.add_argument("--no-wait", action="store_true", help="do not wait for the console's LAB-READY")
+    guest.set_defaults(func=cmd_add_guest)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    lab = Lab(args.lab_dir)
+    if args.guests_per_host < 0:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--guests-per-host: expected 0 or more, got {args.guests_per_host}")
+    t0 = time.monotonic()
+    build_assets(lab)
+    t_assets = time.monotonic() - t0
+    t_hosts = lab.up(args.hosts)
+    t1 = time.monotonic()
+    started = start_default_guests(lab, args.guests_per_host)
+    t_guests = time.monotonic() - t1
+    console.print(
+        f"lab up: {len(lab.hosts())} hosts in {t_hosts:.2f} s (guest assets {t_assets:.2f} s); "
+        f"{len(started)} guests booted in {t_guests:.2f} s; inventory {lab.inventory_file}"
+    )
+    return 0
+
+
+def start_default_guests(lab: Lab, per_host: int) -> list[str]:
+    """Create the missing ``hostN-vmM`` guests (ones migrated elsewhere count as present)."""
+    from ..fleet import snapshot
+    from ..inventory import load_inventory
+
+    existing = {g.name for h in snapshot(load_inventory(lab.inventory_file)) for g in h.guests}
+    todo = [
+        (host.name, name)
+        for host in lab.hosts()
+        for name in default_guest_names(host.name, per_host)
+        if name not in existing
+    ]
+
+    def boot(item: tuple[str, str]) -> str:
+        host, name = item
+        offset = create_guest(lab, host, GuestSpec(name=name))
+        wait_console(lab, name, after=offset, timeout=300)
+        return name
+
+    with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+        return list(pool.map(boot, todo))
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    Lab(args.lab_dir).down()
+    console.print(f"lab down in {time.monotonic() - t0:.2f} s")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows = Lab(args.lab_dir).status()
+    if args.json:
+        print_json(rows)
+        return 0
+    columns = ("host", "address", "power", "network", "libvirtd", "processes")
+    print_table("lab", columns, ([row[c] for c in columns] for row in rows))
+    return 0
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    lab = Lab(args.lab_dir)
+    action = {
+        "kill-host": lab.kill_host,
+        "start-host": lab.start_host,
+        "cut": lab.cut,
+        "heal": lab.heal,
+    }[args.verb_name]
+    action(args.host)
+    return 0
+
+
+def cmd_add_guest(args: argparse.Namespace) -> int:
+    lab = Lab(args.lab_dir)
+    spec = GuestSpec(
+        name=args.name,
+        memory_mib=args.memory,
+        dirty_mb=args.dirty_mb,
+        dirty_pause_ms=args.dirty_pause_ms,
+        priority=args.priority,
+        anti_affinity=tuple(args.anti_affinity),
+        local_disk=args.local_disk,
+        bridge=args.bridge or None,
+    )
+    offset = create_guest(lab, args.host, spec)
+    if not args.no_wait:
+        console.print(wait_console(lab, args.name, after=offset, timeout=300))
+    return 0

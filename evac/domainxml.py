@@ -1,0 +1,97 @@
+"""Reading libvirt domain XML into the model, without libvirt.
+
+Kept apart from the adapter so placement inputs can be built from plain XML in tests,
+and so the evac metadata namespace (priority, affinity groups) is defined in one place.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+
+from .model import Disk, Guest, Interface
+
+EVAC_NS = "https://evac.dev/xmlns/guest/1"
+
+_UNITS = {"b": 1 / 1024 / 1024, "bytes": 1 / 1024 / 1024, "k": 1 / 1024, "kib": 1 / 1024,
+          "kb": 1000 / 1024 / 1024, "m": 1, "mib": 1, "mb": 1e6 / 1024 / 1024,
+          "g": 1024, "gib": 1024, "gb": 1e9 / 1024 / 1024}
+
+
+def memory_mib(element: ET.Element | None) -> int:
+    if element is None or not (element.text or "").strip():
+        return 0
+    unit = element.get("unit", "KiB").lower()
+    return int(int(element.text.strip()) * _UNITS.get(unit, 1 / 1024))  # type: ignore[union-attr]
+
+
+def parse_guest(
+    xml: str,
+    host: str,
+    state: str,
+    persistent: bool,
+    is_shared: Callable[[str | None], bool],
+) -> Guest:
+    root = ET.fromstring(xml)
+    current = root.find("currentMemory")
+    mem = memory_mib(current if current is not None else root.find("memory"))
+    vcpu = root.find("vcpu")
+    vcpus = int(vcpu.text) if vcpu is not None and vcpu.text else 1
+    disks = tuple(_disk(d, is_shared) for d in root.findall("./devices/disk") if d.get("device", "disk") in ("disk", "cdrom", "lun"))
+    interfaces = tuple(_interface(i) for i in root.findall("./devices/interface"))
+    meta = root.find(f"./metadata/{{{EVAC_NS}}}guest")
+    priority = 0
+    anti: tuple[str, ...] = ()
+    aff: tuple[str, ...] = ()
+    if meta is not None:
+        priority = int(meta.get("priority", "0"))
+        anti = tuple(e.get("group", "") for e in meta.findall(f"{{{EVAC_NS}}}anti-affinity"))
+        aff = tuple(e.get("group", "") for e in meta.findall(f"{{{EVAC_NS}}}affinity"))
+    return Guest(
+        name=root.findtext("name", ""),
+        uuid=root.findtext("uuid", ""),
+        host=host,
+        state=state,
+        memory_mib=mem,
+        vcpus=vcpus,
+        persistent=persistent,
+        disks=disks,
+        interfaces=interfaces,
+        priority=priority,
+        anti_affinity=anti,
+        affinity=aff,
+    )
+
+
+def _disk(element: ET.Element, is_shared: Callable[[str | None], bool]) -> Disk:
+    kind = element.get("type", "file")
+    source = element.find("source")
+    target = element.find("target")
+    path: str | None = None
+    if source is not None:
+        path = source.get("file") or source.get("dev") or source.get("name")
+    readonly = element.find("readonly") is not None or element.get("device") == "cdrom"
+    shared = kind == "network" or element.find("shareable") is not None or is_shared(path)
+    return Disk(
+        target=target.get("dev", "") if target is not None else "",
+        path=path,
+        kind=kind,
+        shared=shared,
+        readonly=readonly,
+    )
+
+
+def _interface(element: ET.Element) -> Interface:
+    kind = element.get("type", "")
+    source = element.find("source")
+    name = ""
+    if source is not None:
+        name = source.get("bridge") or source.get("network") or source.get("dev") or ""
+    mac = element.find("mac")
+    mtu = element.find("mtu")
+    return Interface(
+        kind=kind,
+        source=name,
+        mac=mac.get("address", "") if mac is not None else "",
+        mtu=int(mtu.get("size", "0")) if mtu is not None else None,
+    )

@@ -1,0 +1,67 @@
+"""One small error hierarchy, so retry policies and the CLI can name classes.
+
+``ConfigError`` is the user's fault (exit code 2, nothing started);
+``TransientError`` is worth retrying; the rest are operational failures.
+"""
+
+from __future__ import annotations
+
+
+class EvacError(Exception):
+    """Base of every error evac raises on purpose."""
+
+
+class ConfigError(EvacError):
+    """Bad input: a runbook, inventory, config, parameter or CLI argument.
+
+    The message is one line that names the file, line and field.
+    """
+
+
+class TransientError(EvacError):
+    """Something that may succeed when tried again (a dropped connection, a busy host)."""
+
+
+class HostUnreachable(TransientError):
+    """A host's libvirt daemon cannot be reached."""
+
+
+class NotFound(EvacError):
+    """A guest or host that evac was asked about does not exist."""
+
+
+class MigrationError(EvacError):
+    """A live migration failed; the guest is still on its source."""
+
+
+class FencingError(EvacError):
+    """A host could not be confirmed powered off."""
+
+
+class LockedError(EvacError):
+    """Another job already holds the lock (for example, a drain of the same host)."""
+
+
+class Cancelled(EvacError):
+    """The job was cancelled by an operator."""
+
+
+class StepTimeout(EvacError):
+    """A step ran past its ``timeout``."""
+
+
+ERROR_CLASSES: dict[str, type[EvacError]] = {
+    cls.__name__: cls
+    for cls in (
+        EvacError,
+        ConfigError,
+        TransientError,
+        HostUnreachable,
+        NotFound,
+        MigrationError,
+        FencingError,
+        LockedError,
+        Cancelled,
+        StepTimeout,
+    )
+}

@@ -1,0 +1,264 @@
+"""The one door to libvirt: every libvirt call in evac goes through this module.
+
+Keeping libvirt behind one adapter means libvirt errors become evac's own exceptions in
+one place, keepalive and the event loop are set up once, and the rest of the code (and
+its tests) deals only in model dataclasses.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import libvirt
+
+from .domainxml import parse_guest
+from .errors import EvacError, HostUnreachable, MigrationError, NotFound, TransientError
+from .model import Capacity, Guest
+
+# libvirt prints every error on stderr by default; our exceptions carry the same text.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+
+UNREACHABLE_CODES = {
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_AUTH_FAILED,
+}
+TRANSIENT_CODES = {
+    libvirt.VIR_ERR_OPERATION_TIMEOUT,
+    libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+    libvirt.VIR_ERR_RESOURCE_BUSY,
+}
+NOT_FOUND_CODES = {libvirt.VIR_ERR_NO_DOMAIN}
+
+MIGRATE_BASE = (
+    libvirt.VIR_MIGRATE_LIVE
+    | libvirt.VIR_MIGRATE_PEER2PEER
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+)
+# Flags plugins may ask for by name, so they never import libvirt.
+MIGRATE_FLAGS = {
+    "UNSAFE": libvirt.VIR_MIGRATE_UNSAFE,
+    "COMPRESSED": libvirt.VIR_MIGRATE_COMPRESSED,
+    "AUTO_CONVERGE": libvirt.VIR_MIGRATE_AUTO_CONVERGE,
+    "POSTCOPY": libvirt.VIR_MIGRATE_POSTCOPY,
+    "NON_SHARED_DISK": libvirt.VIR_MIGRATE_NON_SHARED_DISK,
+    "PARALLEL": libvirt.VIR_MIGRATE_PARALLEL,
+    "TLS": libvirt.VIR_MIGRATE_TLS,
+    "ABORT_ON_ERROR": libvirt.VIR_MIGRATE_ABORT_ON_ERROR,
+    "TUNNELLED": libvirt.VIR_MIGRATE_TUNNELLED,
+}
+
+
+def error_class(code: int) -> type[EvacError]:
+    """Which evac exception a libvirt error code becomes."""
+    if code in UNREACHABLE_CODES:
+        return HostUnreachable
+    if code in NOT_FOUND_CODES:
+        return NotFound
+    if code in TRANSIENT_CODES:
+        return TransientError
+    return EvacError
+
+
+def translate(exc: libvirt.libvirtError, context: str) -> EvacError:
+    code = exc.get_error_code() or 0
+    return error_class(code)(f"{context}: {exc.get_error_message() or exc}")
+
+
+@contextmanager
+def mapped_errors(context: str, as_class: type[EvacError] | None = None) -> Iterator[None]:
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        err = translate(exc, context)
+        if as_class is not None and type(err) is EvacError:
+            err = as_class(str(err))
+        raise err from None
+
+
+_loop_lock = threading.Lock()
+_loop_started = False
+
+
+def start_event_loop() -> None:
+    """Keepalive, close callbacks and domain events need libvirt's event loop running."""
+    global _loop_started
+    with _loop_lock:
+        if _loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _loop_started = True
+
+
+class Hypervisor:
+    """One connection to one host's libvirt daemon."""
+
+    def __init__(self, name: str, uri: str, conn: Any) -> None:
+        self.name = name
+        self.uri = uri
+        self._conn = conn
+
+    @classmethod
+    def connect(
+        cls, name: str, uri: str, keepalive: tuple[int, int] | None = (2, 3)
+    ) -> Hypervisor:
+        start_event_loop()
+        with mapped_errors(f"{name}: cannot connect to {uri}", HostUnreachable):
+            conn = libvirt.open(uri)
+            if keepalive:
+                conn.setKeepAlive(*keepalive)
+        return cls(name, uri, conn)
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def __enter__(self) -> Hypervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def on_close(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` when the connection drops (keepalive, EOF, error)."""
+        reasons = {0: "error", 1: "eof", 2: "keepalive", 3: "client"}
+
+        def fire(_conn: Any, reason: int, _opaque: Any) -> None:
+            callback(reasons.get(reason, str(reason)))
+
+        self._conn.registerCloseCallback(fire, None)
+
+    def alive(self) -> bool:
+        try:
+            return bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def capacity(self) -> Capacity:
+        with mapped_errors(f"{self.name}: reading capacity"):
+            info = self._conn.getInfo()
+            free = self._conn.getFreeMemory()
+        return Capacity(memory_mib=int(info[1]), free_memory_mib=int(free // 1024 // 1024), cpus=int(info[2]))
+
+    def guests(self, is_shared: Callable[[str | None], bool] = lambda _p: False) -> tuple[Guest, ...]:
+        with mapped_errors(f"{self.name}: listing guests"):
+            domains = self._conn.listAllDomains(0)
+        result = []
+        for dom in domains:
+            try:
+                result.append(self._guest(dom, is_shared))
+            except NotFound:
+                continue  # vanished while we listed (migrated away, undefined)
+        return tuple(sorted(result, key=lambda g: g.name))
+
+    def guest(self, name: str, is_shared: Callable[[str | None], bool] = lambda _p: False) -> Guest:
+        return self._guest(self._lookup(name), is_shared)
+
+    def has_guest(self, name: str) -> bool:
+        try:
+            self._lookup(name)
+        except NotFound:
+            return False
+        return True
+
+    def _guest(self, dom: Any, is_shared: Callable[[str | None], bool]) -> Guest:
+        with mapped_errors(f"{self.name}: reading guest"):
+            xml = dom.XMLDesc(0)
+            state, _reason = dom.state()
+            persistent = bool(dom.isPersistent())
+        return parse_guest(xml, self.name, STATES.get(state, str(state)), persistent, is_shared)
+
+    def _lookup(self, name: str) -> Any:
+        with mapped_errors(f"{self.name}: guest '{name}'"):
+            return self._conn.lookupByName(name)
+
+    def domain_xml(self, name: str, migratable: bool = True) -> str:
+        flags = libvirt.VIR_DOMAIN_XML_MIGRATABLE if migratable else 0
+        with mapped_errors(f"{self.name}: guest '{name}'"):
+            return str(self._lookup(name).XMLDesc(flags))
+
+    def define(self, xml: str) -> None:
+        with mapped_errors(f"{self.name}: defining guest"):
+            self._conn.defineXML(xml)
+
+    def start(self, name: str) -> None:
+        with mapped_errors(f"{self.name}: starting '{name}'"):
+            self._lookup(name).create()
+
+    def destroy(self, name: str) -> None:
+        dom = self._lookup(name)
+        with mapped_errors(f"{self.name}: destroying '{name}'"):
+            if dom.isActive():
+                dom.destroy()
+
+    def undefine(self, name: str) -> None:
+        dom = self._lookup(name)
+        with mapped_errors(f"{self.name}: undefining '{name}'"):
+            dom.undefine()
+
+    def live_migrate(
+        self,
+        name: str,
+        dest_uri: str,
+        params: dict[str, Any] | None = None,
+        flags: Iterable[str] = (),
+    ) -> None:
+        """Peer-to-peer live migration, persistent on the destination, undefined here.
+
+        ``flags`` names extra ``VIR_MIGRATE_*`` flags without the prefix (``UNSAFE``,
+        ``AUTO_CONVERGE``, ...). On failure the guest keeps running here.
+        """
+        bits = MIGRATE_BASE
+        for flag in flags:
+            try:
+                bits |= MIGRATE_FLAGS[flag]
+            except KeyError:
+                raise EvacError(f"unknown migration flag {flag!r}") from None
+        dom = self._lookup(name)
+        with mapped_errors(f"{self.name}: migrating '{name}' to {dest_uri}", MigrationError):
+            dom.migrateToURI3(dest_uri, dict(params or {}), bits)
+
+    def job_stats(self, name: str) -> dict[str, Any]:
+        """The running job's statistics, or ``{}`` when no job runs."""
+        try:
+            stats = self._lookup(name).jobStats(0)
+        except (libvirt.libvirtError, NotFound):
+            return {}
+        return dict(stats) if stats.get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE else {}
+
+    def abort_job(self, name: str) -> None:
+        with mapped_errors(f"{self.name}: aborting job of '{name}'"):
+            self._lookup(name).abortJob()
+
+    def set_max_downtime(self, name: str, milliseconds: int) -> None:
+        with mapped_errors(f"{self.name}: max downtime of '{name}'"):
+            self._lookup(name).migrateSetMaxDowntime(milliseconds, 0)
+
+    def start_postcopy(self, name: str) -> None:
+        with mapped_errors(f"{self.name}: post-copy of '{name}'"):
+            self._lookup(name).migrateStartPostCopy(0)

@@ -1,0 +1,196 @@
+"""The fleet as the operator declares it (``hosts.yaml``), validated with file:line errors.
+
+The inventory says what should exist and how to reach it; what actually runs there is
+read live through the hypervisor adapter.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .yamldoc import Mapping, Where, load_file, suggest
+
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+URI = re.compile(r"^[a-z0-9+]+://[^\s]*/[a-z]+$")
+
+
+@dataclass(frozen=True)
+class SshSpec:
+    host: str
+    user: str = "root"
+    port: int = 22
+    key: str | None = None
+    known_hosts: str | None = None
+
+
+@dataclass(frozen=True)
+class FenceSpec:
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    uri: str
+    address: str | None = None
+    ssh: SshSpec | None = None
+    fence: tuple[FenceSpec, ...] = ()
+    tags: tuple[str, ...] = ()
+    reserved_memory_mib: int = 0
+    reserved_cpus: int = 0
+    spare: bool = False
+
+
+@dataclass(frozen=True)
+class Inventory:
+    hosts: tuple[HostSpec, ...]
+    shared_storage: tuple[str, ...] = ()
+    source: str = "<memory>"
+
+    def host(self, name: str) -> HostSpec:
+        for spec in self.hosts:
+            if spec.name == name:
+                return spec
+        known = [h.name for h in self.hosts]
+        raise ConfigError(f"unknown host '{name}'{suggest(name, known)}; known: {', '.join(known)}")
+
+    def is_shared(self, path: str | None) -> bool:
+        """True when ``path`` lies on storage that every host sees at the same path."""
+        if not path:
+            return False
+        real = os.path.normpath(path)
+        return any(
+            real == root or real.startswith(root.rstrip("/") + "/")
+            for root in (os.path.normpath(s) for s in self.shared_storage)
+        )
+
+
+TOP_FIELDS = ("hosts", "shared_storage")
+HOST_FIELDS = ("name", "uri", "address", "ssh", "fence", "tags", "reserved", "spare")
+SSH_FIELDS = ("host", "user", "port", "key", "known_hosts")
+RESERVED_FIELDS = ("memory_mib", "cpus")
+
+
+def load_inventory(path: Path | str) -> Inventory:
+    return parse_inventory(load_file(path), str(path))
+
+
+def parse_inventory(data: Any, source: str) -> Inventory:
+    where = Where(source)
+    top = where.require_mapping(data, 1, "inventory")
+    where.reject_unknown(top, TOP_FIELDS, "")
+    if "hosts" not in top:
+        raise where.error(top.line, "hosts", "required field missing")
+    entries = where.require_sequence(top["hosts"], top.line_of("hosts"), "hosts")
+    if not entries:
+        raise where.error(top.line_of("hosts"), "hosts", "at least one host is required")
+    hosts: list[HostSpec] = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        spec = _parse_host(where, entry, entries.line_of(index), f"hosts[{index}]")
+        line = entries.line_of(index)
+        if spec.name in seen:
+            raise where.error(
+                line, f"hosts[{index}].name", f"duplicate host '{spec.name}' (first at line {seen[spec.name]})"
+            )
+        seen[spec.name] = line
+        hosts.append(spec)
+    shared = top.get("shared_storage", [])
+    shared_list = where.require_sequence(shared, top.line_of("shared_storage"), "shared_storage") if shared else []
+    for index, item in enumerate(shared_list):
+        if not isinstance(item, str) or not item.startswith("/"):
+            raise where.error(
+                shared_list.line_of(index), f"shared_storage[{index}]", "expected an absolute path"
+            )
+    return Inventory(hosts=tuple(hosts), shared_storage=tuple(shared_list), source=source)
+
+
+def _parse_host(where: Where, entry: Any, line: int, field: str) -> HostSpec:
+    host = where.require_mapping(entry, line, field)
+    where.reject_unknown(host, HOST_FIELDS, f"{field}.")
+    for required in ("name", "uri"):
+        if required not in host:
+            raise where.error(host.line, f"{field}.{required}", "required field missing")
+    name = host["name"]
+    if not isinstance(name, str) or not HOST_NAME.match(name):
+        raise where.error(host.line_of("name"), f"{field}.name", f"invalid host name {name!r}")
+    uri = host["uri"]
+    if not isinstance(uri, str) or not URI.match(uri):
+        raise where.error(
+            host.line_of("uri"), f"{field}.uri", f"expected a libvirt URI like qemu+tcp://HOST/system, got {uri!r}"
+        )
+    address = host.get("address")
+    if address is not None and not isinstance(address, str):
+        raise where.error(host.line_of("address"), f"{field}.address", "expected a string")
+    reserved = host.get("reserved", Mapping())
+    if "reserved" in host:
+        reserved = where.require_mapping(reserved, host.line_of("reserved"), f"{field}.reserved")
+        where.reject_unknown(reserved, RESERVED_FIELDS, f"{field}.reserved.")
+    tags = host.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise where.error(host.line_of("tags"), f"{field}.tags", "expected a list of strings")
+    spare = host.get("spare", False)
+    if not isinstance(spare, bool):
+        raise where.error(host.line_of("spare"), f"{field}.spare", "expected true or false")
+    return HostSpec(
+        name=name,
+        uri=uri,
+        address=address,
+        ssh=_parse_ssh(where, host, field, address),
+        fence=_parse_fence(where, host, field),
+        tags=tuple(tags),
+        reserved_memory_mib=_count(where, reserved, "memory_mib", f"{field}.reserved"),
+        reserved_cpus=_count(where, reserved, "cpus", f"{field}.reserved"),
+        spare=spare,
+    )
+
+
+def _parse_ssh(where: Where, host: Mapping, field: str, address: str | None) -> SshSpec | None:
+    if "ssh" not in host:
+        return None
+    ssh = where.require_mapping(host["ssh"], host.line_of("ssh"), f"{field}.ssh")
+    where.reject_unknown(ssh, SSH_FIELDS, f"{field}.ssh.")
+    target = ssh.get("host", address)
+    if not isinstance(target, str):
+        raise where.error(ssh.line, f"{field}.ssh.host", "required when the host has no address")
+    port = ssh.get("port", 22)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise where.error(ssh.line_of("port"), f"{field}.ssh.port", f"expected a port number, got {port!r}")
+    for key in ("user", "key", "known_hosts"):
+        if key in ssh and not isinstance(ssh[key], str):
+            raise where.error(ssh.line_of(key), f"{field}.ssh.{key}", "expected a string")
+    return SshSpec(
+        host=target,
+        user=ssh.get("user", "root"),
+        port=port,
+        key=ssh.get("key"),
+        known_hosts=ssh.get("known_hosts"),
+    )
+
+
+def _parse_fence(where: Where, host: Mapping, field: str) -> tuple[FenceSpec, ...]:
+    if "fence" not in host:
+        return ()
+    methods = where.require_sequence(host["fence"], host.line_of("fence"), f"{field}.fence")
+    specs = []
+    for index, item in enumerate(methods):
+        item_field = f"{field}.fence[{index}]"
+        entry = where.require_mapping(item, methods.line_of(index), item_field)
+        method = entry.get("method")
+        if not isinstance(method, str) or not method:
+            raise where.error(entry.line, f"{item_field}.method", "required: the fence method's name")
+        specs.append(FenceSpec(method=method, options={k: v for k, v in entry.items() if k != "method"}))
+    return tuple(specs)
+
+
+def _count(where: Where, data: Mapping, key: str, field: str) -> int:
+    value = data.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise where.error(data.line_of(key), f"{field}.{key}", f"expected a whole number >= 0, got {value!r}")
+    return value

@@ -1,0 +1,66 @@
+"""The plain data evac reasons about: what runs where, and how much room is left.
+
+Everything here is a frozen dataclass built by the hypervisor adapter (or by tests);
+planning functions take these and never talk to libvirt themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Disk:
+    target: str
+    path: str | None
+    kind: str  # file, block, network, volume
+    shared: bool
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Interface:
+    kind: str  # bridge, network, direct, ...
+    source: str
+    mac: str = ""
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
+class Guest:
+    name: str
+    uuid: str
+    host: str
+    state: str  # running, paused, shutoff, crashed, ...
+    memory_mib: int
+    vcpus: int
+    persistent: bool
+    disks: tuple[Disk, ...] = ()
+    interfaces: tuple[Interface, ...] = ()
+    priority: int = 0
+    anti_affinity: tuple[str, ...] = ()
+    affinity: tuple[str, ...] = ()
+
+    @property
+    def local_disks(self) -> tuple[Disk, ...]:
+        return tuple(d for d in self.disks if not d.shared and not d.readonly)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    memory_mib: int
+    free_memory_mib: int
+    cpus: int
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One host as seen right now: reachable or not, its room, and its guests."""
+
+    name: str
+    uri: str
+    state: str  # up, unreachable
+    capacity: Capacity | None = None
+    guests: tuple[Guest, ...] = ()
+    error: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,129 @@
+"""YAML that remembers line numbers, so every bad-input message can name file:line.
+
+Mappings load as :class:`Mapping` (a ``dict``) and sequences as :class:`Sequence`
+(a ``list``); both carry the line of each entry. Scalars stay plain Python values.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+class Mapping(dict[str, Any]):
+    line: int = 0
+    lines: dict[str, int]
+
+    def line_of(self, key: str) -> int:
+        return self.lines.get(key, self.line)
+
+
+class Sequence(list[Any]):
+    line: int = 0
+    lines: list[int]
+
+    def line_of(self, index: int) -> int:
+        return self.lines[index] if index < len(self.lines) else self.line
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode) -> Mapping:
+    loader.flatten_mapping(node)
+    result = Mapping()
+    result.line = node.start_mark.line + 1
+    result.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            key = str(key)
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}'", key_node.start_mark
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _sequence(loader: _Loader, node: yaml.SequenceNode) -> Sequence:
+    result = Sequence(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    result.lines = [child.start_mark.line + 1 for child in node.value]
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)
+
+
+def load_text(text: str, source: str) -> Any:
+    """Parse YAML text; syntax errors become one-line ``ConfigError`` with file:line."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        raise ConfigError(f"{source}:{line}: invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+
+
+def load_file(path: Path | str) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return load_text(text, str(path))
+
+
+class Where:
+    """Builds error messages for one file: ``Where(src).error(line, field, text)``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, line: int, field: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}:{line}: {field}: {message}")
+
+    def require_mapping(self, value: Any, line: int, field: str) -> Mapping:
+        if not isinstance(value, Mapping):
+            raise self.error(line, field, f"expected a mapping, got {_kind(value)}")
+        return value
+
+    def require_sequence(self, value: Any, line: int, field: str) -> Sequence:
+        if not isinstance(value, Sequence):
+            raise self.error(line, field, f"expected a list, got {_kind(value)}")
+        return value
+
+    def reject_unknown(self, data: Mapping, allowed: Iterable[str], field: str) -> None:
+        allowed = list(allowed)
+        for key in data:
+            if key not in allowed:
+                hint = suggest(key, allowed)
+                raise self.error(data.line_of(key), f"{field}{key}", f"unknown field{hint}")
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """A ``(did you mean 'x'?)`` suffix for typos, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"

@@ -1,0 +1,1 @@
+"""Shipped runbooks; a package only so that they install with evac."""
