@@ -13,9 +13,19 @@ from .model import Disk, Guest, Interface
 
 EVAC_NS = "https://evac.dev/xmlns/guest/1"
 
-_UNITS = {"b": 1 / 1024 / 1024, "bytes": 1 / 1024 / 1024, "k": 1 / 1024, "kib": 1 / 1024,
-          "kb": 1000 / 1024 / 1024, "m": 1, "mib": 1, "mb": 1e6 / 1024 / 1024,
-          "g": 1024, "gib": 1024, "gb": 1e9 / 1024 / 1024}
+_UNITS = {
+    "b": 1 / 1024 / 1024,
+    "bytes": 1 / 1024 / 1024,
+    "k": 1 / 1024,
+    "kib": 1 / 1024,
+    "kb": 1000 / 1024 / 1024,
+    "m": 1,
+    "mib": 1,
+    "mb": 1e6 / 1024 / 1024,
+    "g": 1024,
+    "gib": 1024,
+    "gb": 1e9 / 1024 / 1024,
+}
 
 
 def memory_mib(element: ET.Element | None) -> int:
@@ -37,7 +47,11 @@ def parse_guest(
     mem = memory_mib(current if current is not None else root.find("memory"))
     vcpu = root.find("vcpu")
     vcpus = int(vcpu.text) if vcpu is not None and vcpu.text else 1
-    disks = tuple(_disk(d, is_shared) for d in root.findall("./devices/disk") if d.get("device", "disk") in ("disk", "cdrom", "lun"))
+    disks = tuple(
+        _disk(d, is_shared)
+        for d in root.findall("./devices/disk")
+        if d.get("device", "disk") in ("disk", "cdrom", "lun")
+    )
     interfaces = tuple(_interface(i) for i in root.findall("./devices/interface"))
     meta = root.find(f"./metadata/{{{EVAC_NS}}}guest")
     priority = 0

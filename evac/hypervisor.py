@@ -122,9 +122,7 @@ class Hypervisor:
         self._conn = conn
 
     @classmethod
-    def connect(
-        cls, name: str, uri: str, keepalive: tuple[int, int] | None = (2, 3)
-    ) -> Hypervisor:
+    def connect(cls, name: str, uri: str, keepalive: tuple[int, int] | None = (2, 3)) -> Hypervisor:
         start_event_loop()
         with mapped_errors(f"{name}: cannot connect to {uri}", HostUnreachable):
             conn = libvirt.open(uri)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .yamldoc import Mapping, Where, load_file, suggest
+from .yamldoc import Mapping, Sequence, Where, load_file, suggest
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 URI = re.compile(r"^[a-z0-9+]+://[^\s]*/[a-z]+$")
@@ -101,13 +101,12 @@ def parse_inventory(data: Any, source: str) -> Inventory:
             )
         seen[spec.name] = line
         hosts.append(spec)
-    shared = top.get("shared_storage", [])
-    shared_list = where.require_sequence(shared, top.line_of("shared_storage"), "shared_storage") if shared else []
+    shared_list = where.require_sequence(
+        top.get("shared_storage", Sequence()), top.line_of("shared_storage"), "shared_storage"
+    )
     for index, item in enumerate(shared_list):
         if not isinstance(item, str) or not item.startswith("/"):
-            raise where.error(
-                shared_list.line_of(index), f"shared_storage[{index}]", "expected an absolute path"
-            )
+            raise where.error(shared_list.line_of(index), f"shared_storage[{index}]", "expected an absolute path")
     return Inventory(hosts=tuple(hosts), shared_storage=tuple(shared_list), source=source)
 
 

@@ -18,7 +18,7 @@ from .errors import ConfigError
 
 class Mapping(dict[str, Any]):
     line: int = 0
-    lines: dict[str, int]
+    lines: dict[str, int] = {}  # noqa: RUF012 - replaced per instance by the loader
 
     def line_of(self, key: str) -> int:
         return self.lines.get(key, self.line)
@@ -26,7 +26,7 @@ class Mapping(dict[str, Any]):
 
 class Sequence(list[Any]):
     line: int = 0
-    lines: list[int]
+    lines: list[int] = []  # noqa: RUF012 - replaced per instance by the loader
 
     def line_of(self, index: int) -> int:
         return self.lines[index] if index < len(self.lines) else self.line
@@ -46,9 +46,7 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> Mapping:
         if not isinstance(key, str):
             key = str(key)
         if key in result:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}'", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
         result[key] = loader.construct_object(value_node, deep=True)
         result.lines[key] = key_node.start_mark.line + 1
     return result
@@ -68,7 +66,7 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequen
 def load_text(text: str, source: str) -> Any:
     """Parse YAML text; syntax errors become one-line ``ConfigError`` with file:line."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0

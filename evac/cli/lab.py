@@ -11,8 +11,8 @@ from typing import Any
 from ..lab import Lab
 from ..lab.guests import GuestSpec, build_assets, create_guest, default_guest_names, wait_console
 from ..lab.rig import DEFAULT_DIR
-from .parser import Parser
 from .output import console, print_json, print_table
+from .parser import Parser
 
 
 def register(sub: Any) -> None:

@@ -148,7 +148,9 @@ def console_path(lab: Lab, name: str) -> Path:
 def disk_path(lab: Lab, host: str, spec: GuestSpec) -> tuple[Path, str]:
     """(path seen from the root namespace, path seen inside the host)."""
     if spec.local_disk:
-        return lab.host_dir(host) / "lib" / "images" / f"{spec.name}.qcow2", f"/var/lib/libvirt/images/{spec.name}.qcow2"
+        return lab.host_dir(
+            host
+        ) / "lib" / "images" / f"{spec.name}.qcow2", f"/var/lib/libvirt/images/{spec.name}.qcow2"
     path = lab.shared / "disks" / f"{spec.name}.img"
     return path, str(path)
 
@@ -157,7 +159,9 @@ def domain_xml(lab: Lab, spec: GuestSpec, disk: str) -> str:
     assets = asset_dir(lab)
     cmdline = f"console=ttyS0 quiet panic=-1 lab.name={spec.name}"
     if spec.dirty_mb:
-        cmdline += f" lab.dirty_mb={spec.dirty_mb} lab.dirty_src={spec.dirty_src} lab.dirty_pause_ms={spec.dirty_pause_ms}"
+        cmdline += (
+            f" lab.dirty_mb={spec.dirty_mb} lab.dirty_src={spec.dirty_src} lab.dirty_pause_ms={spec.dirty_pause_ms}"
+        )
     fmt = "qcow2" if spec.local_disk else "raw"
     groups = "".join(f'<evac:anti-affinity group="{su.escape(g)}"/>' for g in spec.anti_affinity)
     nic = (
@@ -170,7 +174,11 @@ def domain_xml(lab: Lab, spec: GuestSpec, disk: str) -> str:
   <memory unit='MiB'>{spec.memory_mib}</memory>
   <vcpu>{spec.vcpus}</vcpu>
   <metadata><evac:guest xmlns:evac="{EVAC_NS}" priority="{spec.priority}">{groups}</evac:guest></metadata>
-  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{assets}/vmlinuz</kernel><initrd>{assets}/initrd.gz</initrd><cmdline>{su.escape(cmdline)}</cmdline></os>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{assets}/vmlinuz</kernel><initrd>{assets}/initrd.gz</initrd>
+    <cmdline>{su.escape(cmdline)}</cmdline>
+  </os>
   <features><acpi/></features>
   <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff>

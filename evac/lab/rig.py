@@ -77,7 +77,9 @@ class Lab:
     def host(self, name: str) -> LabHost:
         names = self.host_names()
         if name not in names:
-            raise LabError(f"unknown lab host '{name}'; the lab has: {', '.join(names) or 'no hosts (run evac lab up)'}")
+            raise LabError(
+                f"unknown lab host '{name}'; the lab has: {', '.join(names) or 'no hosts (run evac lab up)'}"
+            )
         index = int(name.removeprefix("host"))
         return LabHost(
             name=name,
@@ -114,13 +116,20 @@ class Lab:
         return run(*self.nsenter(name), *argv, check=check)
 
     # ---------------------------------------------------------------- processes
+    def _mnt_inode(self, name: str) -> int | None:
+        """The inode of the host's mount namespace: from its pinned file, else as recorded.
+
+        The record lets ``down`` find a host's processes even when the pin is gone.
+        """
+        if _mounted(self._mnt(name)):
+            return os.stat(self._mnt(name)).st_ino
+        record = self.host_dir(name) / "mntns"
+        return int(record.read_text()) if record.exists() else None
+
     def pids(self, name: str) -> list[int]:
         """Every process living in the host's mount namespace."""
-        try:
-            inode = os.stat(self._mnt(name)).st_ino
-        except FileNotFoundError:
-            return []
-        if not os.path.ismount(self._mnt(name)):
+        inode = self._mnt_inode(name)
+        if inode is None:
             return []
         found = []
         for entry in os.listdir("/proc"):
@@ -149,21 +158,13 @@ class Lab:
         return fields[0] != "Z"
 
     def _kill(self, pids: list[int], grace: float = 5.0) -> None:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        _signal(pids, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             if not any(self._alive(p) for p in pids):
                 return
             time.sleep(0.05)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _signal(pids, signal.SIGKILL)
 
     # ---------------------------------------------------------------- lifecycle
     def up(self, hosts: int = 3) -> float:
@@ -211,8 +212,7 @@ class Lab:
         for name in names:
             netns = f"{self.prefix}-{name}"
             for pinned in (self._mnt(name), self._uts(name)):
-                if os.path.ismount(pinned):
-                    run("umount", str(pinned), check=False)
+                _unmount_all(pinned)
             if Path(f"/run/netns/{netns}").exists():
                 run("ip", "netns", "del", netns, check=False)
             veth = f"{self.prefix}h{name.removeprefix('host')}"
@@ -220,8 +220,7 @@ class Lab:
                 run("ip", "link", "del", veth, check=False)
         if _link_exists(self.bridge):
             run("ip", "link", "del", self.bridge, check=False)
-        if os.path.ismount(self.ns_dir):
-            run("umount", str(self.ns_dir), check=False)
+        _unmount_all(self.ns_dir)
         self._remove_marked_run_dirs()
         for path in (self.root / "hosts", self.ns_dir, self.shared / "disks", self.shared / "console"):
             shutil.rmtree(path, ignore_errors=True)
@@ -242,11 +241,7 @@ class Lab:
         """Power off: SIGKILL every process of the host at once (reapers exit by themselves)."""
         self.host(name)
         victims = [p for p in self.pids(name) if not self._is_reaper(p)]
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _signal(victims, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while any(self._alive(p) for p in victims) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -307,7 +302,7 @@ class Lab:
     # ---------------------------------------------------------------- setup pieces
     def _ensure_ns_dir(self) -> None:
         self.ns_dir.mkdir(parents=True, exist_ok=True)
-        if not os.path.ismount(self.ns_dir):
+        if not _mounted(self.ns_dir):
             run("mount", "--bind", str(self.ns_dir), str(self.ns_dir))
             run("mount", "--make-private", str(self.ns_dir))
 
@@ -315,7 +310,18 @@ class Lab:
         self.ssh_dir.mkdir(parents=True, exist_ok=True)
         for key in ("hostkey", "id_ed25519"):
             if not (self.ssh_dir / key).exists():
-                run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"evac-lab-{key}", "-f", str(self.ssh_dir / key))
+                run(
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    f"evac-lab-{key}",
+                    "-f",
+                    str(self.ssh_dir / key),
+                )
         shutil.copy(self.ssh_dir / "id_ed25519.pub", self.ssh_dir / "authorized_keys")
         hostkey = (self.ssh_dir / "hostkey.pub").read_text().split()
         lines = [f"{h.address} {hostkey[0]} {hostkey[1]}" for h in self.hosts()]
@@ -351,7 +357,7 @@ class Lab:
             # The bridge guests plug into; a host without it cannot take those guests.
             run("ip", "-n", h.netns, "link", "add", "br0", "type", "bridge")
             run("ip", "-n", h.netns, "link", "set", "br0", "up")
-        if not os.path.ismount(self._mnt(h.name)):
+        if not _mounted(self._mnt(h.name)):
             self._mnt(h.name).touch()
             self._uts(h.name).touch()
             if not Path("/run/libvirt").exists():
@@ -379,6 +385,7 @@ class Lab:
                 "-c",
                 script,
             )
+            (self.host_dir(h.name) / "mntns").write_text(str(os.stat(self._mnt(h.name)).st_ino))
 
     def _write_configs(self, h: LabHost) -> None:
         etc = self.host_dir(h.name) / "etc"
@@ -454,7 +461,9 @@ Subsystem sftp internal-sftp
             Path("/run/sshd").mkdir(parents=True)
             (self.root / ".created_run_sshd").touch()
         d = self.host_dir(h.name)
-        self._spawn(h, [SSHD, "-D", "-f", str(d / "sshd_config"), "-E", str(d / "log" / "sshd.log")], d / "log" / "daemons.out")
+        self._spawn(
+            h, [SSHD, "-D", "-f", str(d / "sshd_config"), "-E", str(d / "log" / "sshd.log")], d / "log" / "daemons.out"
+        )
 
     def _wait_libvirtd(self, h: LabHost, timeout: float = 60) -> None:
         self._wait_port(h, LIBVIRT_PORT, "libvirtd", timeout)
@@ -495,17 +504,16 @@ Subsystem sftp internal-sftp
             shutil.copy2(xml, cache / xml.name)
 
     def _remove_marked_run_dirs(self) -> None:
-        for marker, path in ((".created_run_libvirt", "/run/libvirt"), (".created_run_sshd", "/run/sshd")):
-            if (self.root / marker).exists():
+        for name, path in ((".created_run_libvirt", "/run/libvirt"), (".created_run_sshd", "/run/sshd")):
+            if (self.root / name).exists():
                 try:
                     os.rmdir(path)
                 except OSError:
                     pass
-                (self.root / marker).unlink()
+                (self.root / name).unlink()
         marker = self.root / ".created_run_netns"
         if marker.exists() and Path("/run/netns").exists() and not os.listdir("/run/netns"):
-            if os.path.ismount("/run/netns"):
-                run("umount", "/run/netns", check=False)
+            _unmount_all("/run/netns")
             try:
                 os.rmdir("/run/netns")
             except OSError:
@@ -534,6 +542,30 @@ Subsystem sftp internal-sftp
                 "    tags: [lab]",
             ]
         self.inventory_file.write_text("\n".join(lines) + "\n")
+
+
+def _mounted(path: Path | str) -> bool:
+    """``os.path.ismount`` misses a directory bind-mounted onto itself (same device)."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def _unmount_all(path: Path | str) -> None:
+    """Unmount every layer at ``path``; lazily where a layer is busy, and never loop forever."""
+    for _ in range(32):
+        if not _mounted(path):
+            return
+        if run("umount", str(path), check=False).returncode != 0:
+            run("umount", "-l", str(path), check=False)
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def _link_exists(name: str) -> bool:

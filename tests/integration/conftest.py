@@ -1,0 +1,83 @@
+"""The real lab, brought up once per session for tests (never the developer's own lab)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evac.inventory import Inventory, load_inventory
+from evac.lab import Lab
+from evac.lab.guests import build_assets
+from tests.conftest import require
+
+pytestmark = pytest.mark.integration
+
+
+def lab_prerequisites() -> None:
+    require(os.geteuid() == 0, "the lab needs root")
+    for tool in ("libvirtd", "qemu-system-x86_64", "sshd", "virsh", "busybox", "nsenter", "unshare"):
+        require(shutil.which(tool) is not None or Path(f"/usr/sbin/{tool}").exists(), f"{tool} not installed")
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """A 3-host lab with guests started by the tests themselves."""
+    lab_prerequisites()
+    the_lab = Lab(root="/tmp/evac-test-lab", prefix="evt", net="198.18.1")
+    build_assets(the_lab)
+    the_lab.up(hosts=3)
+    try:
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture(scope="session")
+def inventory(lab: Lab) -> Inventory:
+    return load_inventory(lab.inventory_file)
+
+
+@pytest.fixture
+def scratch_lab() -> Iterator[Lab]:
+    """A small lab of its own, for tests that break hosts or tear the lab down."""
+    lab_prerequisites()
+    the_lab = Lab(root="/tmp/evac-test-scratch", prefix="evs", net="198.18.2")
+    the_lab.up(hosts=2)
+    try:
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture
+def make_guest(lab: Lab, inventory: Inventory, request: pytest.FixtureRequest) -> Iterator[object]:
+    """``make_guest(host, **spec)`` boots a uniquely named guest; all are removed afterwards."""
+    from evac.errors import EvacError
+    from evac.hypervisor import Hypervisor
+    from evac.lab.guests import GuestSpec, create_guest, wait_console
+
+    made: list[str] = []
+    counter = iter(range(1000))
+
+    def make(host: str, wait: bool = True, **spec: object) -> str:
+        name = f"t{abs(hash(request.node.nodeid)) % 10**6}-{next(counter)}"
+        offset = create_guest(lab, host, GuestSpec(name=name, **spec))  # type: ignore[arg-type]
+        made.append(name)
+        if wait:
+            wait_console(lab, name, after=offset, timeout=300)
+        return name
+
+    yield make
+    for spec in inventory.hosts:
+        try:
+            with Hypervisor.connect(spec.name, spec.uri) as hv:
+                for name in made:
+                    if hv.has_guest(name):
+                        hv.destroy(name)
+                        hv.undefine(name)
+        except EvacError:
+            continue
