@@ -42,9 +42,11 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> Mapping:
     result.line = node.start_mark.line + 1
     result.lines = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str):
-            key = str(key)
+        # Keys are names: take their text, so YAML 1.1 never turns "on" or "yes" into True.
+        if isinstance(key_node, yaml.ScalarNode):
+            key = key_node.value
+        else:
+            key = str(loader.construct_object(key_node, deep=True))
         if key in result:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
         result[key] = loader.construct_object(value_node, deep=True)

@@ -1,0 +1,393 @@
+"""Runs runbooks: steps in order, items in parallel within limits, every change journaled.
+
+Semantics in short (``docs/runbooks.md`` has the full text):
+
+- a step whose ``when`` is false is skipped; ``for_each`` runs one call per item with at
+  most ``concurrency`` at once, and stops starting new items once one failed (unless
+  ``on_failure: continue``);
+- each call is retried by the step's tenacity policy; ``timeout`` aborts a call that runs
+  too long (the action is asked to stop through ``ctx.abort``);
+- a failure with ``on_failure: abort`` (the default), a handler list, or a cancel aborts
+  the job: rollbacks of the steps reached run in reverse order;
+- everything is in the journal, so ``resume`` continues a job whose controller died,
+  skipping what finished and re-running (idempotent) calls that were in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+import tenacity
+
+from .actions import Action, StepContext, item_key
+from .errors import Cancelled, ConfigError, EvacError, StepTimeout
+from .events import Event
+from .journal import Journal
+from .plugins import collect_actions, error_classes
+from .retrypolicy import retrying
+from .runbook import Runbook, Step, check_runbook
+from .templating import render, truthy
+
+log = logging.getLogger("evac.engine")
+
+
+class StepFailed(EvacError):
+    """A step failed after its retries; carries the step's partial outputs."""
+
+    def __init__(self, message: str, outputs: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.outputs = outputs or {}
+
+
+@dataclass
+class JobResult:
+    job_id: int
+    state: str
+    error: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+class _Run:
+    """The in-memory side of one running job: cancel flag and in-flight calls."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        self.cancelled = threading.Event()
+        self.active: set[StepContext] = set()
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        with self.lock:
+            for ctx in self.active:
+                ctx.abort.set()
+
+
+class Engine:
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        journal: Journal,
+        services: Mapping[str, Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.pm = pm
+        self.journal = journal
+        self.actions: dict[str, Action] = collect_actions(pm)
+        self.errors = error_classes(pm)
+        self.services = dict(services or {})
+        self.sleep = sleep
+        self.poll_interval = poll_interval
+        self._runs: dict[int, _Run] = {}
+
+    # ---------------------------------------------------------------- public API
+    def check(self, runbook: Runbook) -> None:
+        """Raise the first problem that would stop this runbook from running."""
+        problems = check_runbook(runbook, self.actions, set(self.errors))
+        if problems:
+            raise problems[0]
+
+    def submit(self, runbook: Runbook, params: dict[str, Any], target: str = "", dry_run: bool = False) -> int:
+        """Record a new job (taking its lock); nothing runs until :meth:`run`."""
+        self.check(runbook)
+        lock = None
+        if runbook.lock and not dry_run:
+            lock = str(render(runbook.lock, {"params": params, "target": target}))
+        return self.journal.create_job(runbook.name, runbook.source, params, target, dry_run, lock)
+
+    def execute(self, runbook: Runbook, params: dict[str, Any], target: str = "", dry_run: bool = False) -> JobResult:
+        return self.run(self.submit(runbook, params, target, dry_run), runbook)
+
+    def cancel(self, job_id: int) -> None:
+        """Stop starting new work, abort in-flight calls, then roll back (also across processes)."""
+        self.journal.request_cancel(job_id)
+        run = self._runs.get(job_id)
+        if run and not run.cancelled.is_set():
+            self._emit(Event("job.cancel_requested", job_id))
+            run.cancel()
+
+    def run(self, job_id: int, runbook: Runbook) -> JobResult:
+        job = self.journal.job(job_id)
+        if job is None:
+            raise ConfigError(f"no job {job_id}")
+        run = _Run(job_id)
+        self._runs[job_id] = run
+        watcher = threading.Thread(target=self._watch_cancel, args=(run,), daemon=True, name=f"cancel-{job_id}")
+        watcher.start()
+        resumed = bool(self.journal.events(job_id))
+        self._emit(Event("job.resumed" if resumed else "job.started", job_id, data={"runbook": runbook.name,
+                   "params": job.params, "target": job.target, "dry_run": job.dry_run}))  # fmt: skip
+        context: dict[str, Any] = {"params": job.params, "steps": {}, "job": {"id": job_id, "target": job.target}}
+        try:
+            state, error = self._run_steps(run, runbook, context, job.dry_run)
+        finally:
+            run.finished.set()
+            self._runs.pop(job_id, None)
+        self.journal.finish_job(job_id, state, error)
+        self._emit(Event("job.finished", job_id, message=error, data={"state": state}))
+        return JobResult(job_id, state, error, context["steps"])
+
+    # ---------------------------------------------------------------- steps
+    def _run_steps(self, run: _Run, runbook: Runbook, context: dict[str, Any], dry_run: bool) -> tuple[str, str]:
+        reached: list[Step] = []
+        state, error = "succeeded", ""
+        for step in runbook.steps:
+            if run.cancelled.is_set():
+                state, error = "cancelled", "cancelled by operator"
+                break
+            reached.append(step)
+            try:
+                step_state = self._step(run, step, context, dry_run)
+            except Cancelled as exc:
+                state, error = "cancelled", str(exc) or "cancelled by operator"
+                break
+            except StepFailed as exc:
+                error = f"step '{step.id}': {exc}"
+                if step.on_failure == "handle":
+                    for handler in step.handler:
+                        self._step_quietly(run, handler, context, dry_run)
+                state = "failed"
+                break
+            if step_state == "partial":
+                state = "partial"
+        if state in ("failed", "cancelled"):
+            self._rollback(run, reached, context, dry_run)
+        return state, error
+
+    def _step(self, run: _Run, step: Step, context: dict[str, Any], dry_run: bool, force: bool = False) -> str:
+        """Run one step to its end; returns its state or raises StepFailed/Cancelled."""
+        job_id = run.job_id
+        record = self.journal.step(job_id, step.id)
+        if record and record.state in ("succeeded", "skipped", "partial"):
+            context["steps"][step.id] = record.outputs
+            return record.state
+        if record and record.state == "failed":
+            context["steps"][step.id] = record.outputs
+            if step.on_failure == "continue":
+                return "partial"
+            raise StepFailed(record.error, record.outputs)
+        if step.when is not None and not truthy(step.when, context):
+            self.journal.save_step(job_id, step.id, "skipped", {})
+            self._emit(Event("step.skipped", job_id, step.id, message=f"when: {step.when}"))
+            context["steps"][step.id] = {}
+            return "skipped"
+        if step.approval and not dry_run:
+            self._await_approval(run, step)
+        self.journal.save_step(job_id, step.id, "running", {})
+        self._emit(Event("step.started", job_id, step.id, data={"action": step.action}))
+        started = time.monotonic()
+        try:
+            if step.for_each is not None:
+                outputs, state = self._for_each(run, step, context, dry_run, force)
+            else:
+                outputs, state = self._call(run, step, context, None, dry_run, force), "succeeded"
+        except StepFailed as exc:
+            self._finish_step(run, step, "failed", exc.outputs, str(exc), started)
+            context["steps"][step.id] = exc.outputs
+            if step.on_failure == "continue":
+                return "partial"
+            raise
+        except Cancelled:
+            self._finish_step(run, step, "cancelled", {}, "cancelled", started)
+            raise
+        context["steps"][step.id] = outputs
+        self._finish_step(run, step, state, outputs, "", started)
+        return state
+
+    def _finish_step(
+        self, run: _Run, step: Step, state: str, outputs: dict[str, Any], error: str, started: float
+    ) -> None:
+        self.journal.save_step(run.job_id, step.id, state, outputs, error)
+        data = {"state": state, "seconds": round(time.monotonic() - started, 3)}
+        self._emit(Event("step.finished", run.job_id, step.id, message=error, data=data))
+
+    def _step_quietly(self, run: _Run, step: Step, context: dict[str, Any], dry_run: bool) -> None:
+        """Handlers and rollbacks: run even after a cancel; their failure is reported, not raised."""
+        try:
+            self._step(run, step, context, dry_run, force=True)
+        except EvacError as exc:
+            self._emit(Event("step.failed", run.job_id, step.id, message=str(exc)))
+
+    def _rollback(self, run: _Run, reached: list[Step], context: dict[str, Any], dry_run: bool) -> None:
+        steps = [rb for step in reversed(reached) for rb in step.rollback]
+        if not steps:
+            return
+        self._emit(Event("rollback.started", run.job_id, data={"steps": [s.id for s in steps]}))
+        for step in steps:
+            self._step_quietly(run, step, context, dry_run)
+        self._emit(Event("rollback.finished", run.job_id))
+
+    def _await_approval(self, run: _Run, step: Step) -> None:
+        assert step.approval is not None
+        if self.journal.approved_by(run.job_id, step.id) is None:
+            data = {"text": step.approval.text, "approvers": list(step.approval.approvers)}
+            self._emit(Event("approval.requested", run.job_id, step.id, message=step.approval.text, data=data))
+        while (actor := self.journal.approved_by(run.job_id, step.id)) is None:
+            if run.cancelled.wait(self.poll_interval):
+                raise Cancelled(f"cancelled while step '{step.id}' waited for approval")
+        self._emit(Event("approval.granted", run.job_id, step.id, data={"by": actor}))
+
+    # ---------------------------------------------------------------- items
+    def _for_each(
+        self, run: _Run, step: Step, context: dict[str, Any], dry_run: bool, force: bool
+    ) -> tuple[dict[str, Any], str]:
+        items = render(step.for_each, context)
+        if isinstance(items, dict):
+            items = list(items.values())
+        if not isinstance(items, list):
+            raise StepFailed(f"for_each: expected a list, got {type(items).__name__}")
+        done = self.journal.items(run.job_id, step.id)
+        results: dict[str, Any] = {}
+        failed: dict[str, str] = {}
+        todo = []
+        for item in items:
+            key = item_key(item)
+            record = done.get(key)
+            if record and record.state == "succeeded":
+                results[key] = record.outputs
+            else:
+                todo.append((key, item))
+        stop = threading.Event()
+
+        def one(key: str, item: Any) -> None:
+            if (stop.is_set() or run.cancelled.is_set()) and not force:
+                return
+            self._emit(Event("item.started", run.job_id, step.id, key))
+            try:
+                results[key] = self._call(run, step, context, item, dry_run, force)
+                self._emit(Event("item.finished", run.job_id, step.id, key, data={"state": "succeeded"}))
+            except StepFailed as exc:
+                failed[key] = str(exc)
+                self._emit(Event("item.finished", run.job_id, step.id, key, str(exc), {"state": "failed"}))
+                if step.on_failure != "continue":
+                    stop.set()
+
+        with ThreadPoolExecutor(max_workers=step.concurrency, thread_name_prefix=f"job{run.job_id}-{step.id}") as pool:
+            pending: set[Future[None]] = {pool.submit(one, key, item) for key, item in todo}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()
+        outputs = {"items": results, "succeeded": sorted(results), "failed": failed}
+        if run.cancelled.is_set() and not force and len(results) + len(failed) < len(items):
+            raise Cancelled(f"cancelled during step '{step.id}'")
+        if failed:
+            if step.on_failure == "continue":
+                return outputs, "partial"
+            first = next(iter(failed.items()))
+            raise StepFailed(f"{len(failed)} of {len(items)} items failed; {first[0]}: {first[1]}", outputs)
+        return outputs, "succeeded"
+
+    def _call(
+        self, run: _Run, step: Step, context: dict[str, Any], item: Any, dry_run: bool, force: bool
+    ) -> dict[str, Any]:
+        """One action call with the step's retry policy and timeout; journaled per item."""
+        key = item_key(item)
+        action = self.actions[step.action]
+        attempts = 0
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait_s = state.next_action.sleep if state.next_action else 0
+            self._emit(Event("item.retry", run.job_id, step.id, key, str(exc),
+                             {"attempt": state.attempt_number, "wait": wait_s, "error": type(exc).__name__}))  # fmt: skip
+
+        try:
+            for attempt in retrying(step.retry, self.errors, self.sleep, before_sleep):
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    if run.cancelled.is_set() and not force:
+                        raise Cancelled(f"cancelled before step '{step.id}' {key}".strip())
+                    scope = {**context, "item": item}
+                    ctx = StepContext(
+                        job_id=run.job_id,
+                        step=step.id,
+                        inputs=render(step.inputs, scope),
+                        params=context["params"],
+                        item=item,
+                        dry_run=dry_run,
+                        attempt=attempts,
+                        emit=self._emit,
+                        services=self.services,
+                    )
+                    if key:
+                        self.journal.save_item(run.job_id, step.id, key, "running", {}, attempts=attempts)
+                    outputs = dict(self._invoke(run, ctx, action, step.timeout, force) or {})
+        except Cancelled:
+            raise
+        except ConfigError as exc:  # a template error: retrying cannot help
+            self._save_item(run, step, key, "failed", {}, str(exc), attempts)
+            raise StepFailed(str(exc)) from None
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, EvacError) else f"{type(exc).__name__}: {exc}"
+            self._save_item(run, step, key, "failed", {}, message, attempts)
+            raise StepFailed(message) from None
+        self._save_item(run, step, key, "succeeded", outputs, "", attempts)
+        return outputs
+
+    def _save_item(
+        self, run: _Run, step: Step, key: str, state: str, outputs: dict[str, Any], error: str, attempts: int
+    ) -> None:
+        if key:
+            self.journal.save_item(run.job_id, step.id, key, state, outputs, error, attempts)
+
+    def _invoke(
+        self, run: _Run, ctx: StepContext, action: Action, timeout: float | None, force: bool
+    ) -> Mapping[str, Any] | None:
+        if not force:
+            with run.lock:
+                run.active.add(ctx)
+            if run.cancelled.is_set():
+                ctx.abort.set()
+        try:
+            if timeout is None:
+                return self._hook_call(ctx, action)
+            box: dict[str, Any] = {}
+            done = threading.Event()
+
+            def target() -> None:
+                try:
+                    box["value"] = self._hook_call(ctx, action)
+                except BaseException as exc:
+                    box["error"] = exc
+                finally:
+                    done.set()
+
+            threading.Thread(target=target, daemon=True, name=f"job{run.job_id}-{ctx.step}-call").start()
+            if not done.wait(timeout):
+                ctx.abort.set()
+                raise StepTimeout(f"step '{ctx.step}' timed out after {timeout:g} s")
+            if "error" in box:
+                raise box["error"]
+            return box.get("value")
+        finally:
+            with run.lock:
+                run.active.discard(ctx)
+
+    def _hook_call(self, ctx: StepContext, action: Action) -> Mapping[str, Any] | None:
+        result: Mapping[str, Any] | None = self.pm.hook.evac_run_step(ctx=ctx, action=action)
+        return result
+
+    # ---------------------------------------------------------------- events and cancel
+    def _emit(self, event: Event) -> None:
+        self.journal.add_event(event)
+        try:
+            self.pm.hook.evac_event(event=event)
+        except Exception:
+            log.exception("an evac_event observer failed on %s", event.kind)
+
+    def _watch_cancel(self, run: _Run) -> None:
+        while not run.finished.wait(self.poll_interval):
+            job = self.journal.job(run.job_id)
+            if job and job.cancel_requested and not run.cancelled.is_set():
+                self._emit(Event("job.cancel_requested", run.job_id))
+                run.cancel()

@@ -1,0 +1,98 @@
+"""Every hook evac calls. Each is typed and documented; ``tests/unit/test_hookspecs.py``
+fails when one lacks a docstring with an example, or a test that calls it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .hooks import hookspec
+
+if TYPE_CHECKING:
+    from .actions import Action, StepContext
+    from .events import Event
+
+
+@hookspec
+def evac_actions() -> Sequence[Action]:
+    """Register runbook actions.
+
+    Return a sequence of :class:`evac.Action`. Two plugins registering the same action
+    name is an error that names both plugins.
+
+    Example::
+
+        @hookimpl
+        def evac_actions():
+            return [Action(name="notify.log", run=lambda ctx: print(ctx.inputs["text"]))]
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def evac_runbook_dirs() -> Sequence[Path]:
+    """Directories of runbooks a plugin ships (``*.yaml``), found by ``evac runbook list``.
+
+    Runbooks found earlier win on a name clash: the core's own, then plugins' in
+    registration order.
+
+    Example::
+
+        @hookimpl
+        def evac_runbook_dirs():
+            return [Path(__file__).parent / "runbooks"]
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def evac_error_classes() -> Mapping[str, type[BaseException]]:
+    """Exception classes a runbook's ``retry.on`` may name, beyond evac's own.
+
+    Return a mapping of name to class; a plugin's action raises them.
+
+    Example::
+
+        @hookimpl
+        def evac_error_classes():
+            return {"RedfishBusy": RedfishBusy}
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def evac_event(event: Event) -> None:
+    """Observe every event: job, step and item transitions, retries and progress.
+
+    Called synchronously from the engine's threads: return quickly, hand slow work
+    (a Slack API call) to a queue. Exceptions are logged and never stop a job.
+
+    Example::
+
+        @hookimpl
+        def evac_event(event):
+            if event.kind == "job.finished":
+                print(event.job_id, event.data["state"])
+    """
+
+
+@hookspec(firstresult=True)
+def evac_run_step(ctx: StepContext, action: Action) -> Mapping[str, Any] | None:
+    """Run one step (or one ``for_each`` item) and return its outputs.
+
+    ``firstresult``: the core's implementation runs ``action.run(ctx)`` (or ``plan``
+    in a dry run); return None to defer to it. Cross-cutting concerns (timing, audit,
+    locking around a step) are ``wrapper=True`` implementations that ``yield``.
+
+    Example::
+
+        @hookimpl(wrapper=True)
+        def evac_run_step(ctx, action):
+            started = time.monotonic()
+            try:
+                return (yield)
+            finally:
+                print(action.name, time.monotonic() - started)
+    """

@@ -1,0 +1,121 @@
+"""Durable job state: what the engine did, so a killed controller can finish the job.
+
+The engine talks only to the :class:`Journal` protocol; ``evac.sqlitejournal`` is the
+embedded default, and a distributed backend (etcd) implements the same methods.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .events import Event
+
+TERMINAL = ("succeeded", "failed", "cancelled", "partial")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: int
+    runbook: str
+    source: str
+    params: dict[str, Any]
+    target: str
+    state: str  # running, succeeded, failed, cancelled, partial
+    dry_run: bool
+    lock: str | None
+    owner: str
+    created: float
+    updated: float
+    error: str = ""
+    cancel_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: str
+    state: str  # running, succeeded, failed, skipped, partial
+    outputs: dict[str, Any]
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    key: str
+    state: str  # running, succeeded, failed
+    outputs: dict[str, Any]
+    error: str = ""
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    ts: float
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+
+class Journal(Protocol):
+    def create_job(
+        self, runbook: str, source: str, params: dict[str, Any], target: str, dry_run: bool, lock: str | None
+    ) -> int:
+        """A new running job owned by this process; ``LockedError`` while ``lock`` is held."""
+        ...
+
+    def job(self, job_id: int) -> JobRecord | None: ...
+    def jobs(self, limit: int = 50) -> list[JobRecord]: ...
+    def unfinished_jobs(self) -> list[JobRecord]: ...
+    def claim(self, job_id: int) -> bool:
+        """Take over a job whose owner is dead; False if a live process owns it."""
+        ...
+
+    def finish_job(self, job_id: int, state: str, error: str = "") -> None:
+        """Record the final state and release the job's lock."""
+        ...
+
+    def request_cancel(self, job_id: int) -> None: ...
+    def step(self, job_id: int, step: str) -> StepRecord | None: ...
+    def save_step(self, job_id: int, step: str, state: str, outputs: dict[str, Any], error: str = "") -> None: ...
+    def items(self, job_id: int, step: str) -> dict[str, ItemRecord]: ...
+    def save_item(
+        self, job_id: int, step: str, key: str, state: str, outputs: dict[str, Any], error: str = "", attempts: int = 0
+    ) -> None: ...
+    def add_event(self, event: Event) -> None: ...
+    def events(self, job_id: int, after: int = 0) -> list[tuple[int, Event]]: ...
+    def approve(self, job_id: int, step: str, actor: str) -> None: ...
+    def approved_by(self, job_id: int, step: str) -> str | None: ...
+    def audit(self, actor: str, action: str, target: str, detail: dict[str, Any] | None = None) -> None: ...
+    def audit_log(self, limit: int = 100) -> list[AuditRecord]: ...
+
+
+def current_owner() -> str:
+    """This process, in a form another process can check for liveness."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the process that owns a job still runs (on this machine)."""
+    try:
+        host, pid, started = owner.rsplit(":", 2)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return True  # another machine's process: only its own lease can tell
+    return _start_time(int(pid)) == started
+
+
+def _start_time(pid: int) -> str:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return "gone"
+    return fields[19] if fields[0] != "Z" else "gone"

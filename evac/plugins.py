@@ -1,0 +1,99 @@
+"""The plugin manager: built-in and third-party plugins load the same way.
+
+Plugins come from the ``evac`` entry-point group (built-ins included), plus modules
+named in ``$EVAC_PLUGINS`` (comma-separated import names, like ``pytest -p``). A plugin
+is blocked by its name through ``$EVAC_BLOCK_PLUGINS`` or the ``blocked`` argument.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+
+import pluggy
+
+from . import hookspecs
+from .actions import Action, StepContext
+from .errors import ERROR_CLASSES, ConfigError
+from .hooks import NAME, hookimpl
+
+
+class CoreStep:
+    """The innermost ``evac_run_step``: run the action, or plan it in a dry run."""
+
+    @hookimpl(trylast=True)
+    def evac_run_step(self, ctx: StepContext, action: Action) -> Mapping[str, Any] | None:
+        if ctx.dry_run:
+            planned = action.plan(ctx) if action.plan else {"would_run": action.name, "with": ctx.inputs}
+            return planned if isinstance(planned, Mapping) else {"plan": planned}
+        return action.run(ctx) or {}
+
+    @hookimpl
+    def evac_runbook_dirs(self) -> list[Path]:
+        return [Path(str(resources.files("evac.runbooks")))]
+
+
+def plugin_manager(
+    load_entrypoints: bool = True,
+    blocked: Iterable[str] = (),
+    modules: Iterable[str] = (),
+) -> pluggy.PluginManager:
+    """A ready plugin manager. Tests pass ``load_entrypoints=False`` and register inline plugins."""
+    pm = pluggy.PluginManager(NAME)
+    pm.add_hookspecs(hookspecs)
+    pm.register(CoreStep(), name="evac.core")
+    env_blocked = [b.strip() for b in os.environ.get("EVAC_BLOCK_PLUGINS", "").split(",") if b.strip()]
+    for name in [*blocked, *env_blocked]:
+        pm.set_blocked(name)
+    if load_entrypoints:
+        pm.load_setuptools_entrypoints(NAME)
+    env_modules = [m.strip() for m in os.environ.get("EVAC_PLUGINS", "").split(",") if m.strip()]
+    for module_name in [*modules, *env_modules]:
+        if pm.is_blocked(module_name) or pm.has_plugin(module_name):
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"EVAC_PLUGINS: cannot import plugin module '{module_name}': {exc}") from None
+        pm.register(module, name=module_name)
+    return pm
+
+
+def registered_actions(pm: pluggy.PluginManager) -> list[tuple[str, Action]]:
+    """(plugin name, action) for every registration, duplicates included."""
+    pairs: list[tuple[str, Action]] = []
+    for impl in reversed(pm.hook.evac_actions.get_hookimpls()):
+        actions = cast("Iterable[Action] | None", impl.function())
+        pairs.extend((impl.plugin_name, action) for action in actions or ())
+    return pairs
+
+
+def collect_actions(pm: pluggy.PluginManager) -> dict[str, Action]:
+    """Every registered action by name; a name registered twice is an error naming both plugins."""
+    found: dict[str, tuple[Action, str]] = {}
+    for plugin, action in registered_actions(pm):
+        if action.name in found:
+            raise ConfigError(
+                f"action '{action.name}' is registered by two plugins: '{found[action.name][1]}' and '{plugin}'"
+                " (block one with EVAC_BLOCK_PLUGINS)"
+            )
+        found[action.name] = (action, plugin)
+    return {name: pair[0] for name, pair in sorted(found.items())}
+
+
+def error_classes(pm: pluggy.PluginManager) -> dict[str, type[BaseException]]:
+    classes: dict[str, type[BaseException]] = dict(ERROR_CLASSES)
+    for extra in pm.hook.evac_error_classes():
+        classes.update(extra)
+    return classes
+
+
+def runbook_dirs(pm: pluggy.PluginManager) -> list[Path]:
+    dirs: list[Path] = []
+    for found in reversed(pm.hook.evac_runbook_dirs()):
+        dirs.extend(found)
+    return dirs

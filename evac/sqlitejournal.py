@@ -1,0 +1,227 @@
+"""The embedded journal: one SQLite file in WAL mode, safe across processes.
+
+The CLI that cancels a job and the process that runs it share the file; every write
+is its own short transaction, and the lock check and job creation share one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import LockedError
+from .events import Event
+from .journal import AuditRecord, ItemRecord, JobRecord, StepRecord, current_owner, owner_alive
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, runbook TEXT NOT NULL, source TEXT NOT NULL,
+    params TEXT NOT NULL, target TEXT NOT NULL, state TEXT NOT NULL, dry_run INTEGER NOT NULL,
+    lock TEXT, owner TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+    error TEXT NOT NULL DEFAULT '', cancel_requested INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS steps (
+    job_id INTEGER NOT NULL, step TEXT NOT NULL, state TEXT NOT NULL, outputs TEXT NOT NULL,
+    error TEXT NOT NULL DEFAULT '', updated REAL NOT NULL, PRIMARY KEY (job_id, step));
+CREATE TABLE IF NOT EXISTS items (
+    job_id INTEGER NOT NULL, step TEXT NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL,
+    outputs TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL, PRIMARY KEY (job_id, step, key));
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER NOT NULL, ts REAL NOT NULL, kind TEXT NOT NULL,
+    step TEXT NOT NULL, item TEXT NOT NULL, message TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_job ON events (job_id, id);
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, job_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS approvals (
+    job_id INTEGER NOT NULL, step TEXT NOT NULL, actor TEXT NOT NULL, ts REAL NOT NULL,
+    PRIMARY KEY (job_id, step));
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    target TEXT NOT NULL, detail TEXT NOT NULL);
+"""
+
+
+class SqliteJournal:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._mutex = threading.RLock()
+        self._owner = current_owner()
+        with self._mutex:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        with self._mutex:
+            return self._db.execute(sql, args)
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._mutex:
+            return self._db.execute(sql, args).fetchall()
+
+    # ---------------------------------------------------------------- jobs
+    def create_job(
+        self, runbook: str, source: str, params: dict[str, Any], target: str, dry_run: bool, lock: str | None
+    ) -> int:
+        now = time.time()
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if lock:
+                    held = self._db.execute(
+                        "SELECT l.job_id, j.state, j.owner FROM locks l JOIN jobs j ON j.id = l.job_id WHERE l.name = ?",
+                        (lock,),
+                    ).fetchone()
+                    if held is not None:
+                        raise LockedError(f"already running: job {held['job_id']} holds {lock}")
+                cur = self._db.execute(
+                    "INSERT INTO jobs (runbook, source, params, target, state, dry_run, lock, owner, created, updated)"
+                    " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                    (runbook, source, json.dumps(params), target, int(dry_run), lock, self._owner, now, now),
+                )
+                job_id = int(cur.lastrowid or 0)
+                if lock:
+                    self._db.execute("INSERT INTO locks (name, job_id) VALUES (?, ?)", (lock, job_id))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return job_id
+
+    def job(self, job_id: int) -> JobRecord | None:
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def jobs(self, limit: int = 50) -> list[JobRecord]:
+        return [_job(r) for r in self._read("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def unfinished_jobs(self) -> list[JobRecord]:
+        return [_job(r) for r in self._read("SELECT * FROM jobs WHERE state = 'running' ORDER BY id")]
+
+    def claim(self, job_id: int) -> bool:
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT owner, state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                ok = row is not None and row["state"] == "running"
+                ok = ok and (row["owner"] == self._owner or not owner_alive(row["owner"]))
+                if ok:
+                    self._db.execute(
+                        "UPDATE jobs SET owner = ?, updated = ? WHERE id = ?", (self._owner, time.time(), job_id)
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return bool(ok)
+
+    def finish_job(self, job_id: int, state: str, error: str = "") -> None:
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "UPDATE jobs SET state = ?, error = ?, updated = ? WHERE id = ?", (state, error, time.time(), job_id)
+            )
+            self._db.execute("DELETE FROM locks WHERE job_id = ?", (job_id,))
+            self._db.execute("COMMIT")
+
+    def request_cancel(self, job_id: int) -> None:
+        self._write("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?", (time.time(), job_id))
+
+    # ---------------------------------------------------------------- steps and items
+    def step(self, job_id: int, step: str) -> StepRecord | None:
+        rows = self._read("SELECT * FROM steps WHERE job_id = ? AND step = ?", (job_id, step))
+        if not rows:
+            return None
+        r = rows[0]
+        return StepRecord(r["step"], r["state"], json.loads(r["outputs"]), r["error"])
+
+    def save_step(self, job_id: int, step: str, state: str, outputs: dict[str, Any], error: str = "") -> None:
+        self._write(
+            "INSERT OR REPLACE INTO steps (job_id, step, state, outputs, error, updated) VALUES (?, ?, ?, ?, ?, ?)",
+            (job_id, step, state, json.dumps(outputs, default=str), error, time.time()),
+        )
+
+    def items(self, job_id: int, step: str) -> dict[str, ItemRecord]:
+        rows = self._read("SELECT * FROM items WHERE job_id = ? AND step = ?", (job_id, step))
+        return {
+            r["key"]: ItemRecord(r["key"], r["state"], json.loads(r["outputs"]), r["error"], r["attempts"])
+            for r in rows
+        }
+
+    def save_item(
+        self, job_id: int, step: str, key: str, state: str, outputs: dict[str, Any], error: str = "", attempts: int = 0
+    ) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO items (job_id, step, key, state, outputs, error, attempts, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, step, key, state, json.dumps(outputs, default=str), error, attempts, time.time()),
+        )
+
+    # ---------------------------------------------------------------- events, approvals, audit
+    def add_event(self, event: Event) -> None:
+        self._write(
+            "INSERT INTO events (job_id, ts, kind, step, item, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.job_id,
+                event.ts,
+                event.kind,
+                event.step,
+                event.item,
+                event.message,
+                json.dumps(event.data, default=str),
+            ),
+        )
+
+    def events(self, job_id: int, after: int = 0) -> list[tuple[int, Event]]:
+        rows = self._read("SELECT * FROM events WHERE job_id = ? AND id > ? ORDER BY id", (job_id, after))
+        return [
+            (r["id"], Event(r["kind"], r["job_id"], r["step"], r["item"], r["message"], json.loads(r["data"]), r["ts"]))
+            for r in rows
+        ]
+
+    def approve(self, job_id: int, step: str, actor: str) -> None:
+        self._write(
+            "INSERT OR IGNORE INTO approvals (job_id, step, actor, ts) VALUES (?, ?, ?, ?)",
+            (job_id, step, actor, time.time()),
+        )
+
+    def approved_by(self, job_id: int, step: str) -> str | None:
+        rows = self._read("SELECT actor FROM approvals WHERE job_id = ? AND step = ?", (job_id, step))
+        return str(rows[0]["actor"]) if rows else None
+
+    def audit(self, actor: str, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
+        self._write(
+            "INSERT INTO audit (ts, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), actor, action, target, json.dumps(detail or {}, default=str)),
+        )
+
+    def audit_log(self, limit: int = 100) -> list[AuditRecord]:
+        rows = self._read("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [AuditRecord(r["ts"], r["actor"], r["action"], r["target"], json.loads(r["detail"])) for r in rows]
+
+
+def _job(r: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=r["id"],
+        runbook=r["runbook"],
+        source=r["source"],
+        params=json.loads(r["params"]),
+        target=r["target"],
+        state=r["state"],
+        dry_run=bool(r["dry_run"]),
+        lock=r["lock"],
+        owner=r["owner"],
+        created=r["created"],
+        updated=r["updated"],
+        error=r["error"],
+        cancel_requested=bool(r["cancel_requested"]),
+    )
