@@ -124,8 +124,13 @@ class Engine:
         watcher = threading.Thread(target=self._watch_cancel, args=(run,), daemon=True, name=f"cancel-{job_id}")
         watcher.start()
         resumed = bool(self.journal.events(job_id))
-        self._emit(Event("job.resumed" if resumed else "job.started", job_id, data={"runbook": runbook.name,
-                   "params": job.params, "target": job.target, "dry_run": job.dry_run}))  # fmt: skip
+        self._emit(
+            Event(
+                "job.resumed" if resumed else "job.started",
+                job_id,
+                data={"runbook": runbook.name, "params": job.params, "target": job.target, "dry_run": job.dry_run},
+            )
+        )
         context: dict[str, Any] = {"params": job.params, "steps": {}, "job": {"id": job_id, "target": job.target}}
         try:
             state, error = self._run_steps(run, runbook, context, job.dry_run)
@@ -298,8 +303,16 @@ class Engine:
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait_s = state.next_action.sleep if state.next_action else 0
-            self._emit(Event("item.retry", run.job_id, step.id, key, str(exc),
-                             {"attempt": state.attempt_number, "wait": wait_s, "error": type(exc).__name__}))  # fmt: skip
+            self._emit(
+                Event(
+                    "item.retry",
+                    run.job_id,
+                    step.id,
+                    key,
+                    str(exc),
+                    {"attempt": state.attempt_number, "wait": wait_s, "error": type(exc).__name__},
+                )
+            )
 
         try:
             for attempt in retrying(step.retry, self.errors, self.sleep, before_sleep):

@@ -78,7 +78,7 @@ class SqliteJournal:
             try:
                 if lock:
                     held = self._db.execute(
-                        "SELECT l.job_id, j.state, j.owner FROM locks l JOIN jobs j ON j.id = l.job_id WHERE l.name = ?",
+                        "SELECT l.job_id FROM locks l JOIN jobs j ON j.id = l.job_id WHERE l.name = ?",
                         (lock,),
                     ).fetchone()
                     if held is not None:
