@@ -6,16 +6,16 @@ Bad input exits with code 2 and a one-line message; nothing is started.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..app import App, default_inventory_path, default_journal_path
 from ..errors import ConfigError, EvacError
-from . import hosts, lab
+from . import hosts, jobs, lab, plugins, runbooks
 from .parser import Parser
 
-COMMANDS = (lab, hosts)
+COMMANDS = (lab, hosts, jobs, runbooks, plugins)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,23 +26,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="hosts.yaml (default: $EVAC_INVENTORY, /etc/evac/hosts.yaml, then the local lab's)",
     )
+    parser.add_argument(
+        "--journal",
+        type=Path,
+        default=None,
+        help="journal database (default: $EVAC_JOURNAL or /var/lib/evac/journal.db)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in COMMANDS:
         module.register(sub)
     return parser
 
 
-def inventory_path(args: argparse.Namespace) -> Path:
-    if args.inventory:
-        return Path(args.inventory)
-    if os.environ.get("EVAC_INVENTORY"):
-        return Path(os.environ["EVAC_INVENTORY"])
-    system = Path("/etc/evac/hosts.yaml")
-    if system.exists():
-        return system
-    from ..lab.rig import DEFAULT_DIR
-
-    return DEFAULT_DIR / "hosts.yaml"
+def make_app(args: argparse.Namespace) -> App:
+    return App(
+        inventory_path=args.inventory or default_inventory_path(),
+        journal_path=args.journal or default_journal_path(),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from ..fleet import snapshot
-from ..inventory import load_inventory
 from .output import print_json, print_table
 
 
@@ -17,9 +16,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import inventory_path
+    from . import make_app
 
-    inventory = load_inventory(inventory_path(args))
+    inventory = make_app(args).inventory
     hosts = snapshot(inventory)
     if args.json:
         print_json(hosts)

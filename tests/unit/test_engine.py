@@ -256,3 +256,49 @@ def test_every_transition_is_an_event_in_order(tmp_path: Path) -> None:
         "job.finished",
     ]
     assert [e.kind for _, e in engine(tmp_path, rec).journal.events(result.job_id)] == rec.kinds()
+
+
+def test_evac_run_step_wrappers_surround_every_call(tmp_path: Path) -> None:
+    from evac import hookimpl
+
+    seen: list[str] = []
+
+    class Timing:
+        @hookimpl(wrapper=True)
+        def evac_run_step(self, ctx, action):  # type: ignore[no-untyped-def]
+            seen.append(f"before {action.name} {ctx.item}")
+            result = yield
+            seen.append(f"after {action.name} {ctx.item}")
+            return result
+
+    rb = runbook("name: t\nsteps:\n  - {id: a, action: test.ok, for_each: [1, 2]}\n")
+    engine(tmp_path, Recorder(), Timing()).execute(rb, {})
+    assert sorted(seen) == ["after test.ok 1", "after test.ok 2", "before test.ok 1", "before test.ok 2"]
+
+
+def test_a_plugin_may_take_over_evac_run_step_by_returning_a_result(tmp_path: Path) -> None:
+    from evac import hookimpl
+
+    class Canned:
+        @hookimpl
+        def evac_run_step(self, ctx, action):  # type: ignore[no-untyped-def]
+            return {"canned": action.name}
+
+    rec = Recorder()
+    result = engine(tmp_path, rec, Canned()).execute(runbook("name: t\nsteps:\n  - {id: a, action: test.ok}\n"), {})
+    assert result.outputs["a"] == {"canned": "test.ok"}
+    assert rec.calls == []
+
+
+def test_a_failing_evac_event_observer_never_stops_a_job(tmp_path: Path) -> None:
+    from evac import hookimpl
+
+    class Broken:
+        @hookimpl
+        def evac_event(self, event):  # type: ignore[no-untyped-def]
+            raise RuntimeError("observer bug")
+
+    result = engine(tmp_path, Recorder(), Broken()).execute(
+        runbook("name: t\nsteps:\n  - {id: a, action: test.ok}\n"), {}
+    )
+    assert result.state == "succeeded"

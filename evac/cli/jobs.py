@@ -1,0 +1,250 @@
+"""Job commands: ``run``, ``evacuate``, ``status``, ``history``, ``cancel``, ``resume``, ``approve``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import threading
+import time
+from typing import Any
+
+from ..app import App
+from ..engine import JobResult
+from ..errors import ConfigError
+from ..journal import JobRecord
+from ..runbook import Runbook, bind_params
+from .output import console, print_json, print_table
+from .progress import TerminalProgress
+
+
+def register(sub: Any) -> None:
+    run = sub.add_parser("run", help="run a runbook")
+    run.add_argument("runbook", help="a runbook name (evac runbook list) or a YAML file")
+    run.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--target", default="", help="what the job is about (shown in status; default: none)")
+    _run_options(run)
+    run.set_defaults(func=cmd_run)
+
+    evacuate = sub.add_parser("evacuate", help="drain a host (runs the maintenance runbook)")
+    evacuate.add_argument("host")
+    evacuate.add_argument("--runbook", default="maintenance")
+    evacuate.add_argument("--reason", default="")
+    evacuate.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    _run_options(evacuate)
+    evacuate.set_defaults(func=cmd_evacuate)
+
+    status = sub.add_parser("status", help="running jobs, or one job in detail")
+    status.add_argument("job", nargs="?", type=int)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    history = sub.add_parser("history", help="recent jobs")
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(func=cmd_history)
+
+    cancel = sub.add_parser("cancel", help="cancel a running job (it rolls back)")
+    cancel.add_argument("job", type=int)
+    cancel.set_defaults(func=cmd_cancel)
+
+    resume = sub.add_parser("resume", help="continue jobs whose controller died")
+    resume.add_argument("--json", action="store_true")
+    resume.set_defaults(func=cmd_resume)
+
+    approve = sub.add_parser("approve", help="approve a step waiting for approval")
+    approve.add_argument("job", type=int)
+    approve.add_argument("--step", help="the step (default: every step of the job waiting now)")
+    approve.set_defaults(func=cmd_approve)
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="plan every step, change nothing")
+    parser.add_argument("--approve", action="store_true", help="approve this job's approval gates up front")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON, no progress")
+
+
+def actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param: expected KEY=VALUE, got {pair!r}")
+        params[key] = value
+    return params
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import make_app
+
+    app = make_app(args)
+    runbook = app.runbook(args.runbook)
+    params = bind_params(runbook, parse_params(args.param), app.host_names())
+    return execute(app, runbook, params, args.target, args)
+
+
+def cmd_evacuate(args: argparse.Namespace) -> int:
+    from . import make_app
+
+    app = make_app(args)
+    app.inventory.host(args.host)  # unknown host: a clear error before anything starts
+    runbook = app.runbook(args.runbook)
+    given = {"host": args.host}
+    if args.reason and any(p.name == "reason" for p in runbook.params):
+        given["reason"] = args.reason
+    params = bind_params(runbook, given, app.host_names())
+    if not (args.dry_run or args.yes):
+        if not sys.stdin.isatty():
+            raise ConfigError("evacuate: confirm with --yes (or look first with --dry-run)")
+        answer = input(f"Drain {args.host} with runbook '{runbook.name}'? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            console.print("not started")
+            return 1
+    return execute(app, runbook, params, args.host, args)
+
+
+def execute(app: App, runbook: Runbook, params: dict[str, Any], target: str, args: argparse.Namespace) -> int:
+    """Run a job in a worker thread, so Ctrl-C cancels it cleanly (with rollback)."""
+    engine = app.engine
+    if not args.json:
+        app.pm.register(TerminalProgress(console))
+    job_id = engine.submit(runbook, params, target, args.dry_run)
+    app.journal.audit(actor(), "dry-run" if args.dry_run else "run", target or runbook.name,
+                      {"job": job_id, "runbook": runbook.name, "params": params})  # fmt: skip
+    if args.approve:
+        for step in runbook.all_steps():
+            if step.approval:
+                app.journal.approve(job_id, step.id, actor())
+    results: list[JobResult] = []
+    worker = threading.Thread(target=lambda: results.append(engine.run(job_id, runbook)), name=f"job-{job_id}")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        console.print(f"cancelling job {job_id} (rolling back; Ctrl-C again leaves it for `evac resume`)")
+        engine.cancel(job_id)
+        worker.join()
+    if not results:
+        return 1
+    result = results[0]
+    if args.json:
+        print_json({"job": result.job_id, "state": result.state, "error": result.error, "steps": result.outputs})
+    return 0 if result.state == "succeeded" else 1
+
+
+def _job_row(job: JobRecord) -> tuple[Any, ...]:
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created))
+    took = f"{job.updated - job.created:.1f} s"
+    return (
+        job.id,
+        job.runbook,
+        job.target,
+        job.state + (" (dry run)" if job.dry_run else ""),
+        started,
+        took,
+        job.error,
+    )
+
+
+COLUMNS = ("job", "runbook", "target", "state", "started", "took", "error")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import make_app
+
+    journal = make_app(args).journal
+    if args.job is None:
+        jobs = journal.unfinished_jobs()
+        if args.json:
+            print_json(jobs)
+        else:
+            print_table("running jobs", COLUMNS, (_job_row(j) for j in jobs))
+        return 0
+    job = journal.job(args.job)
+    if job is None:
+        raise ConfigError(f"status: no job {args.job}")
+    events = [e for _, e in journal.events(job.id)]
+    if args.json:
+        print_json({"job": job, "events": events})
+        return 0
+    print_table(f"job {job.id}", COLUMNS, [_job_row(job)])
+    steps = []
+    for event in events:
+        if event.kind == "step.finished":
+            steps.append((event.step, event.data.get("state"), event.data.get("seconds"), event.message))
+    print_table("steps", ("step", "state", "seconds", "error"), steps)
+    items = [(e.step, e.item, e.data.get("state"), e.message) for e in events if e.kind == "item.finished"]
+    if items:
+        print_table("items", ("step", "item", "state", "detail"), items)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from . import make_app
+
+    jobs = make_app(args).journal.jobs(args.limit)
+    if args.json:
+        print_json(jobs)
+    else:
+        print_table("history", COLUMNS, (_job_row(j) for j in jobs))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from . import make_app
+
+    journal = make_app(args).journal
+    job = journal.job(args.job)
+    if job is None:
+        raise ConfigError(f"cancel: no job {args.job}")
+    if job.finished:
+        console.print(f"job {job.id} already {job.state}")
+        return 0
+    journal.request_cancel(job.id)
+    journal.audit(actor(), "cancel", job.target or job.runbook, {"job": job.id})
+    console.print(f"job {job.id}: cancel requested; it stops new work, aborts what runs and rolls back")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from ..runbook import load_runbook
+    from . import make_app
+
+    app = make_app(args)
+    if not args.json:
+        app.pm.register(TerminalProgress(console))
+    outcomes = []
+    for job in app.journal.unfinished_jobs():
+        if not app.journal.claim(job.id):
+            outcomes.append({"job": job.id, "state": "running elsewhere"})
+            continue
+        app.journal.audit(actor(), "resume", job.target or job.runbook, {"job": job.id})
+        result = app.engine.run(job.id, load_runbook(job.source))
+        outcomes.append({"job": job.id, "state": result.state, "error": result.error})
+    if args.json:
+        print_json(outcomes)
+    elif not outcomes:
+        console.print("nothing to resume")
+    return 0 if all(o["state"] in ("succeeded", "running elsewhere") for o in outcomes) else 1
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from . import make_app
+
+    journal = make_app(args).journal
+    if journal.job(args.job) is None:
+        raise ConfigError(f"approve: no job {args.job}")
+    asked = [e.step for _, e in journal.events(args.job) if e.kind == "approval.requested"]
+    steps = [args.step] if args.step else [s for s in asked if journal.approved_by(args.job, s) is None]
+    if not steps:
+        raise ConfigError(f"approve: job {args.job} has no step waiting for approval")
+    for step in steps:
+        journal.approve(args.job, step, actor())
+        journal.audit(actor(), "approve", str(args.job), {"step": step})
+        console.print(f"job {args.job}: step {step} approved")
+    return 0
