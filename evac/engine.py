@@ -276,7 +276,13 @@ class Engine:
                 if step.on_failure != "continue":
                     stop.set()
 
-        with ThreadPoolExecutor(max_workers=step.concurrency, thread_name_prefix=f"job{run.job_id}-{step.id}") as pool:
+        try:
+            limit = int(render(step.concurrency, context))
+        except (TypeError, ValueError):
+            limit = 0
+        if limit < 1:
+            raise StepFailed(f"concurrency: expected a whole number >= 1, got {render(step.concurrency, context)!r}")
+        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"job{run.job_id}-{step.id}") as pool:
             pending: set[Future[None]] = {pool.submit(one, key, item) for key, item in todo}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)

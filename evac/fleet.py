@@ -11,10 +11,13 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+from . import remote
 from .errors import EvacError
 from .hypervisor import Hypervisor
 from .inventory import HostSpec, Inventory
+from .journal import HostState
 from .model import HostStatus
+from .placement import HostView
 
 DEFAULT_PORTS = {"qemu+tcp": 16509, "qemu+tls": 16514, "qemu+ssh": 22, "qemu+libssh": 22, "qemu+libssh2": 22}
 
@@ -51,3 +54,51 @@ def read_host(inventory: Inventory, spec: HostSpec, timeout: float = 1.0) -> Hos
 def snapshot(inventory: Inventory, timeout: float = 1.0) -> tuple[HostStatus, ...]:
     with ThreadPoolExecutor(max_workers=min(32, len(inventory.hosts))) as pool:
         return tuple(pool.map(lambda spec: read_host(inventory, spec, timeout), inventory.hosts))
+
+
+def read_bridges(inventory: Inventory, hosts: tuple[HostStatus, ...]) -> dict[str, dict[str, int] | None]:
+    """Each reachable host's bridges and MTUs over SSH; None where unknown (not checked then)."""
+
+    def one(spec: HostSpec) -> dict[str, int] | None:
+        if spec.ssh is None:
+            return None
+        try:
+            return remote.bridges(spec.ssh)
+        except EvacError:
+            return None
+
+    up = [inventory.host(h.name) for h in hosts if h.state == "up"]
+    if not up:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(32, len(up))) as pool:
+        return dict(zip((s.name for s in up), pool.map(one, up), strict=True))
+
+
+def host_views(
+    inventory: Inventory,
+    hosts: tuple[HostStatus, ...],
+    states: dict[str, HostState],
+    bridges: dict[str, dict[str, int] | None],
+) -> list[HostView]:
+    """What placement needs, from the live snapshot, evac's host states and the inventory."""
+    views = []
+    for status in hosts:
+        spec = inventory.host(status.name)
+        cap = status.capacity
+        state = status.state if status.state != "up" else states[status.name].state if status.name in states else "up"
+        found = bridges.get(status.name)
+        views.append(
+            HostView(
+                name=status.name,
+                state=state,
+                memory_mib=spec.capacity_memory_mib or (cap.memory_mib if cap else 0),
+                cpus=spec.capacity_cpus or (cap.cpus if cap else 0),
+                guests=status.guests,
+                reserved_memory_mib=spec.reserved_memory_mib,
+                reserved_cpus=spec.reserved_cpus,
+                spare=spec.spare,
+                bridges=frozenset(found) if found is not None else None,
+                bridge_mtus=tuple(sorted(found.items())) if found else (),
+            )
+        )
+    return views

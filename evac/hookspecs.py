@@ -12,7 +12,10 @@ from .hooks import hookspec
 
 if TYPE_CHECKING:
     from .actions import Action, StepContext
+    from .convergence import ConvergencePolicy, MigrationTuning
     from .events import Event
+    from .inventory import HostSpec
+    from .model import Guest
 
 
 @hookspec
@@ -95,4 +98,57 @@ def evac_run_step(ctx: StepContext, action: Action) -> Mapping[str, Any] | None:
                 return (yield)
             finally:
                 print(action.name, time.monotonic() - started)
+    """
+
+
+@hookspec(firstresult=True)
+def evac_choose_target(guest: Guest, candidates: Sequence[str]) -> str | None:
+    """Pick the host a guest goes to, among ``candidates`` (every host where it fits).
+
+    ``firstresult``: the first non-None answer wins; return None to defer to evac's
+    placement (most free memory, affinity groups first). An answer not in
+    ``candidates`` is ignored, so a plugin cannot break capacity or anti-affinity.
+
+    Example::
+
+        @hookimpl
+        def evac_choose_target(guest, candidates):
+            same_rack = [c for c in candidates if c.startswith("rack1-")]
+            return same_rack[0] if same_rack else None
+    """
+
+
+@hookspec
+def evac_migration_tuning(
+    guest: Guest, source: HostSpec, target: HostSpec, options: Mapping[str, Any]
+) -> MigrationTuning | None:
+    """Contribute typed parameters and flags to one live migration (storage, network, compression, ...).
+
+    Every plugin's answer is merged; two plugins setting one parameter to different
+    values is an error. Raise ``evac.errors.MigrationError`` to refuse the migration
+    before it starts (a preflight: the target lacks the guest's bridge). ``options`` are
+    the step's inputs (``compression``, ``bandwidth_mib``, ...).
+
+    Example::
+
+        @hookimpl
+        def evac_migration_tuning(guest, source, target, options):
+            if options.get("tls"):
+                return MigrationTuning(params={}, flags=("TLS",), notes=("tls",))
+            return None
+    """
+
+
+@hookspec(firstresult=True)
+def evac_convergence_policy(guest: Guest, options: Mapping[str, Any]) -> ConvergencePolicy | None:
+    """The policy that watches a migration and escalates when it will not converge.
+
+    ``firstresult``: return None to defer to the next plugin (the built-in adaptive
+    policy comes last).
+
+    Example::
+
+        @hookimpl
+        def evac_convergence_policy(guest, options):
+            return NeverEscalate() if "no-postcopy" in guest.name else None
     """

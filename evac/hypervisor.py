@@ -225,13 +225,16 @@ class Hypervisor:
         dest_uri: str,
         params: dict[str, Any] | None = None,
         flags: Iterable[str] = (),
+        keep_source: bool = False,
     ) -> None:
         """Peer-to-peer live migration, persistent on the destination, undefined here.
 
         ``flags`` names extra ``VIR_MIGRATE_*`` flags without the prefix (``UNSAFE``,
         ``AUTO_CONVERGE``, ...). On failure the guest keeps running here.
+        ``keep_source`` leaves the (now inactive) definition here, so the completed job's
+        statistics can still be read from it, which post-copy leaves only on the source.
         """
-        bits = MIGRATE_BASE
+        bits = MIGRATE_BASE & ~libvirt.VIR_MIGRATE_UNDEFINE_SOURCE if keep_source else MIGRATE_BASE
         for flag in flags:
             try:
                 bits |= MIGRATE_FLAGS[flag]
@@ -248,6 +251,41 @@ class Hypervisor:
         except (libvirt.libvirtError, NotFound):
             return {}
         return dict(stats) if stats.get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE else {}
+
+    def completed_stats(self, name: str) -> dict[str, Any]:
+        """Statistics of the last finished job (downtime, bytes), or ``{}``."""
+        try:
+            stats = self._lookup(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except (libvirt.libvirtError, NotFound):
+            return {}
+        return dict(stats) if stats.get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE else {}
+
+    def set_max_speed(self, name: str, mib_per_second: int) -> None:
+        with mapped_errors(f"{self.name}: bandwidth of '{name}'"):
+            self._lookup(name).migrateSetMaxSpeed(mib_per_second, 0)
+
+    def library_version(self) -> int:
+        """libvirt's version on the host, as major * 1,000,000 + minor * 1,000 + release."""
+        with mapped_errors(f"{self.name}: libvirt version"):
+            return int(self._conn.getLibVersion())
+
+    def ensure_dir_pool(self, name: str, path: str) -> None:
+        """A started, autostarted directory pool, so storage migration can create disks here."""
+        with mapped_errors(f"{self.name}: storage pool '{name}'"):
+            try:
+                pool = self._conn.storagePoolLookupByName(name)
+            except libvirt.libvirtError:
+                xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
+                pool = self._conn.storagePoolDefineXML(xml, 0)
+            if not pool.isActive():
+                pool.create(0)
+            pool.setAutostart(1)
+
+    def refresh_pools(self) -> None:
+        """Rescan active pools: a volume deleted behind libvirt's back makes migration fail."""
+        with mapped_errors(f"{self.name}: refreshing pools"):
+            for pool in self._conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+                pool.refresh(0)
 
     def abort_job(self, name: str) -> None:
         with mapped_errors(f"{self.name}: aborting job of '{name}'"):

@@ -45,6 +45,8 @@ class HostSpec:
     reserved_memory_mib: int = 0
     reserved_cpus: int = 0
     spare: bool = False
+    capacity_memory_mib: int | None = None
+    capacity_cpus: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class Inventory:
 
 
 TOP_FIELDS = ("hosts", "shared_storage")
-HOST_FIELDS = ("name", "uri", "address", "ssh", "fence", "tags", "reserved", "spare")
+HOST_FIELDS = ("name", "uri", "address", "ssh", "fence", "tags", "reserved", "capacity", "spare")
 SSH_FIELDS = ("host", "user", "port", "key", "known_hosts")
 RESERVED_FIELDS = ("memory_mib", "cpus")
 
@@ -131,6 +133,10 @@ def _parse_host(where: Where, entry: Any, line: int, field: str) -> HostSpec:
     if "reserved" in host:
         reserved = where.require_mapping(reserved, host.line_of("reserved"), f"{field}.reserved")
         where.reject_unknown(reserved, RESERVED_FIELDS, f"{field}.reserved.")
+    capacity = Mapping()
+    if "capacity" in host:
+        capacity = where.require_mapping(host["capacity"], host.line_of("capacity"), f"{field}.capacity")
+        where.reject_unknown(capacity, RESERVED_FIELDS, f"{field}.capacity.")
     tags = host.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise where.error(host.line_of("tags"), f"{field}.tags", "expected a list of strings")
@@ -147,6 +153,10 @@ def _parse_host(where: Where, entry: Any, line: int, field: str) -> HostSpec:
         reserved_memory_mib=_count(where, reserved, "memory_mib", f"{field}.reserved"),
         reserved_cpus=_count(where, reserved, "cpus", f"{field}.reserved"),
         spare=spare,
+        capacity_memory_mib=_count(where, capacity, "memory_mib", f"{field}.capacity")
+        if "memory_mib" in capacity
+        else None,
+        capacity_cpus=_count(where, capacity, "cpus", f"{field}.capacity") if "cpus" in capacity else None,
     )
 
 

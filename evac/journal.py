@@ -56,6 +56,17 @@ class ItemRecord:
 
 
 @dataclass(frozen=True)
+class HostState:
+    """Evac's own view of a host, kept across runs: ``maintenance`` hosts take no guests."""
+
+    host: str
+    state: str  # enabled, maintenance, fenced
+    reason: str
+    actor: str
+    since: float
+
+
+@dataclass(frozen=True)
 class AuditRecord:
     ts: float
     actor: str
@@ -95,6 +106,8 @@ class Journal(Protocol):
     def approved_by(self, job_id: int, step: str) -> str | None: ...
     def audit(self, actor: str, action: str, target: str, detail: dict[str, Any] | None = None) -> None: ...
     def audit_log(self, limit: int = 100) -> list[AuditRecord]: ...
+    def set_host_state(self, host: str, state: str, reason: str, actor: str) -> None: ...
+    def host_states(self) -> dict[str, HostState]: ...
 
 
 def current_owner() -> str:

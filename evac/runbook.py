@@ -81,7 +81,7 @@ class Step:
     inputs: dict[str, Any] = field(default_factory=dict)
     when: Any = None
     for_each: Any = None
-    concurrency: int = 1
+    concurrency: int | str = 1  # a whole number, or a template rendered when the step starts
     retry: Retry = field(default_factory=Retry)
     timeout: float | None = None
     on_failure: str = "abort"  # abort, continue, handle
@@ -226,7 +226,9 @@ def _step(where: Where, raw: Any, line: int, field_name: str, defaults: Mapping,
     if "for_each" in step and not isinstance(step["for_each"], str | list):
         raise where.error(step.line_of("for_each"), f"{label}: for_each", "expected a list or a template")
     concurrency = step.get("concurrency", defaults.get("concurrency", 1))
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+    if isinstance(concurrency, str) and "{{" in concurrency:
+        _check_template(where, concurrency, step.line_of("concurrency"), f"{label}: concurrency")
+    elif not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise where.error(
             step.line_of("concurrency"), f"{label}: concurrency", f"expected a whole number >= 1, got {concurrency!r}"
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import LockedError
 from .events import Event
-from .journal import AuditRecord, ItemRecord, JobRecord, StepRecord, current_owner, owner_alive
+from .journal import AuditRecord, HostState, ItemRecord, JobRecord, StepRecord, current_owner, owner_alive
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, job_id INTEGER NOT NULL
 CREATE TABLE IF NOT EXISTS approvals (
     job_id INTEGER NOT NULL, step TEXT NOT NULL, actor TEXT NOT NULL, ts REAL NOT NULL,
     PRIMARY KEY (job_id, step));
+CREATE TABLE IF NOT EXISTS host_states (
+    host TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL, since REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT NOT NULL, detail TEXT NOT NULL);
@@ -207,6 +209,20 @@ class SqliteJournal:
     def audit_log(self, limit: int = 100) -> list[AuditRecord]:
         rows = self._read("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         return [AuditRecord(r["ts"], r["actor"], r["action"], r["target"], json.loads(r["detail"])) for r in rows]
+
+    # ---------------------------------------------------------------- host states
+    def set_host_state(self, host: str, state: str, reason: str, actor: str) -> None:
+        if state == "enabled":
+            self._write("DELETE FROM host_states WHERE host = ?", (host,))
+            return
+        self._write(
+            "INSERT OR REPLACE INTO host_states (host, state, reason, actor, since) VALUES (?, ?, ?, ?, ?)",
+            (host, state, reason, actor, time.time()),
+        )
+
+    def host_states(self) -> dict[str, HostState]:
+        rows = self._read("SELECT * FROM host_states")
+        return {r["host"]: HostState(r["host"], r["state"], r["reason"], r["actor"], r["since"]) for r in rows}
 
 
 def _job(r: sqlite3.Row) -> JobRecord:

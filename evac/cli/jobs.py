@@ -31,6 +31,8 @@ def register(sub: Any) -> None:
     evacuate.add_argument("--runbook", default="maintenance")
     evacuate.add_argument("--reason", default="")
     evacuate.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    evacuate.add_argument("--force", action="store_true", help="drain even if the host is already in maintenance")
+    evacuate.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE", help="runbook params")
     _run_options(evacuate)
     evacuate.set_defaults(func=cmd_evacuate)
 
@@ -84,37 +86,91 @@ def cmd_run(args: argparse.Namespace) -> int:
     app = make_app(args)
     runbook = app.runbook(args.runbook)
     params = bind_params(runbook, parse_params(args.param), app.host_names())
-    return execute(app, runbook, params, args.target, args)
+    return execute(app, runbook, params, args.target, args)[0]
 
 
 def cmd_evacuate(args: argparse.Namespace) -> int:
     from . import make_app
 
     app = make_app(args)
-    app.inventory.host(args.host)  # unknown host: a clear error before anything starts
+    host = app.inventory.host(args.host).name  # unknown host: a clear error before anything starts
     runbook = app.runbook(args.runbook)
-    given = {"host": args.host}
+    given: dict[str, Any] = {**parse_params(args.param), "host": host}
     if args.reason and any(p.name == "reason" for p in runbook.params):
         given["reason"] = args.reason
     params = bind_params(runbook, given, app.host_names())
+    state = app.journal.host_states().get(host)
+    if state and state.state != "enabled" and not (args.force or args.dry_run):
+        raise ConfigError(
+            f"evacuate: {host} is already in {state.state} ({state.actor}, {state.reason or 'no reason'}); "
+            f"--force drains what is left, `evac host enable {host}` ends the maintenance"
+        )
     if not (args.dry_run or args.yes):
         if not sys.stdin.isatty():
             raise ConfigError("evacuate: confirm with --yes (or look first with --dry-run)")
-        answer = input(f"Drain {args.host} with runbook '{runbook.name}'? [y/N] ")
+        answer = input(f"Drain {host} with runbook '{runbook.name}'? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             console.print("not started")
             return 1
-    return execute(app, runbook, params, args.host, args)
+    code, result = execute(app, runbook, params, host, args)
+    if result and not args.json:
+        print_drain(result, args.dry_run)
+    return code
 
 
-def execute(app: App, runbook: Runbook, params: dict[str, Any], target: str, args: argparse.Namespace) -> int:
+def print_drain(result: JobResult, dry_run: bool) -> None:
+    """The plan (dry run) or the final report of a drain, as tables."""
+    plan = result.outputs.get("plan") or {}
+    report = None if dry_run else (result.outputs.get("report") or {}).get("rows")
+    rows: list[tuple[Any, ...]]
+    if report:
+        rows = [
+            (
+                r["guest"],
+                r["memory_mib"],
+                r["from"],
+                r["to"],
+                r["result"],
+                r.get("seconds") or "",
+                r.get("downtime_ms") if r.get("downtime_ms") is not None else "",
+                f"{(r.get('bytes') or 0) / 2**20:.0f} MiB" if r.get("bytes") else "",
+                "; ".join(r.get("escalations") or []) or r.get("detail", ""),
+            )
+            for r in report
+        ]
+        print_table(
+            f"drain report: job {result.job_id}",
+            ("guest", "MiB", "from", "to", "result", "s", "downtime ms", "moved", "escalations / why"),
+            rows,
+        )
+    elif plan:
+        rows = [
+            (m["guest"], m["memory_mib"], m["source"], m["target"], m["strategy"], m["reason"])
+            for m in plan.get("moves", [])
+        ]
+        rows += [
+            (u["guest"], u["memory_mib"], plan["source"], "-", "stays", u["reason"])
+            for u in plan.get("unplaceable", [])
+        ]
+        print_table(f"drain plan for {plan['source']}", ("guest", "MiB", "from", "to", "strategy", "reason"), rows)
+    for warning in plan.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+def execute(
+    app: App, runbook: Runbook, params: dict[str, Any], target: str, args: argparse.Namespace
+) -> tuple[int, JobResult | None]:
     """Run a job in a worker thread, so Ctrl-C cancels it cleanly (with rollback)."""
     engine = app.engine
     if not args.json:
         app.pm.register(TerminalProgress(console))
     job_id = engine.submit(runbook, params, target, args.dry_run)
-    app.journal.audit(actor(), "dry-run" if args.dry_run else "run", target or runbook.name,
-                      {"job": job_id, "runbook": runbook.name, "params": params})  # fmt: skip
+    app.journal.audit(
+        actor(),
+        "dry-run" if args.dry_run else "run",
+        target or runbook.name,
+        {"job": job_id, "runbook": runbook.name, "params": params},
+    )
     if args.approve:
         for step in runbook.all_steps():
             if step.approval:
@@ -130,11 +186,11 @@ def execute(app: App, runbook: Runbook, params: dict[str, Any], target: str, arg
         engine.cancel(job_id)
         worker.join()
     if not results:
-        return 1
+        return 1, None
     result = results[0]
     if args.json:
         print_json({"job": result.job_id, "state": result.state, "error": result.error, "steps": result.outputs})
-    return 0 if result.state == "succeeded" else 1
+    return (0 if result.state == "succeeded" else 1), result
 
 
 def _job_row(job: JobRecord) -> tuple[Any, ...]:

@@ -11,7 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Not a terminal (CI logs, pipes): wide enough that report tables stay readable.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def to_jsonable(value: Any) -> Any:

@@ -9,8 +9,13 @@ from rich.console import Console
 from ..events import Event
 from ..hooks import hookimpl
 
-MARK = {"succeeded": "[green]ok[/]", "failed": "[red]FAILED[/]", "partial": "[yellow]partial[/]",
-        "cancelled": "[yellow]cancelled[/]", "skipped": "[dim]skipped[/]"}  # fmt: skip
+MARK = {
+    "succeeded": "[green]ok[/]",
+    "failed": "[red]FAILED[/]",
+    "partial": "[yellow]partial[/]",
+    "cancelled": "[yellow]cancelled[/]",
+    "skipped": "[dim]skipped[/]",
+}
 
 
 class TerminalProgress:
@@ -47,8 +52,14 @@ class TerminalProgress:
             self._line(
                 event, f"step {event.step} {MARK.get(str(data.get('state')), '')}{extra} in {data.get('seconds')} s"
             )
-        elif kind in ("step.skipped", "step.failed", "approval.requested", "approval.granted", "job.cancel_requested",
-                      "rollback.started"):  # fmt: skip
+        elif kind in (
+            "step.skipped",
+            "step.failed",
+            "approval.requested",
+            "approval.granted",
+            "job.cancel_requested",
+            "rollback.started",
+        ):
             self._line(event, f"{kind} {event.step} {event.message}".rstrip())
         elif kind == "job.finished":
             state = str(data.get("state"))

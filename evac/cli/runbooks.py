@@ -75,8 +75,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         print_json(runbook)
         return 0
     console.print(f"[bold]{runbook.name}[/] ({runbook.source})\n{runbook.description.strip()}")
-    print_table("params", ("name", "type", "required", "default"),
-                ((p.name, p.type, p.required, p.default) for p in runbook.params))  # fmt: skip
+    print_table(
+        "params",
+        ("name", "type", "required", "default"),
+        ((p.name, p.type, p.required, p.default) for p in runbook.params),
+    )
     rows = []
     for step in runbook.steps:
         extra = []

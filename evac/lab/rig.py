@@ -200,6 +200,7 @@ class Lab:
                 self._start_sshd(h)
         for h in self.hosts():
             self._wait_port(h, 22, "sshd")
+            self._ensure_pool(h)
         self._save_capabilities()
         self._write_inventory()
         return time.monotonic() - started
@@ -256,6 +257,7 @@ class Lab:
         if not _port_open(h.address, 22):
             self._start_sshd(h)
         self._wait_port(h, 22, "sshd")
+        self._ensure_pool(h)
 
     def cut(self, name: str) -> None:
         """Network partition: the host keeps running but nobody can reach it."""
@@ -477,6 +479,13 @@ Subsystem sftp internal-sftp
         log = self.host_dir(h.name) / "log" / ("libvirtd.log" if port == LIBVIRT_PORT else "sshd.log")
         tail = log.read_text()[-800:] if log.exists() else "(no log)"
         raise LabError(f"{what} on {h.name} did not come up within {timeout:.0f} s; log tail:\n{tail}")
+
+    def _ensure_pool(self, h: LabHost) -> None:
+        """Storage migration of local disks needs a pool at the disk's path on the target."""
+        from ..hypervisor import Hypervisor
+
+        with Hypervisor.connect(h.name, h.uri) as hv:
+            hv.ensure_dir_pool("default", "/var/lib/libvirt/images")
 
     def _seed_capabilities(self) -> None:
         """Probing QEMU's capabilities costs seconds per host; probe once, share the cache.

@@ -14,9 +14,22 @@ FIXTURE = Path(__file__).parents[1] / "fixtures" / "evac-hello"
 def test_installed_plugin_package_is_loaded_through_its_entry_point(tmp_path: Path) -> None:
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(FIXTURE)],
-        check=True, capture_output=True, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(FIXTURE),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     env = {**os.environ, "PYTHONPATH": str(target), "EVAC_JOURNAL": str(tmp_path / "j.db")}
     listing = subprocess.run(
         [sys.executable, "-m", "evac", "plugins", "--json"], env=env, capture_output=True, text=True, check=True

@@ -31,8 +31,14 @@ steps:
 
 def evac(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "EVAC_PLUGINS": "tests.unit.sideeffect_plugin", "EVAC_JOURNAL": str(tmp_path / "j.db")}
-    return subprocess.Popen([sys.executable, "-m", "evac", *args], env=env, cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "evac", *args],
+        env=env,
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_job_killed_mid_step_is_resumed_to_completion_without_repeating_effects(tmp_path: Path) -> None:

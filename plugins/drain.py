@@ -1,0 +1,188 @@
+"""Drain actions: maintenance state, the drain plan, verification and the final report.
+
+``vm.plan_drain`` runs the same pure placement for a dry run and a real run, so what
+``--dry-run`` shows is what the engine then does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from evac import Action, StepContext, hookimpl
+from evac.app import App
+from evac.errors import EvacError, NotFound
+from evac.fleet import host_views, read_bridges, snapshot
+from evac.hypervisor import Hypervisor
+from evac.model import Guest
+from evac.placement import HostView, Policy, plan_drain
+
+
+def app_of(ctx: StepContext) -> App:
+    app = ctx.services["app"]
+    assert isinstance(app, App)
+    return app
+
+
+def fleet(app: App) -> list[HostView]:
+    statuses = snapshot(app.inventory)
+    return host_views(app.inventory, statuses, app.journal.host_states(), read_bridges(app.inventory, statuses))
+
+
+def chooser(app: App) -> Any:
+    def choose(guest: Guest, candidates: list[str]) -> str | None:
+        answer: str | None = app.pm.hook.evac_choose_target(guest=guest, candidates=candidates)
+        return answer
+
+    return choose
+
+
+def policy(inputs: Mapping[str, Any]) -> Policy:
+    return Policy(
+        memory_overcommit=float(inputs.get("memory_overcommit", 1.0)),
+        cpu_overcommit=float(inputs.get("cpu_overcommit", 4.0)),
+        headroom_memory_mib=int(inputs.get("headroom_mib", 256)),
+    )
+
+
+# ---------------------------------------------------------------- host state
+def disable(ctx: StepContext) -> Mapping[str, Any]:
+    app = app_of(ctx)
+    host = app.inventory.host(str(ctx.inputs["host"])).name
+    before = app.journal.host_states().get(host)
+    app.journal.set_host_state(host, "maintenance", str(ctx.inputs.get("reason", "")), f"job:{ctx.job_id}")
+    ctx.progress(f"{host} in maintenance: placement and monitoring leave it alone")
+    return {"host": host, "was": before.state if before else "enabled"}
+
+
+def enable(ctx: StepContext) -> Mapping[str, Any]:
+    app = app_of(ctx)
+    host = app.inventory.host(str(ctx.inputs["host"])).name
+    app.journal.set_host_state(host, "enabled", "", f"job:{ctx.job_id}")
+    ctx.progress(f"{host} enabled")
+    return {"host": host}
+
+
+# ---------------------------------------------------------------- plan
+def plan(ctx: StepContext) -> Mapping[str, Any]:
+    app = app_of(ctx)
+    source = app.inventory.host(str(ctx.inputs["host"])).name
+    views = fleet(app)
+    by_name = {v.name: v for v in views}
+    if by_name[source].state in ("unreachable", "down"):
+        raise EvacError(f"{source} is unreachable: a drain needs the host up (for a dead host, run host-failure)")
+    drain = plan_drain(views, source, policy(ctx.inputs), chooser(app))
+    for warning in drain.warnings:
+        ctx.progress(f"warning: {warning}")
+    guests = {g.name: g for g in by_name[source].guests}
+    result = drain.as_dict()
+    result["moves"] = [
+        {
+            **asdict(m),
+            "strategy": "live + storage copy" if m.local_disks else "live",
+            "disks": [d.path for d in guests[m.guest].disks],
+        }
+        for m in drain.moves
+    ]
+    return result
+
+
+# ---------------------------------------------------------------- verify
+def verify(ctx: StepContext) -> Mapping[str, Any]:
+    """Running on the target, persistent there, undefined on the source (`virsh list --all` on each)."""
+    app = app_of(ctx)
+    name = str(ctx.inputs["guest"])
+    target = app.inventory.host(str(ctx.inputs["target"]))
+    source = app.inventory.host(str(ctx.inputs["source"]))
+    with Hypervisor.connect(target.name, target.uri) as hv:
+        try:
+            guest = hv.guest(name)
+        except NotFound:
+            raise EvacError(f"{name}: not defined on {target.name}") from None
+    if guest.state != "running" or not guest.persistent:
+        raise EvacError(f"{name} on {target.name}: state {guest.state}, persistent {guest.persistent}")
+    with Hypervisor.connect(source.name, source.uri) as hv:
+        if hv.has_guest(name):
+            raise EvacError(f"{name}: still defined on {source.name}")
+    return {"guest": name, "host": target.name, "state": guest.state, "persistent": guest.persistent}
+
+
+# ---------------------------------------------------------------- report
+def report(ctx: StepContext) -> Mapping[str, Any]:
+    """Every guest of the drain with where it went and how, or why it did not.
+
+    Raises when guests remain on the host, so a drain never reports success early.
+    """
+    host = str(ctx.inputs["host"])
+    planned = ctx.inputs.get("plan") or {}
+    migrated = ctx.inputs.get("migrate") or {}
+    rows = []
+    for move in planned.get("moves", []):
+        row = {"guest": move["guest"], "memory_mib": move["memory_mib"], "from": host}
+        done = migrated.get("items", {}).get(move["guest"])
+        if done and done.get("planned"):
+            rows.append({**row, "to": done["target"], "result": "would move", "detail": move.get("reason", "")})
+        elif done:
+            keys = ("seconds", "downtime_ms", "bytes", "escalations")
+            rows.append(
+                {**row, "to": done["target"], "result": "moved", "detail": "", **{k: done.get(k) for k in keys}}
+            )
+        else:
+            error = migrated.get("failed", {}).get(move["guest"], "not migrated (job stopped)")
+            rows.append({**row, "to": "", "result": "failed", "detail": error})
+    for stuck in planned.get("unplaceable", []):
+        row = {"guest": stuck["guest"], "memory_mib": stuck["memory_mib"], "from": host}
+        rows.append({**row, "to": "", "result": "unplaceable", "detail": stuck["reason"]})
+    left = [r["guest"] for r in rows if r["result"] not in ("moved", "would move")]
+    summary = f"{host}: {len(rows) - len(left)} of {len(rows)} guests moved"
+    ctx.progress(summary + (f"; left on {host}: {', '.join(left)}" if left else ""))
+    if left and not ctx.dry_run:
+        raise EvacError(f"{summary}; {len(left)} still on {host}: {', '.join(left)}")
+    return {"host": host, "rows": rows, "summary": summary}
+
+
+@hookimpl
+def evac_actions() -> list[Action]:
+    return [
+        Action(
+            "host.disable",
+            disable,
+            plan=lambda ctx: {"would_disable": ctx.inputs["host"]},
+            description="Put a host in maintenance: it takes no guests and is not failed over.",
+            inputs=("host", "reason"),
+            required=("host",),
+        ),
+        Action(
+            "host.enable",
+            enable,
+            plan=lambda ctx: {"would_enable": ctx.inputs["host"]},
+            description="Take a host out of maintenance.",
+            inputs=("host",),
+            required=("host",),
+        ),
+        Action(
+            "vm.plan_drain",
+            plan,
+            plan=plan,
+            description="Plan where every running guest of a host goes (pure placement).",
+            inputs=("host", "memory_overcommit", "cpu_overcommit", "headroom_mib"),
+            required=("host",),
+        ),
+        Action(
+            "vm.verify",
+            verify,
+            plan=lambda ctx: {"would_verify": ctx.inputs["guest"]},
+            description="Check a guest runs on its target, persistent, and is gone from its source.",
+            inputs=("guest", "target", "source"),
+            required=("guest", "target", "source"),
+        ),
+        Action(
+            "report.drain",
+            report,
+            plan=report,
+            description="The drain's final report; fails while guests remain on the host.",
+            inputs=("host", "plan", "migrate"),
+            required=("host", "plan"),
+        ),
+    ]

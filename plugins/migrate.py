@@ -1,0 +1,325 @@
+"""``vm.live_migrate``: one guest, live, peer-to-peer, watched until it lands.
+
+The call is idempotent: it first looks where the guest really is. It holds a slot on the
+source (outgoing) and the target (incoming) so parallel migrations stay within per-host
+limits; samples the job's statistics into progress events; lets the convergence policy
+escalate; aborts on cancel (the guest stays on its source). A failed target is
+remembered, so a retry of the step picks another host.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from evac import Action, StepContext, hookimpl
+from evac.app import App
+from evac.convergence import ConvergencePolicy, Escalation, MigrationTuning, Sample
+from evac.errors import Cancelled, ConfigError, EvacError, MigrationError, NotFound
+from evac.hypervisor import Hypervisor
+from evac.inventory import HostSpec
+from evac.model import Guest
+from evac.placement import place
+
+from .drain import app_of, fleet, policy
+
+INPUTS = (
+    "guest",
+    "source",
+    "target",
+    "max_out",
+    "max_in",
+    "bandwidth_mib",
+    "max_downtime_ms",
+    "downtime_limit_ms",
+    "compression",
+    "xbzrle_cache_mib",
+    "mt_threads",
+    "mt_level",
+    "allow_postcopy",
+    "parallel_connections",
+    "tls",
+    "memory_mib",
+    "vcpus",
+    "reason",
+    "priority",
+    "local_disks",
+    "strategy",
+    "disks",
+)
+SAMPLE_EVERY = 0.25
+
+
+class HostSlots:
+    """Per-host limits on concurrent migrations out of and into each host (this process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: dict[tuple[str, str], threading.BoundedSemaphore] = {}
+
+    def slot(self, direction: str, host: str, limit: int) -> threading.BoundedSemaphore:
+        with self._lock:
+            return self._slots.setdefault((direction, host), threading.BoundedSemaphore(max(1, limit)))
+
+    def acquire(self, ctx: StepContext, direction: str, host: str, limit: int) -> threading.BoundedSemaphore:
+        sem = self.slot(direction, host, limit)
+        announced = False
+        while not sem.acquire(timeout=0.1):
+            ctx.check_abort()
+            if not announced:
+                ctx.progress(f"waiting for a free {direction} slot on {host} (limit {limit})")
+                announced = True
+        return sem
+
+
+SLOTS = HostSlots()
+FAILED_TARGETS: dict[tuple[int, str], set[str]] = {}
+
+
+def merge_tuning(answers: list[MigrationTuning | None]) -> MigrationTuning:
+    params: dict[str, object] = {}
+    flags: list[str] = []
+    notes: list[str] = []
+    for answer in answers:
+        if answer is None:
+            continue
+        for key, value in answer.params.items():
+            if key in params and params[key] != value:
+                raise ConfigError(f"migration parameter '{key}' set twice by plugins: {params[key]!r} and {value!r}")
+            params[key] = value
+        flags += [f for f in answer.flags if f not in flags]
+        notes += answer.notes
+    return MigrationTuning(params, tuple(flags), tuple(notes))
+
+
+def sample(stats: Mapping[str, Any], started: float) -> Sample:
+    page = int(stats.get("memory_page_size", 4096) or 4096)
+    return Sample(
+        elapsed=time.monotonic() - started,
+        processed=int(stats.get("memory_processed", 0)),
+        remaining=int(stats.get("memory_remaining", 0)),
+        total=int(stats.get("memory_total", 0)),
+        dirty_rate=float(stats.get("memory_dirty_rate", 0)) * page,
+        bandwidth=float(stats.get("memory_bps", 0)),
+        iteration=int(stats.get("memory_iteration", 0)),
+    )
+
+
+def locate(app: App, name: str, hosts: list[HostSpec]) -> dict[str, Guest]:
+    found = {}
+    for spec in hosts:
+        try:
+            with Hypervisor.connect(spec.name, spec.uri) as hv:
+                if hv.has_guest(name):
+                    found[spec.name] = hv.guest(name, app.inventory.is_shared)
+        except EvacError:
+            continue
+    return found
+
+
+def migrate(ctx: StepContext) -> Mapping[str, Any]:
+    app = app_of(ctx)
+    inv = app.inventory
+    name = str(ctx.inputs["guest"])
+    source = inv.host(str(ctx.inputs["source"]))
+    failed = FAILED_TARGETS.setdefault((ctx.job_id, name), set())
+    target = inv.host(str(ctx.inputs["target"]))
+    if target.name in failed:
+        target = retarget(ctx, app, name, source.name, failed)
+
+    where = locate(app, name, [source, target])
+    on_target = where.get(target.name)
+    if on_target and on_target.state == "running":
+        if source.name in where:  # a crash between the switch-over and the undefine
+            with Hypervisor.connect(source.name, source.uri) as hv:
+                hv.undefine(name)
+        return {"guest": name, "source": source.name, "target": target.name, "already": True, "seconds": 0}
+    guest = where.get(source.name)
+    if guest is None:
+        raise NotFound(f"{name}: not on {source.name} nor {target.name}")
+    if guest.state != "running":
+        raise MigrationError(f"{name} on {source.name} is {guest.state}, not running: nothing to live-migrate")
+
+    options = dict(ctx.inputs)
+    tuning = merge_tuning(app.pm.hook.evac_migration_tuning(guest=guest, source=source, target=target, options=options))
+    conv: ConvergencePolicy | None = app.pm.hook.evac_convergence_policy(guest=guest, options=options)
+    flags = list(tuning.flags) + [f for f in (conv.start_flags(guest) if conv else ()) if f not in tuning.flags]
+    out_slot = SLOTS.acquire(ctx, "out", source.name, int(ctx.inputs.get("max_out", 2)))
+    try:
+        in_slot = SLOTS.acquire(ctx, "in", target.name, int(ctx.inputs.get("max_in", 2)))
+        try:
+            ctx.progress(f"{source.name} -> {target.name} ({', '.join(flags) or 'plain'})", flags=flags)
+            result = run_migration(ctx, guest, source, target, tuning, flags, conv)
+        finally:
+            in_slot.release()
+    except MigrationError:
+        failed.add(target.name)
+        raise
+    finally:
+        out_slot.release()
+    return {"guest": name, "source": source.name, "target": target.name, "notes": list(tuning.notes), **result}
+
+
+def retarget(ctx: StepContext, app: App, name: str, source: str, failed: set[str]) -> HostSpec:
+    """A new target for a retry, excluding hosts this guest already failed to reach."""
+    views = fleet(app)
+    guest = next((g for v in views if v.name == source for g in v.guests if g.name == name), None)
+    if guest is None:
+        raise NotFound(f"{name}: no longer on {source}")
+    moves, stuck = place([guest], source, views, policy(ctx.inputs), exclude=failed)
+    if stuck:
+        raise MigrationError(f"{name}: no other target after {', '.join(sorted(failed))} failed: {stuck[0].reason}")
+    ctx.progress(f"retrying on {moves[0].target} (failed: {', '.join(sorted(failed))})")
+    return app.inventory.host(moves[0].target)
+
+
+def run_migration(
+    ctx: StepContext,
+    guest: Guest,
+    source: HostSpec,
+    target: HostSpec,
+    tuning: MigrationTuning,
+    flags: list[str],
+    conv: ConvergencePolicy | None,
+) -> dict[str, Any]:
+    name = guest.name
+    errors: list[BaseException] = []
+    done = threading.Event()
+    with Hypervisor.connect(source.name, source.uri) as hv:
+
+        def worker() -> None:
+            try:
+                hv.live_migrate(name, target.uri, dict(tuning.params), flags, keep_source=True)
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                done.set()
+
+        started = time.monotonic()
+        threading.Thread(target=worker, daemon=True, name=f"migrate-{name}").start()
+        samples: list[Sample] = []
+        applied: list[Escalation] = []
+        aborted = False
+        initial_downtime = int(ctx.inputs.get("max_downtime_ms", 0))
+        last_report = 0.0
+        while not done.wait(SAMPLE_EVERY):
+            stats = hv.job_stats(name)
+            if not stats:
+                continue
+            if initial_downtime and not samples:
+                hv.set_max_downtime(name, initial_downtime)
+            samples.append(sample(stats, started))
+            postcopy_on = any(e.kind == "postcopy" for e in applied)
+            if ctx.abort.is_set() and not aborted and not postcopy_on:
+                hv.abort_job(name)
+                aborted = True
+            if samples[-1].total and time.monotonic() - last_report >= 1.0:
+                last_report = time.monotonic()
+                s = samples[-1]
+                pct = 100 * s.processed / s.total if s.total else 0
+                ctx.progress(
+                    f"{pct:.0f}% sent, pass {s.iteration}, dirty {s.dirty_rate / 2**20:.0f} MiB/s, "
+                    f"link {s.bandwidth / 2**20:.0f} MiB/s",
+                    **_numbers(s),
+                )
+            if conv and not aborted:
+                step = conv.decide(samples, applied)
+                if step is not None:
+                    apply_escalation(ctx, hv, name, step)
+                    applied.append(step)
+                    if step.kind == "abort":
+                        aborted = True
+        seconds = time.monotonic() - started
+        if errors:
+            if aborted and ctx.abort.is_set():
+                raise Cancelled(f"{name}: migration aborted; it keeps running on {source.name}")
+            why = "; ".join(f"{e.kind}: {e.reason}" for e in applied)
+            raise MigrationError(f"{name}: {errors[0]}" + (f" (after {why})" if why else ""))
+        completed = hv.completed_stats(name)
+        try:
+            hv.undefine(name)
+        except NotFound:
+            pass
+    return {
+        "seconds": round(seconds, 3),
+        "downtime_ms": completed.get("downtime"),
+        "bytes": int(completed.get("memory_processed", 0)) + int(completed.get("disk_processed", 0)),
+        "iterations": completed.get("memory_iteration"),
+        "escalations": [f"{e.kind}{'=' + str(e.value) if e.value else ''}: {e.reason}" for e in applied],
+        "flags": flags,
+    }
+
+
+def _numbers(s: Sample) -> dict[str, Any]:
+    return {
+        "processed": s.processed,
+        "remaining": s.remaining,
+        "total": s.total,
+        "dirty_rate": s.dirty_rate,
+        "bandwidth": s.bandwidth,
+        "iteration": s.iteration,
+    }
+
+
+def apply_escalation(ctx: StepContext, hv: Hypervisor, name: str, step: Escalation) -> None:
+    ctx.progress(
+        f"escalation: {step.kind}{' ' + str(step.value) if step.value else ''}: {step.reason}",
+        escalation=step.kind,
+        value=step.value,
+    )
+    try:
+        if step.kind == "max_downtime":
+            hv.set_max_downtime(name, step.value)
+        elif step.kind == "bandwidth":
+            hv.set_max_speed(name, max(1, step.value // 2**20))
+        elif step.kind == "postcopy":
+            hv.start_postcopy(name)
+        elif step.kind == "abort":
+            hv.abort_job(name)
+    except EvacError as exc:
+        ctx.progress(f"escalation {step.kind} failed: {exc}")
+
+
+@hookimpl
+def evac_migration_tuning(
+    guest: Guest, source: HostSpec, target: HostSpec, options: Mapping[str, Any]
+) -> MigrationTuning | None:
+    """Transport options every migration may take: bandwidth cap, parallel connections, TLS."""
+    params: dict[str, object] = {}
+    flags: list[str] = []
+    notes = []
+    if int(options.get("bandwidth_mib") or 0) > 0:
+        params["bandwidth"] = int(options["bandwidth_mib"])
+        notes.append(f"bandwidth {options['bandwidth_mib']} MiB/s")
+    if int(options.get("parallel_connections") or 0) > 1:
+        flags.append("PARALLEL")
+        params["parallel.connections"] = int(options["parallel_connections"])
+    if options.get("tls"):
+        flags.append("TLS")
+    return MigrationTuning(params, tuple(flags), tuple(notes)) if params or flags else None
+
+
+def plan_migration(ctx: StepContext) -> Mapping[str, Any]:
+    """The same shape as a finished migration's outputs, so later steps plan on it too."""
+    return {
+        "guest": ctx.inputs["guest"],
+        "source": ctx.inputs["source"],
+        "target": ctx.inputs["target"],
+        "planned": True,
+    }
+
+
+@hookimpl
+def evac_actions() -> list[Action]:
+    return [
+        Action(
+            "vm.live_migrate",
+            migrate,
+            plan=plan_migration,
+            description="Live-migrate one guest (p2p, persistent, source undefined), escalating to converge.",
+            inputs=INPUTS,
+            required=("guest", "source", "target"),
+        ),
+    ]
