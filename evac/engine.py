@@ -27,7 +27,7 @@ import pluggy
 import tenacity
 
 from .actions import Action, StepContext, item_key
-from .errors import Cancelled, ConfigError, EvacError, StepTimeout
+from .errors import Cancelled, ConfigError, EvacError, Incomplete, StepTimeout
 from .events import Event
 from .journal import Journal
 from .plugins import collect_actions, error_classes
@@ -348,8 +348,9 @@ class Engine:
             raise StepFailed(str(exc)) from None
         except Exception as exc:
             message = str(exc) if isinstance(exc, EvacError) else f"{type(exc).__name__}: {exc}"
-            self._save_item(run, step, key, "failed", {}, message, attempts)
-            raise StepFailed(message) from None
+            kept = dict(exc.outputs) if isinstance(exc, Incomplete) else {}
+            self._save_item(run, step, key, "failed", kept, message, attempts)
+            raise StepFailed(message, kept) from None
         self._save_item(run, step, key, "succeeded", outputs, "", attempts)
         return outputs
 

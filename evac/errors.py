@@ -46,6 +46,14 @@ class Cancelled(EvacError):
     """The job was cancelled by an operator."""
 
 
+class Incomplete(EvacError):
+    """An action that ran but did not reach its goal; its outputs still matter (a report)."""
+
+    def __init__(self, message: str, outputs: dict[str, object]) -> None:
+        super().__init__(message)
+        self.outputs = outputs
+
+
 class StepTimeout(EvacError):
     """A step ran past its ``timeout``."""
 
@@ -62,6 +70,7 @@ ERROR_CLASSES: dict[str, type[EvacError]] = {
         FencingError,
         LockedError,
         Cancelled,
+        Incomplete,
         StepTimeout,
     )
 }

@@ -12,7 +12,7 @@ from typing import Any
 
 from evac import Action, StepContext, hookimpl
 from evac.app import App
-from evac.errors import EvacError, NotFound
+from evac.errors import EvacError, Incomplete, NotFound
 from evac.fleet import host_views, read_bridges, snapshot
 from evac.hypervisor import Hypervisor
 from evac.model import Guest
@@ -137,9 +137,10 @@ def report(ctx: StepContext) -> Mapping[str, Any]:
     left = [r["guest"] for r in rows if r["result"] not in ("moved", "would move")]
     summary = f"{host}: {len(rows) - len(left)} of {len(rows)} guests moved"
     ctx.progress(summary + (f"; left on {host}: {', '.join(left)}" if left else ""))
+    outputs = {"host": host, "rows": rows, "summary": summary}
     if left and not ctx.dry_run:
-        raise EvacError(f"{summary}; {len(left)} still on {host}: {', '.join(left)}")
-    return {"host": host, "rows": rows, "summary": summary}
+        raise Incomplete(f"{summary}; {len(left)} still on {host}: {', '.join(left)}", outputs)
+    return outputs
 
 
 @hookimpl

@@ -81,3 +81,41 @@ def make_guest(lab: Lab, inventory: Inventory, request: pytest.FixtureRequest) -
                         hv.undefine(name)
         except EvacError:
             continue
+
+
+@pytest.fixture
+def app(lab: Lab, tmp_path: Path) -> object:
+    """The application against the test lab, with a journal of its own."""
+    from evac.app import App
+
+    return App(inventory_path=lab.inventory_file, journal_path=tmp_path / "journal.db")
+
+
+def placements(inventory: Inventory, name: str) -> dict[str, tuple[str, bool]]:
+    """Where a guest is defined: host -> (state, persistent)."""
+    from evac.errors import EvacError
+    from evac.hypervisor import Hypervisor
+
+    found = {}
+    for spec in inventory.hosts:
+        try:
+            with Hypervisor.connect(spec.name, spec.uri) as hv:
+                if hv.has_guest(name):
+                    g = hv.guest(name)
+                    found[spec.name] = (g.state, g.persistent)
+        except EvacError:
+            continue
+    return found
+
+
+def qemu_processes(name: str) -> int:
+    """QEMU processes running this guest anywhere on the machine (every lab host shares it)."""
+    count = 0
+    for pid in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"/usr/bin/qemu-system") and f"guest={name},".encode() in cmdline:
+            count += 1
+    return count

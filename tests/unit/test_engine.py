@@ -302,3 +302,20 @@ def test_a_failing_evac_event_observer_never_stops_a_job(tmp_path: Path) -> None
         runbook("name: t\nsteps:\n  - {id: a, action: test.ok}\n"), {}
     )
     assert result.state == "succeeded"
+
+
+def test_an_incomplete_action_fails_its_step_but_keeps_its_outputs(tmp_path: Path) -> None:
+    from evac import Action, hookimpl
+    from evac.errors import Incomplete
+
+    class Reporter:
+        @hookimpl
+        def evac_actions(self):  # type: ignore[no-untyped-def]
+            def run(ctx):  # type: ignore[no-untyped-def]
+                raise Incomplete("2 guests left", {"rows": [1, 2]})
+
+            return [Action("test.report", run)]
+
+    rb = runbook("name: t\nsteps:\n  - {id: r, action: test.report, on_failure: continue}\n")
+    result = engine(tmp_path, Reporter()).execute(rb, {})
+    assert (result.state, result.outputs["r"]) == ("partial", {"rows": [1, 2]})
