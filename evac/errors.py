@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class EvacError(Exception):
     """Base of every error evac raises on purpose."""
@@ -49,9 +52,9 @@ class Cancelled(EvacError):
 class Incomplete(EvacError):
     """An action that ran but did not reach its goal; its outputs still matter (a report)."""
 
-    def __init__(self, message: str, outputs: dict[str, object]) -> None:
+    def __init__(self, message: str, outputs: Mapping[str, Any]) -> None:
         super().__init__(message)
-        self.outputs = outputs
+        self.outputs = dict(outputs)
 
 
 class StepTimeout(EvacError):
