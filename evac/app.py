@@ -37,8 +37,14 @@ def default_inventory_path() -> Path:
     return DEFAULT_DIR / "hosts.yaml"
 
 
-def default_journal_path() -> Path:
-    return Path(os.environ.get("EVAC_JOURNAL", DEFAULT_JOURNAL))
+def default_journal_path(inventory: Path | None = None) -> Path:
+    """``$EVAC_JOURNAL``; else the local lab's own journal when the inventory is the lab's
+    (so ``evac lab down`` forgets a lab completely); else ``/var/lib/evac/journal.db``."""
+    if os.environ.get("EVAC_JOURNAL"):
+        return Path(os.environ["EVAC_JOURNAL"])
+    if inventory is not None and inventory.name == "hosts.yaml" and (inventory.parent / "lab.json").exists():
+        return inventory.parent / "journal.db"
+    return DEFAULT_JOURNAL
 
 
 @dataclass

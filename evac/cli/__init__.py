@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--journal",
         type=Path,
         default=None,
-        help="journal database (default: $EVAC_JOURNAL or /var/lib/evac/journal.db)",
+        help="journal database (default: $EVAC_JOURNAL; the lab's own with a lab inventory; /var/lib/evac/journal.db)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in COMMANDS:
@@ -39,10 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_app(args: argparse.Namespace) -> App:
-    return App(
-        inventory_path=args.inventory or default_inventory_path(),
-        journal_path=args.journal or default_journal_path(),
-    )
+    inventory = args.inventory or default_inventory_path()
+    return App(inventory_path=inventory, journal_path=args.journal or default_journal_path(inventory))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

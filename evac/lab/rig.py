@@ -225,7 +225,15 @@ class Lab:
         self._remove_marked_run_dirs()
         for path in (self.root / "hosts", self.ns_dir, self.shared / "disks", self.shared / "console"):
             shutil.rmtree(path, ignore_errors=True)
-        for path in (self.state_file, self.inventory_file, self.root / "etc-hosts"):
+        journal = self.root / "journal.db"
+        for path in (
+            self.state_file,
+            self.inventory_file,
+            self.root / "etc-hosts",
+            journal,
+            journal.with_suffix(".db-wal"),
+            journal.with_suffix(".db-shm"),
+        ):
             path.unlink(missing_ok=True)
 
     def _hosts_on_disk(self) -> list[str]:
