@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .actions import Action, StepContext
     from .convergence import ConvergencePolicy, MigrationTuning
     from .events import Event
+    from .fencing import FenceAgent
     from .inventory import HostSpec
     from .model import Guest
 
@@ -151,4 +152,22 @@ def evac_convergence_policy(guest: Guest, options: Mapping[str, Any]) -> Converg
         @hookimpl
         def evac_convergence_policy(guest, options):
             return NeverEscalate() if "no-postcopy" in guest.name else None
+    """
+
+
+@hookspec(firstresult=True)
+def evac_fence_agent(host: HostSpec, method: str, options: Mapping[str, Any]) -> FenceAgent | None:
+    """The agent that powers ``host`` off by ``method`` (one entry of its ``fence:`` chain).
+
+    ``firstresult``: return None to defer when ``method`` is not yours. The agent has
+    ``power_off()`` and ``power_state() -> "on" | "off" | "unknown"``; evac confirms
+    ``off`` before it restarts anything, and tries the next method on any failure.
+
+    Example::
+
+        @hookimpl
+        def evac_fence_agent(host, method, options):
+            if method != "pdu":
+                return None
+            return PduOutlet(options["url"], options["outlet"])
     """

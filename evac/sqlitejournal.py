@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS approvals (
     PRIMARY KEY (job_id, step));
 CREATE TABLE IF NOT EXISTS host_states (
     host TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS definitions (
+    host TEXT NOT NULL, guest TEXT NOT NULL, xml TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (host, guest));
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT NOT NULL, detail TEXT NOT NULL);
@@ -223,6 +225,21 @@ class SqliteJournal:
     def host_states(self) -> dict[str, HostState]:
         rows = self._read("SELECT * FROM host_states")
         return {r["host"]: HostState(r["host"], r["state"], r["reason"], r["actor"], r["since"]) for r in rows}
+
+    # ---------------------------------------------------------------- guest definitions
+    def save_definitions(self, host: str, definitions: dict[str, str]) -> None:
+        now = time.time()
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM definitions WHERE host = ?", (host,))
+            self._db.executemany(
+                "INSERT INTO definitions (host, guest, xml, ts) VALUES (?, ?, ?, ?)",
+                [(host, name, xml, now) for name, xml in definitions.items()],
+            )
+            self._db.execute("COMMIT")
+
+    def definitions(self, host: str) -> dict[str, str]:
+        return {r["guest"]: r["xml"] for r in self._read("SELECT guest, xml FROM definitions WHERE host = ?", (host,))}
 
 
 def _job(r: sqlite3.Row) -> JobRecord:

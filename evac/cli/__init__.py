@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..app import App, default_inventory_path, default_journal_path
 from ..errors import ConfigError, EvacError
-from . import hosts, jobs, lab, maintenance, plugins, runbooks
+from . import failover, hosts, jobs, lab, maintenance, plugins, runbooks
 from .parser import Parser
 
-COMMANDS = (lab, hosts, maintenance, jobs, runbooks, plugins)
+COMMANDS = (lab, hosts, maintenance, jobs, failover, runbooks, plugins)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from typing import Any
 from ..app import App
 from ..engine import JobResult
 from ..errors import ConfigError
+from ..fleet import reachable
 from ..journal import JobRecord
 from ..runbook import Runbook, bind_params
 from .output import console, print_json, print_table
@@ -93,14 +94,18 @@ def cmd_evacuate(args: argparse.Namespace) -> int:
     from . import make_app
 
     app = make_app(args)
-    host = app.inventory.host(args.host).name  # unknown host: a clear error before anything starts
+    spec = app.inventory.host(args.host)  # unknown host: a clear error before anything starts
+    host = spec.name
+    if args.runbook == "maintenance" and not reachable(spec.uri, timeout=2.0):
+        console.print(f"{host} does not answer: running host-failure (confirm down, fence, restart elsewhere)")
+        args.runbook = "host-failure"
     runbook = app.runbook(args.runbook)
     given: dict[str, Any] = {**parse_params(args.param), "host": host}
     if args.reason and any(p.name == "reason" for p in runbook.params):
         given["reason"] = args.reason
     params = bind_params(runbook, given, app.host_names())
     state = app.journal.host_states().get(host)
-    if state and state.state != "enabled" and not (args.force or args.dry_run):
+    if runbook.name == "maintenance" and state and not (args.force or args.dry_run):
         raise ConfigError(
             f"evacuate: {host} is already in {state.state} ({state.actor}, {state.reason or 'no reason'}); "
             f"--force drains what is left, `evac host enable {host}` ends the maintenance"
@@ -127,9 +132,9 @@ def print_drain(result: JobResult, dry_run: bool) -> None:
         rows = [
             (
                 r["guest"],
-                r["memory_mib"],
-                r["from"],
-                r["to"],
+                r.get("memory_mib", ""),
+                r.get("from", plan.get("host", "")),
+                r.get("to", ""),
                 r["result"],
                 r.get("seconds") or "",
                 r.get("downtime_ms") if r.get("downtime_ms") is not None else "",
@@ -138,11 +143,8 @@ def print_drain(result: JobResult, dry_run: bool) -> None:
             )
             for r in report
         ]
-        print_table(
-            f"drain report: job {result.job_id}",
-            ("guest", "MiB", "from", "to", "result", "s", "downtime ms", "moved", "escalations / why"),
-            rows,
-        )
+        columns = ("guest", "MiB", "from", "to", "result", "s", "downtime ms", "moved", "escalations / why")
+        print_table(f"report: job {result.job_id}", columns, rows)
     elif plan:
         rows = [
             (m["guest"], m["memory_mib"], m["source"], m["target"], m["strategy"], m["reason"])

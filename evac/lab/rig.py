@@ -68,6 +68,15 @@ class Lab:
         self.ns_dir = self.root / "ns"
         self.ssh_dir = self.root / "ssh"
 
+    @classmethod
+    def open(cls, root: Path | str = DEFAULT_DIR) -> Lab:
+        """The lab at ``root`` with the prefix and network it was created with."""
+        state = Path(root) / "lab.json"
+        if not state.exists():
+            return cls(root)
+        data = json.loads(state.read_text())
+        return cls(root, prefix=data.get("prefix", "evac"), net=data.get("net", "198.18.0"))
+
     # ---------------------------------------------------------------- layout
     def host_names(self) -> list[str]:
         if not self.state_file.exists():

@@ -1,0 +1,97 @@
+"""``evac monitor`` (watch hosts, fail over dead ones) and ``evac fence HOST``."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from typing import Any
+
+from ..errors import ConfigError, FencingError
+from ..events import Event
+from ..fencing import fence_host
+from ..hooks import hookimpl
+from ..monitor import Monitor, MonitorSettings, failover_runbook
+from ..runbook import bind_params
+from ..stormbrake import StormBrake
+from .output import console
+from .progress import TerminalProgress
+
+
+def register(sub: Any) -> None:
+    monitor = sub.add_parser("monitor", help="watch every host; fence and fail over hosts that die")
+    monitor.add_argument("--interval", type=float, default=0.5, help="seconds between probes")
+    monitor.add_argument("--no-failover", action="store_true", help="only report host states")
+    monitor.add_argument("--max-down", type=int, default=1, help="hosts down within the window before the storm brake")
+    monitor.add_argument("--window", type=float, default=120.0, help="storm brake window in seconds")
+    monitor.add_argument("--runbook", default="host-failure")
+    monitor.set_defaults(func=cmd_monitor)
+
+    fence = sub.add_parser("fence", help="fence a host now (then fail it over)")
+    fence.add_argument("host")
+    fence.add_argument(
+        "--confirm-manually",
+        action="store_true",
+        help="you checked the host is off by hand: record it as fenced without a fence method",
+    )
+    fence.add_argument("--no-failover", action="store_true", help="do not restart its guests afterwards")
+    fence.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    fence.set_defaults(func=cmd_fence)
+
+
+class HostEvents:
+    @hookimpl
+    def evac_event(self, event: Event) -> None:
+        if event.job_id == 0:
+            stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
+            console.print(f"[dim]{stamp}[/] {event.kind} {event.item}: {event.message}", highlight=False)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from . import make_app
+
+    app = make_app(args)
+    app.pm.register(HostEvents())
+    app.pm.register(TerminalProgress(console))
+    app.runbook(args.runbook)  # a missing runbook is an error now, not at the first failure
+    on_down = (lambda host, reason: None) if args.no_failover else failover_runbook(app, args.runbook)
+    monitor = Monitor(
+        app, on_down, MonitorSettings(interval=args.interval), StormBrake(args.max_down, window=args.window)
+    )
+    monitor.start()
+    console.print(f"watching {len(app.inventory.hosts)} hosts; Ctrl-C stops")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    monitor.stop()
+    return 0
+
+
+def cmd_fence(args: argparse.Namespace) -> int:
+    from . import make_app
+    from .jobs import actor, execute
+
+    app = make_app(args)
+    spec = app.inventory.host(args.host)
+    if not args.yes and not args.confirm_manually:
+        raise ConfigError(f"fence: powering {spec.name} off is final; confirm with --yes")
+    if args.confirm_manually:
+        app.journal.set_host_state(spec.name, "fenced", "confirmed off by hand", actor())
+        app.journal.audit(actor(), "fence.manual", spec.name, {})
+        console.print(f"{spec.name} recorded as fenced (by hand, {actor()})")
+    else:
+        try:
+            result = fence_host(app.pm, spec)
+        except FencingError as exc:
+            app.journal.audit(actor(), "fence.failed", spec.name, {"error": str(exc)})
+            raise
+        app.journal.set_host_state(spec.name, "fenced", f"fenced by {result.method}", actor())
+        app.journal.audit(actor(), "fence", spec.name, {"method": result.method, "seconds": result.seconds})
+        console.print(f"{spec.name} fenced by {result.method} in {result.seconds:.2f} s")
+    if args.no_failover:
+        return 0
+    runbook = app.runbook("host-failure")
+    params = bind_params(runbook, {"host": spec.name, "reason": "fenced by operator"}, app.host_names())
+    args.dry_run, args.approve, args.json = False, False, False
+    return execute(app, runbook, params, spec.name, args)[0]

@@ -1,0 +1,37 @@
+"""The storm brake: when too many hosts go down at once, the likeliest cause is that evac
+itself is cut off, and fencing them all would be the disaster. Automatic failover then
+pauses (manual commands still work) until an operator releases the brake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StormBrake:
+    max_hosts: int = 1  # down within the window before the brake engages...
+    max_fraction: float = 0.2  # ...or this share of the fleet, whichever is larger
+    window: float = 120.0
+    downs: list[tuple[float, str]] = field(default_factory=list)
+    engaged: bool = False
+    reason: str = ""
+
+    def limit(self, fleet_size: int) -> int:
+        return max(self.max_hosts, int(fleet_size * self.max_fraction))
+
+    def host_down(self, host: str, now: float, fleet_size: int) -> bool:
+        """Record a host going down; True when automatic failover may go ahead for it."""
+        self.downs = [(t, h) for t, h in self.downs if now - t <= self.window and h != host]
+        self.downs.append((now, host))
+        if len(self.downs) > self.limit(fleet_size) and not self.engaged:
+            self.engaged = True
+            hosts = ", ".join(sorted(h for _, h in self.downs))
+            self.reason = (
+                f"{len(self.downs)} of {fleet_size} hosts down within {self.window:.0f} s ({hosts}): "
+                "evac may be the one cut off; automatic failover paused"
+            )
+        return not self.engaged
+
+    def release(self) -> None:
+        self.engaged, self.reason, self.downs = False, "", []

@@ -1,0 +1,228 @@
+"""Host-failure actions: confirm the host is down, fence it, restart its guests elsewhere.
+
+The order is the safety: nothing restarts until ``host.fence`` confirmed the power is
+off (or an operator confirmed it by hand). Guest definitions come from evac's last
+snapshot in the journal, since the dead host cannot be asked.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from evac import Action, StepContext, hookimpl
+from evac.app import App
+from evac.domainxml import parse_guest
+from evac.errors import EvacError, FencingError, Incomplete
+from evac.fencing import fence_host
+from evac.fleet import reachable
+from evac.hypervisor import Hypervisor
+from evac.inventory import HostSpec
+from evac.model import Guest
+from evac.placement import place
+
+from .drain import app_of, fleet, policy
+
+
+def probe(spec: HostSpec, timeout: float = 1.0) -> bool:
+    """Does anything on the host answer (libvirt or SSH)?"""
+    if reachable(spec.uri, timeout):
+        return True
+    address = spec.ssh.host if spec.ssh else urlsplit(spec.uri).hostname
+    port = spec.ssh.port if spec.ssh else 22
+    try:
+        with socket.create_connection((address or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def confirm_down(ctx: StepContext) -> Mapping[str, Any]:
+    """Evac's own check: an alert or a monitor's word is a signal, not proof."""
+    app = app_of(ctx)
+    spec = app.inventory.host(str(ctx.inputs["host"]))
+    checks = int(ctx.inputs.get("checks", 3))
+    for attempt in range(checks):
+        if probe(spec):
+            raise EvacError(f"{spec.name} answers (check {attempt + 1} of {checks}): not down, nothing to do")
+        if attempt + 1 < checks:
+            ctx.abort.wait(float(ctx.inputs.get("interval", 0.3)))
+            ctx.check_abort()
+    return {"host": spec.name, "down": True, "checks": checks}
+
+
+def fence(ctx: StepContext) -> Mapping[str, Any]:
+    app = app_of(ctx)
+    spec = app.inventory.host(str(ctx.inputs["host"]))
+    state = app.journal.host_states().get(spec.name)
+    if state and state.state == "fenced":
+        return {"host": spec.name, "method": "already fenced", "by": state.actor, "seconds": 0}
+    try:
+        result = fence_host(app.pm, spec, confirm_timeout=float(ctx.inputs.get("confirm_timeout", 30)))
+    except FencingError as exc:
+        ctx.progress(f"ALERT: {exc}", level="alert", host=spec.name)
+        raise
+    for attempt in result.attempts:
+        if not attempt.ok:
+            ctx.progress(f"fence method {attempt.method} failed: {attempt.detail}")
+    app.journal.set_host_state(spec.name, "fenced", f"fenced by {result.method}", f"job:{ctx.job_id}")
+    ctx.progress(f"{spec.name} fenced by {result.method} in {result.seconds:.2f} s")
+    return {"host": spec.name, "method": result.method, "seconds": round(result.seconds, 3)}
+
+
+def snapshot_guests(app: App, host: str) -> list[Guest]:
+    return [
+        parse_guest(xml, host, "running", True, app.inventory.is_shared)
+        for xml in app.journal.definitions(host).values()
+    ]
+
+
+def plan_restart(ctx: StepContext) -> Mapping[str, Any]:
+    app = app_of(ctx)
+    host = app.inventory.host(str(ctx.inputs["host"])).name
+    guests = snapshot_guests(app, host)
+    lost = [g for g in guests if g.local_disks]
+    movable = [g for g in guests if not g.local_disks]
+    moves, stuck = place(movable, host, fleet(app), policy(ctx.inputs))
+    unrecoverable = [
+        {
+            "guest": g.name,
+            "memory_mib": g.memory_mib,
+            "reason": f"local disk(s) {', '.join(d.target for d in g.local_disks)} died with {host}",
+        }
+        for g in lost
+    ]
+    unrecoverable += [{"guest": u.guest, "memory_mib": u.memory_mib, "reason": u.reason} for u in stuck]
+    return {
+        "host": host,
+        "moves": [
+            {
+                "guest": m.guest,
+                "target": m.target,
+                "priority": m.priority,
+                "memory_mib": m.memory_mib,
+                "reason": m.reason,
+            }
+            for m in moves
+        ],
+        "unrecoverable": unrecoverable,
+        "snapshot_guests": len(guests),
+    }
+
+
+def running_somewhere(app: App, name: str, skip: str) -> str | None:
+    for spec in app.inventory.hosts:
+        if spec.name == skip or not reachable(spec.uri, 0.5):
+            continue
+        try:
+            with Hypervisor.connect(spec.name, spec.uri, keepalive=None) as hv:
+                if hv.has_guest(name) and hv.guest(name).state in ("running", "paused"):
+                    return spec.name
+        except EvacError:
+            continue
+    return None
+
+
+def restart(ctx: StepContext) -> Mapping[str, Any]:
+    """Define and start one guest on its target; never if it already runs anywhere."""
+    app = app_of(ctx)
+    failed = str(ctx.inputs["host"])
+    name = str(ctx.inputs["guest"])
+    target = app.inventory.host(str(ctx.inputs["target"]))
+    state = app.journal.host_states().get(failed)
+    if not state or state.state != "fenced":
+        raise FencingError(f"{name}: {failed} is not fenced; refusing to start its guest elsewhere")
+    already = running_somewhere(app, name, skip=failed)
+    if already:
+        return {"guest": name, "target": already, "already": True, "seconds": 0}
+    xml = app.journal.definitions(failed).get(name)
+    if xml is None:
+        raise EvacError(f"{name}: no definition of it in evac's snapshot of {failed}")
+    started = time.monotonic()
+    with Hypervisor.connect(target.name, target.uri) as hv:
+        if not hv.has_guest(name):
+            hv.define(xml)
+        hv.start(name)
+        guest = hv.guest(name)
+    if guest.state != "running":
+        raise EvacError(f"{name} on {target.name}: {guest.state} after start")
+    return {"guest": name, "target": target.name, "seconds": round(time.monotonic() - started, 3)}
+
+
+def report(ctx: StepContext) -> Mapping[str, Any]:
+    host = str(ctx.inputs["host"])
+    planned = ctx.inputs.get("plan") or {}
+    restarted = ctx.inputs.get("restart") or {}
+    rows = []
+    for move in planned.get("moves", []):
+        done = restarted.get("items", {}).get(move["guest"])
+        error = restarted.get("failed", {}).get(move["guest"], "not started (job stopped)")
+        rows.append(
+            {
+                "guest": move["guest"],
+                "priority": move["priority"],
+                "to": done["target"] if done else "",
+                "result": "restarted" if done else "failed",
+                "detail": "" if done else error,
+            }
+        )
+    for lost in planned.get("unrecoverable", []):
+        rows.append(
+            {"guest": lost["guest"], "priority": 0, "to": "", "result": "unrecoverable", "detail": lost["reason"]}
+        )
+    ok = sum(1 for r in rows if r["result"] == "restarted")
+    summary = f"{host} failed: {ok} of {len(rows)} guests restarted elsewhere"
+    ctx.progress(summary)
+    outputs = {"host": host, "rows": rows, "summary": summary}
+    if ok < len(rows) and not ctx.dry_run:
+        raise Incomplete(summary, outputs)
+    return outputs
+
+
+@hookimpl
+def evac_actions() -> list[Action]:
+    return [
+        Action(
+            "host.confirm_down",
+            confirm_down,
+            plan=lambda ctx: {"would_confirm_down": ctx.inputs["host"]},
+            description="Check for itself that a host does not answer (libvirt, SSH), several times.",
+            inputs=("host", "checks", "interval"),
+            required=("host",),
+        ),
+        Action(
+            "host.fence",
+            fence,
+            plan=lambda ctx: {"would_fence": ctx.inputs["host"]},
+            description="Power a host off by its fence chain and confirm it is off.",
+            inputs=("host", "confirm_timeout"),
+            required=("host",),
+        ),
+        Action(
+            "vm.plan_restart",
+            plan_restart,
+            plan=plan_restart,
+            description="Targets for a dead host's guests from evac's snapshot, highest priority first.",
+            inputs=("host", "memory_overcommit", "cpu_overcommit", "headroom_mib"),
+            required=("host",),
+        ),
+        Action(
+            "vm.restart",
+            restart,
+            plan=lambda ctx: dict(ctx.inputs, planned=True),
+            description="Define and start a fenced host's guest on another host, unless it runs somewhere.",
+            inputs=("host", "guest", "target", "priority", "memory_mib", "reason"),
+            required=("host", "guest", "target"),
+        ),
+        Action(
+            "report.failover",
+            report,
+            plan=report,
+            description="The failover's final report; fails while guests are not running again.",
+            inputs=("host", "plan", "restart"),
+            required=("host", "plan"),
+        ),
+    ]
