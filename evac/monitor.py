@@ -42,6 +42,8 @@ class MonitorSettings:
     confirm_misses: int = 2
     snapshot_every: float = 5.0
     power_every: float = 2.0  # BMC polls (0: never)
+    settle: float = 0.5  # wait before failing over, so hosts failing together engage the storm brake
+    settle_max: float = 6.0  # ...and up to this long while other hosts are still only suspect
 
 
 class Monitor:
@@ -60,6 +62,7 @@ class Monitor:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._ready_count = 0
         self.started = threading.Event()
 
@@ -198,6 +201,7 @@ class Monitor:
             changed = health.observe(signal, ok, now, detail)
             if changed is None:
                 return
+            self._changed.notify_all()
             reason = health.reason
             self._emit(f"host.{changed}", spec.name, reason)
             if changed != "down":
@@ -210,8 +214,25 @@ class Monitor:
                 self._emit("monitor.storm_brake", spec.name, self.brake.reason)
                 return
         threading.Thread(
-            target=self.on_down, args=(spec.name, reason), daemon=True, name=f"failover-{spec.name}"
+            target=self._fail_over, args=(spec.name, reason), daemon=True, name=f"failover-{spec.name}"
         ).start()
+
+    def _fail_over(self, host: str, reason: str) -> None:
+        """Fail over after a short settle, and not while other hosts are undecided: hosts
+        failing together must be counted together by the storm brake."""
+        if self._stop.wait(self.settings.settle):
+            return
+        deadline = time.monotonic() + self.settings.settle_max
+        with self._changed:
+            while any(h.state == "suspect" for name, h in self.health.items() if name != host):
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    break
+                self._changed.wait(left)
+            if self.brake.engaged:
+                self._emit("monitor.storm_brake", host, f"{host} not failed over: {self.brake.reason}")
+                return
+        self.on_down(host, reason)
 
     def _emit(self, kind: str, host: str, message: str) -> None:
         event = Event(kind, 0, item=host, message=message, data={"host": host})

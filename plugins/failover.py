@@ -44,12 +44,12 @@ def confirm_down(ctx: StepContext) -> Mapping[str, Any]:
     """Evac's own check: an alert or a monitor's word is a signal, not proof."""
     app = app_of(ctx)
     spec = app.inventory.host(str(ctx.inputs["host"]))
-    checks = int(ctx.inputs.get("checks", 3))
+    checks = int(ctx.inputs.get("checks", 2))
     for attempt in range(checks):
         if probe(spec):
             raise EvacError(f"{spec.name} answers (check {attempt + 1} of {checks}): not down, nothing to do")
         if attempt + 1 < checks:
-            ctx.abort.wait(float(ctx.inputs.get("interval", 0.3)))
+            ctx.abort.wait(float(ctx.inputs.get("interval", 0.2)))
             ctx.check_abort()
     return {"host": spec.name, "down": True, "checks": checks}
 

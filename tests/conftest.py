@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -16,3 +19,13 @@ def require(condition: bool, why: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and a real part is missing: {why}", pytrace=False)
     pytest.skip(why)  # CI=true never reaches this line
+
+
+def poll_until(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> None:
+    """Wait for ``predicate`` with a deadline (no fixed sleeps): fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        pause.wait(every)

@@ -36,6 +36,10 @@ def register(sub: Any) -> None:
         p = verbs.add_parser(verb, help=helptext)
         p.add_argument("host")
         p.set_defaults(func=cmd_fault, verb_name=verb)
+    loss = verbs.add_parser("loss", help="drop a share of a host's packets (0 clears)")
+    loss.add_argument("host")
+    loss.add_argument("percent", type=int)
+    loss.set_defaults(func=cmd_loss)
     guest = verbs.add_parser("add-guest", help="define and start one more guest")
     guest.add_argument("name")
     guest.add_argument("--host", required=True)
@@ -51,7 +55,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    lab = Lab(args.lab_dir)
+    lab = Lab.open(args.lab_dir)
     if args.guests_per_host < 0:
         from ..errors import ConfigError
 
@@ -101,7 +105,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rows = Lab(args.lab_dir).status()
+    rows = Lab.open(args.lab_dir).status()
     if args.json:
         print_json(rows)
         return 0
@@ -111,7 +115,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
-    lab = Lab(args.lab_dir)
+    lab = Lab.open(args.lab_dir)
     action = {
         "kill-host": lab.kill_host,
         "start-host": lab.start_host,
@@ -122,8 +126,14 @@ def cmd_fault(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loss(args: argparse.Namespace) -> int:
+    means = Lab.open(args.lab_dir).set_loss(args.host, args.percent)
+    console.print(f"{args.host}: {args.percent} % packet loss ({means})")
+    return 0
+
+
 def cmd_add_guest(args: argparse.Namespace) -> int:
-    lab = Lab(args.lab_dir)
+    lab = Lab.open(args.lab_dir)
     spec = GuestSpec(
         name=args.name,
         memory_mib=args.memory,

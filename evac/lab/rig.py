@@ -283,6 +283,37 @@ class Lab:
     def heal(self, name: str) -> None:
         run("ip", "link", "set", self.host(name).veth, "up")
 
+    def set_loss(self, name: str, percent: int) -> str:
+        """Drop ``percent`` % of the host's packets each way (0 clears); returns the means used.
+
+        ``tc netem`` where the kernel has it, else nftables' random ``numgen`` in the
+        host's namespace (some kernels are built without netem).
+        """
+        h = self.host(name)
+        if not 0 <= percent <= 100:
+            raise LabError(f"loss: expected 0 to 100 %, got {percent}")
+        run("tc", "qdisc", "del", "dev", h.veth, "root", check=False)
+        run("ip", "netns", "exec", h.netns, "nft", "delete", "table", "inet", "evac_loss", check=False)
+        if percent == 0:
+            return "none"
+        if (
+            run("tc", "qdisc", "add", "dev", h.veth, "root", "netem", "loss", f"{percent}%", check=False).returncode
+            == 0
+        ):
+            return "netem"
+        rules = (
+            "table inet evac_loss {\n"
+            f"  chain input {{ type filter hook input priority -300; numgen random mod 100 < {percent} drop; }}\n"
+            f"  chain output {{ type filter hook output priority -300; numgen random mod 100 < {percent} drop; }}\n"
+            "}\n"
+        )
+        proc = subprocess.run(
+            ["ip", "netns", "exec", h.netns, "nft", "-f", "-"], input=rules, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise LabError(f"loss on {name}: neither tc netem nor nftables works here: {proc.stderr.strip()}")
+        return "nftables"
+
     def is_cut(self, name: str) -> bool:
         out = run("ip", "-o", "link", "show", self.host(name).veth, check=False).stdout
         return "state DOWN" in out or ",UP" not in out
@@ -364,8 +395,15 @@ class Lab:
         for sub in ("etc", "run", "lib/images", "lib/qemu", "lib/boot", "log/qemu", "cache/qemu"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         self._write_configs(h)
+        marker = self.host_dir(h.name) / "netns"
+        if Path(f"/run/netns/{h.netns}").exists() and not marker.exists():
+            raise LabError(
+                f"network namespace {h.netns} exists but is not this lab's ({self.root}): "
+                "another lab uses the same prefix; give this one another prefix and network"
+            )
         if not Path(f"/run/netns/{h.netns}").exists():
             run("ip", "netns", "add", h.netns)
+            marker.write_text(h.netns)
             if _link_exists(h.veth):
                 run("ip", "link", "del", h.veth)
             run("ip", "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)

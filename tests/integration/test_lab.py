@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,15 +16,7 @@ from evac.hypervisor import Hypervisor
 from evac.inventory import Inventory
 from evac.lab import Lab
 from evac.lab.guests import console_path, last_heartbeat, wait_console
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+from tests.conftest import poll_until
 
 
 def test_every_host_answers_over_qemu_tcp(inventory: Inventory) -> None:
@@ -51,7 +42,7 @@ def test_every_host_answers_over_ssh_with_its_own_hostname(inventory: Inventory)
 def test_guest_boots_and_prints_its_console_line(lab: Lab, make_guest: Callable[..., str]) -> None:
     name = make_guest("host1")
     assert f"name={name}" in wait_console(lab, name, "LAB-READY")
-    wait_for(lambda: last_heartbeat(lab, name) >= 2, 30, "heartbeats")
+    poll_until(lambda: last_heartbeat(lab, name) >= 2, 30, "heartbeats")
 
 
 def test_plain_live_migration_keeps_the_guest_running(
@@ -66,7 +57,7 @@ def test_plain_live_migration_keeps_the_guest_running(
         guest = dst.guest(name)
     assert (guest.state, guest.persistent) == ("running", True)
     beat = last_heartbeat(lab, name)
-    wait_for(lambda: last_heartbeat(lab, name) > beat, 15, "heartbeats after migration")
+    poll_until(lambda: last_heartbeat(lab, name) > beat, 15, "heartbeats after migration")
 
 
 def test_hosts_command_lists_hosts_and_running_guests(
@@ -104,7 +95,7 @@ def test_cut_makes_a_running_host_unreachable_and_heal_reconnects_it(scratch_lab
     assert not reachable(host.uri, timeout=0.5)
     assert scratch_lab.power_state("host1") == "on"  # out-of-band view still sees it
     scratch_lab.heal("host1")
-    wait_for(lambda: reachable(host.uri, timeout=0.5), 10, "host1 reachable again")
+    poll_until(lambda: reachable(host.uri, timeout=0.5), 10, "host1 reachable again")
 
 
 def test_down_leaves_no_namespace_link_mount_or_process(scratch_lab: Lab) -> None:

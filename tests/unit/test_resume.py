@@ -7,8 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from tests.conftest import poll_until
 
 ROOT = Path(__file__).parents[2]
 
@@ -45,10 +46,13 @@ def test_job_killed_mid_step_is_resumed_to_completion_without_repeating_effects(
     (tmp_path / "effects.yaml").write_text(RUNBOOK)
     victim = evac(tmp_path, "run", str(tmp_path / "effects.yaml"), "-p", f"dir={tmp_path}", "--json")
     effects = tmp_path / "effects.log"
-    deadline = time.monotonic() + 30
-    while not (effects.exists() and len(effects.read_text().splitlines()) >= 2):
-        assert time.monotonic() < deadline and victim.poll() is None, "the job never got going"
-        time.sleep(0.01)
+    poll_until(
+        lambda: victim.poll() is not None or (effects.exists() and len(effects.read_text().splitlines()) >= 2),
+        30,
+        "the job to get going",
+        every=0.01,
+    )
+    assert victim.poll() is None, "the job ended before it could be killed"
     victim.send_signal(signal.SIGKILL)
     victim.wait()
 

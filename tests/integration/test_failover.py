@@ -1,0 +1,222 @@
+"""A dead host's guests run again elsewhere, once, and only after it is fenced."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from evac import hookimpl
+from evac.app import App
+from evac.events import Event
+from evac.inventory import Inventory
+from evac.lab import Lab
+from evac.lab.guests import wait_console
+from evac.monitor import Monitor, MonitorSettings, failover_runbook
+from evac.stormbrake import StormBrake
+from tests.conftest import poll_until
+from tests.integration.conftest import placements, qemu_processes
+
+FAST = MonitorSettings(interval=0.3, snapshot_every=0.5, power_every=0)
+
+
+class Events:
+    def __init__(self) -> None:
+        self.seen: list[Event] = []
+        self.cond = threading.Condition()
+
+    @hookimpl
+    def evac_event(self, event: Event) -> None:
+        with self.cond:
+            self.seen.append(event)
+            self.cond.notify_all()
+
+    def wait_for(self, test: Callable[[Event], bool], timeout: float = 90) -> Event:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = next((e for e in self.seen if test(e)), None)
+                if found:
+                    return found
+                left = deadline - time.monotonic()
+                assert left > 0, f"event never came; saw {[e.kind for e in self.seen][-15:]}"
+                self.cond.wait(left)
+
+    def absent(self, test: Callable[[Event], bool], window: float) -> bool:
+        """True if no such event comes within ``window`` seconds."""
+        try:
+            self.wait_for(test, window)
+        except AssertionError:
+            return True
+        return False
+
+    def kinds(self, host: str) -> list[str]:
+        return [e.kind for e in self.seen if e.job_id == 0 and e.item == host]
+
+
+@pytest.fixture
+def watched(app: App, lab: Lab) -> Iterator[tuple[App, Events, Callable[..., Monitor]]]:
+    events = Events()
+    app.pm.register(events)
+    monitors: list[Monitor] = []
+
+    def start(brake: StormBrake | None = None) -> Monitor:
+        monitor = Monitor(app, failover_runbook(app), FAST, brake)
+        monitor.start()
+        assert monitor.started.wait(30)
+        monitors.append(monitor)
+        return monitor
+
+    try:
+        yield app, events, start
+    finally:
+        for monitor in monitors:
+            monitor.stop()
+        for host in lab.host_names():
+            lab.heal(host)
+            lab.set_loss(host, 0)
+            if lab.power_state(host) == "off":
+                lab.start_host(host)
+
+
+def wait_snapshot(app: App, host: str, names: list[str]) -> None:
+    poll_until(lambda: set(names) <= set(app.journal.definitions(host)), 30, "a snapshot of the guests")
+
+
+def job_finished(host: str) -> Callable[[Event], bool]:
+    return lambda e: e.kind == "job.finished" and e.job_id > 0
+
+
+def assert_running_once_elsewhere(inventory: Inventory, lab: Lab, name: str, dead: str) -> None:
+    where = placements(inventory, name)
+    assert dead not in where and len(where) == 1 and next(iter(where.values())) == ("running", True), where
+    assert qemu_processes(name) == 1
+
+
+def test_powered_off_host_has_its_guests_running_elsewhere_exactly_once(
+    watched: Any, lab: Lab, inventory: Inventory, make_guest: Callable[..., str]
+) -> None:
+    app, events, start = watched
+    names = [make_guest("host2", wait=False) for _ in range(3)]
+    for name in names:
+        wait_console(lab, name, "boots=1", timeout=120)
+    start()
+    wait_snapshot(app, "host2", names)
+    lab.kill_host("host2")
+    finished = events.wait_for(job_finished("host2"))
+    assert finished.data["state"] == "succeeded", finished.message
+    for name in names:
+        assert_running_once_elsewhere(inventory, lab, name, "host2")
+        wait_console(lab, name, "boots=2", timeout=120)  # the same disk: its boot counter went on
+
+
+def test_partitioned_host_is_fenced_before_any_restart_and_never_runs_twice(
+    watched: Any, lab: Lab, inventory: Inventory, make_guest: Callable[..., str]
+) -> None:
+    app, events, start = watched
+    names = [make_guest("host3", wait=False) for _ in range(2)]
+    start()
+    wait_snapshot(app, "host3", names)
+    lab.cut("host3")
+    finished = events.wait_for(job_finished("host3"))
+    assert finished.data["state"] == "succeeded", finished.message
+    fenced = next(e for e in events.seen if e.kind == "step.finished" and e.step == "fence")
+    first_start = min(e.ts for e in events.seen if e.kind == "item.started" and e.step == "restart")
+    assert fenced.ts < first_start
+    assert lab.power_state("host3") == "off"  # fenced through the out-of-band switch while cut
+    for name in names:
+        assert_running_once_elsewhere(inventory, lab, name, "host3")
+
+
+def test_every_fence_method_failing_restarts_nothing_and_alerts(
+    lab: Lab, make_guest: Callable[..., str], tmp_path: Path
+) -> None:
+    data = yaml.safe_load(lab.inventory_file.read_text())
+    for host in data["hosts"]:
+        if host["name"] == "host1":
+            host["fence"] = [
+                {"method": "redfish", "url": "http://127.0.0.1:9", "timeout": 1},
+                {
+                    "method": "agent",
+                    "agent": "fence_redfish",
+                    "ip": "127.0.0.1",
+                    "ipport": 9,
+                    "login": "x",
+                    "passwd": "x",
+                    "timeout": 10,
+                },
+            ]
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text(yaml.safe_dump(data))
+    app = App(inventory_path=inventory, journal_path=tmp_path / "j.db")
+    events = Events()
+    app.pm.register(events)
+    name = make_guest("host1", wait=False)
+    monitor = Monitor(app, failover_runbook(app), FAST)
+    monitor.start()
+    try:
+        wait_snapshot(app, "host1", [name])
+        lab.kill_host("host1")
+        finished = events.wait_for(job_finished("host1"))
+    finally:
+        monitor.stop()
+        lab.start_host("host1")
+    assert finished.data["state"] == "failed"
+    alerts = [e for e in events.seen if e.data.get("level") == "alert"]
+    assert alerts and "--confirm-manually" in " ".join(e.message for e in alerts)
+    assert not [e for e in events.seen if e.step == "restart"]
+    assert qemu_processes(name) == 0
+    assert "host1" not in app.journal.host_states()
+
+
+def test_two_of_three_hosts_vanishing_at_once_holds_the_storm_brake(
+    watched: Any, lab: Lab, make_guest: Callable[..., str]
+) -> None:
+    app, events, start = watched
+    make_guest("host1", wait=False)
+    start(StormBrake(max_hosts=1, window=60))
+    lab.kill_host("host1")
+    lab.kill_host("host2")
+    events.wait_for(lambda e: e.kind == "monitor.storm_brake")
+    assert events.absent(lambda e: e.kind == "job.started", window=5)
+    assert app.journal.jobs() == []
+
+
+def test_fenced_host_that_returns_is_cleaned_and_not_used_until_enabled(
+    watched: Any, lab: Lab, inventory: Inventory, make_guest: Callable[..., str]
+) -> None:
+    from evac_plugins.drain import fleet
+
+    app, events, start = watched
+    name = make_guest("host2", wait=False)
+    start()
+    wait_snapshot(app, "host2", [name])
+    lab.kill_host("host2")
+    events.wait_for(job_finished("host2"))
+    lab.start_host("host2")
+    events.wait_for(lambda e: e.kind == "host.up" and e.item == "host2", timeout=30)
+    assert "host2" not in placements(inventory, name)  # stale definition removed
+    assert {v.name: v.state for v in fleet(app)}["host2"] == "fenced"  # placement will not use it
+    app.journal.set_host_state("host2", "enabled", "", "test")
+    assert {v.name: v.state for v in fleet(app)}["host2"] == "up"
+
+
+def test_no_false_fence_under_cpu_stress_and_packet_loss(watched: Any, lab: Lab) -> None:
+    app, events, start = watched
+    start()
+    means = lab.set_loss("host1", 20)
+    stress = subprocess.Popen(["stress-ng", "--cpu", "2", "--timeout", "60s", "--quiet"])
+    try:
+        stress.wait(75)
+    finally:
+        stress.kill()
+        lab.set_loss("host1", 0)
+    assert means in ("netem", "nftables")
+    assert "host.down" not in events.kinds("host1")
+    assert app.journal.jobs() == []
