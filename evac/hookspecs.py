@@ -171,3 +171,20 @@ def evac_fence_agent(host: HostSpec, method: str, options: Mapping[str, Any]) ->
                 return None
             return PduOutlet(options["url"], options["outlet"])
     """
+
+
+@hookspec
+def evac_commands(subparsers: Any) -> None:
+    """Add subcommands to the ``evac`` command line (``subparsers`` is argparse's).
+
+    Set ``func`` on each parser: it receives the parsed arguments; ``evac.cli.make_app(args)``
+    gives the application. The Slack bot adds ``evac slack`` this way, so the core never
+    imports it.
+
+    Example::
+
+        @hookimpl
+        def evac_commands(subparsers):
+            parser = subparsers.add_parser("hello", help="say hello")
+            parser.set_defaults(func=lambda args: print("hello") or 0)
+    """

@@ -94,3 +94,11 @@ def test_plugins_lists_built_in_actions(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["plugins", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {"plugin": "basics", "actions": ["notify.log", "wait.seconds"]} in rows
+
+
+def test_a_plugin_adds_a_subcommand_through_evac_commands(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EVAC_PLUGINS", "tests.unit.inline_plugin")
+    assert main(["hello"]) == 0
+    assert capsys.readouterr().out.strip() == "hello from a plugin"
