@@ -250,6 +250,7 @@ class Engine:
             items = list(items.values())
         if not isinstance(items, list):
             raise StepFailed(f"for_each: expected a list, got {type(items).__name__}")
+        self._emit(Event("step.items", run.job_id, step.id, data={"count": len(items)}))
         done = self.journal.items(run.job_id, step.id)
         results: dict[str, Any] = {}
         failed: dict[str, str] = {}
@@ -269,7 +270,8 @@ class Engine:
             self._emit(Event("item.started", run.job_id, step.id, key))
             try:
                 results[key] = self._call(run, step, context, item, dry_run, force)
-                self._emit(Event("item.finished", run.job_id, step.id, key, data={"state": "succeeded"}))
+                data = {"state": "succeeded", "outputs": results[key]}
+                self._emit(Event("item.finished", run.job_id, step.id, key, data=data))
             except StepFailed as exc:
                 failed[key] = str(exc)
                 self._emit(Event("item.finished", run.job_id, step.id, key, str(exc), {"state": "failed"}))

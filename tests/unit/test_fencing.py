@@ -69,4 +69,6 @@ def test_no_configured_method_says_how_to_proceed_by_hand() -> None:
 
 def test_method_no_plugin_provides_is_a_failed_attempt() -> None:
     with pytest.raises(FencingError, match="no plugin provides fence method 'pdu'"):
-        fence_host(plugin_manager(load_entrypoints=False), HostSpec("h1", "qemu:///system", fence=(FenceSpec("pdu", {}),)))
+        fence_host(
+            plugin_manager(load_entrypoints=False), HostSpec("h1", "qemu:///system", fence=(FenceSpec("pdu", {}),))
+        )

@@ -1,0 +1,132 @@
+"""Block Kit messages: plan preview, live progress, final summary and alerts.
+
+Section text is capped by Slack (~3000 characters): tables are cut with "and N more"
+and the full report goes to the thread as a file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+TEXT_LIMIT = 2900
+
+
+def _table(rows: list[str], limit: int = TEXT_LIMIT) -> str:
+    out: list[str] = []
+    size = 0
+    for index, row in enumerate(rows):
+        if size + len(row) + 1 > limit - 40:
+            out.append(f"… and {len(rows) - index} more")
+            break
+        out.append(row)
+        size += len(row) + 1
+    return "```" + "\n".join(out) + "```" if out else "_none_"
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text}
+
+
+def button(
+    action: str, label: str, value: str, style: str = "", confirm: tuple[str, str, str] | None = None
+) -> dict[str, Any]:
+    """A button; ``confirm`` (title, question, yes) puts a confirmation dialog in front of it."""
+    element: dict[str, Any] = {"type": "button", "action_id": action, "value": value, "text": _text(label)}
+    if style:
+        element["style"] = style
+    if confirm:
+        title, question, yes = confirm
+        element["confirm"] = {
+            "title": _text(title),
+            "text": {"type": "mrkdwn", "text": question},
+            "confirm": _text(yes),
+            "deny": _text("Back"),
+        }
+    return element
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:TEXT_LIMIT]}}
+
+
+def preview(host: str, reason: str, plan: dict[str, Any], token: str) -> list[dict[str, Any]]:
+    moves = plan.get("moves", [])
+    stuck = plan.get("unplaceable", [])
+    rows = [f"{m['guest']:<24} {m['memory_mib']:>6} MiB  -> {m['target']:<12} {m['strategy']}" for m in moves]
+    out: list[dict[str, Any]] = [
+        {"type": "header", "text": _text(f"Drain {host}?")},
+        section(f"*{len(moves)}* guest(s) move, *{len(stuck)}* cannot. Reason: {reason or '-'}"),
+        section(_table(rows)),
+    ]
+    if stuck:
+        out.append(section("*Stay on the host:*\n" + _table([f"{u['guest']}: {u['reason']}" for u in stuck], 1500)))
+    for warning in plan.get("warnings", []):
+        out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f":warning: {warning}"}]})
+    value = json.dumps({"host": host, "reason": reason, "token": token})
+    question = f"Live-migrate {len(moves)} guest(s) off *{host}* and keep it in maintenance."
+    out.append(
+        {
+            "type": "actions",
+            "block_id": "evac_preview",
+            "elements": [
+                button("evac_confirm", "Confirm drain", value, "primary", (f"Drain {host}?", question, "Drain")),
+                button("evac_cancel_preview", "Cancel", value, "danger"),
+            ],
+        }
+    )
+    return out
+
+
+def bar(done: int, total: int, width: int = 20) -> str:
+    filled = int(width * done / total) if total else 0
+    return "█" * filled + "░" * (width - filled)
+
+
+def progress(
+    title: str, job_id: int, done: int, failed: int, total: int, notes: list[str], state: str = "running"
+) -> list[dict[str, Any]]:
+    counts = f"{done + failed}/{total}" if total else "planning"
+    out = [
+        section(
+            f"*{title}* — job {job_id} — {state}\n`{bar(done + failed, total)}` {counts} ({done} ok, {failed} failed)"
+        )
+    ]
+    if notes:
+        out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "\n".join(notes[-5:])[:TEXT_LIMIT]}]})
+    if state == "running":
+        question = "Running migrations abort (guests stay on their source), then the job rolls back."
+        out.append(
+            {
+                "type": "actions",
+                "elements": [
+                    button(
+                        "evac_cancel_job",
+                        "Cancel job",
+                        str(job_id),
+                        "danger",
+                        (f"Cancel job {job_id}?", question, "Cancel job"),
+                    )
+                ],
+            }
+        )
+    return out
+
+
+def fence_alert(host: str, message: str) -> list[dict[str, Any]]:
+    question = f"Confirm only after checking *{host}* is off: if it runs, its guests would run twice."
+    return [
+        section(f":rotating_light: *{host} could not be fenced*\n{message}"),
+        {
+            "type": "actions",
+            "elements": [
+                button(
+                    "evac_fence_manual",
+                    f"I powered {host} off: restart its guests",
+                    host,
+                    "danger",
+                    (f"Is {host} really off?", question, "It is off"),
+                )
+            ],
+        },
+    ]

@@ -1,0 +1,100 @@
+"""The Slack bot's settings: tokens from the environment (or files), never from YAML text,
+and per-command access lists of Slack user IDs, user-group IDs and channel IDs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evac.errors import ConfigError
+from evac.yamldoc import Mapping, Where
+
+COMMANDS = ("evacuate", "status", "cancel", "hosts", "help", "fence")
+READ_ONLY = ("status", "hosts", "help")
+
+
+@dataclass(frozen=True)
+class Rule:
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    channels: frozenset[str] = frozenset()  # empty: any channel
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    bot_token: str = ""
+    app_token: str = ""  # Socket Mode
+    signing_secret: str = ""  # HTTP mode
+    mode: str = "socket"  # socket or http
+    port: int = 3000
+    alerts_channel: str = ""
+    acl: dict[str, Rule] = field(default_factory=dict)
+
+
+def secret(value: Any, env: str) -> str:
+    """A secret from ``*_file``/``*_env`` settings or the environment; the value is never logged."""
+    if isinstance(value, str) and value.startswith("file:"):
+        return Path(value[5:]).read_text().strip()
+    if isinstance(value, str) and value.startswith("env:"):
+        return os.environ.get(value[4:], "")
+    return os.environ.get(env, "")
+
+
+def parse_slack(data: Mapping | None, source: str) -> SlackConfig:
+    """The ``slack:`` section of evac.yaml (tokens only as ``env:NAME`` or ``file:PATH``)."""
+    where = Where(source)
+    data = data if data is not None else Mapping()
+    where.reject_unknown(
+        data, ("bot_token", "app_token", "signing_secret", "mode", "port", "alerts_channel", "acl"), "slack."
+    )
+    for key in ("bot_token", "app_token", "signing_secret"):
+        value = data.get(key)
+        if value is not None and not (isinstance(value, str) and value.startswith(("env:", "file:"))):
+            raise where.error(
+                data.line_of(key), f"slack.{key}", "secrets are given as env:NAME or file:PATH, not inline"
+            )
+    mode = data.get("mode", "socket")
+    if mode not in ("socket", "http"):
+        raise where.error(data.line_of("mode"), "slack.mode", f"expected socket or http, got {mode!r}")
+    acl: dict[str, Rule] = {}
+    rules = where.require_mapping(data.get("acl", Mapping()), data.line_of("acl"), "slack.acl")
+    for command, raw in rules.items():
+        if command not in COMMANDS:
+            raise where.error(
+                rules.line_of(command),
+                f"slack.acl.{command}",
+                f"unknown command; expected one of {', '.join(COMMANDS)}",
+            )
+        rule = where.require_mapping(raw, rules.line_of(command), f"slack.acl.{command}")
+        where.reject_unknown(rule, ("users", "groups", "channels"), f"slack.acl.{command}.")
+        for key in ("users", "groups", "channels"):
+            ids = rule.get(key, [])
+            if not isinstance(ids, list) or not all(isinstance(i, str) and i[:1] in "UWSCGD" for i in ids):
+                raise where.error(
+                    rule.line_of(key),
+                    f"slack.acl.{command}.{key}",
+                    "expected a list of Slack IDs (U…, S…, C…), never names",
+                )
+        acl[command] = Rule(
+            frozenset(rule.get("users", [])), frozenset(rule.get("groups", [])), frozenset(rule.get("channels", []))
+        )
+    return SlackConfig(
+        bot_token=secret(data.get("bot_token"), "SLACK_BOT_TOKEN"),
+        app_token=secret(data.get("app_token"), "SLACK_APP_TOKEN"),
+        signing_secret=secret(data.get("signing_secret"), "SLACK_SIGNING_SECRET"),
+        mode=str(mode),
+        port=int(data.get("port", 3000)),
+        alerts_channel=str(data.get("alerts_channel", "")),
+        acl=acl,
+    )
+
+
+def check_ready(config: SlackConfig) -> None:
+    if not config.bot_token:
+        raise ConfigError("slack: no bot token (set SLACK_BOT_TOKEN or slack.bot_token: env:NAME)")
+    if config.mode == "socket" and not config.app_token:
+        raise ConfigError("slack: Socket Mode needs an app-level token (SLACK_APP_TOKEN)")
+    if config.mode == "http" and not config.signing_secret:
+        raise ConfigError("slack: HTTP mode needs the signing secret (SLACK_SIGNING_SECRET)")

@@ -1,0 +1,57 @@
+"""Registers ``evac slack`` with the CLI through the ``evac_commands`` hook."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from evac import hookimpl
+from evac.yamldoc import Mapping, load_file
+
+
+def load_config(path: Path | None) -> Any:
+    from .config import parse_slack
+
+    if path is None:
+        return parse_slack(None, "environment")
+    data = load_file(path)
+    section = data.get("slack") if isinstance(data, Mapping) else None
+    return parse_slack(section, str(path))
+
+
+def run(args: argparse.Namespace) -> int:
+    from evac.cli import make_app
+
+    from .config import check_ready
+    from .slackapp import Bot
+
+    config = load_config(args.config)
+    if args.mode:
+        from dataclasses import replace
+
+        config = replace(config, mode=args.mode)
+    check_ready(config)
+    bot = Bot(make_app(args), config)
+    if config.mode == "socket":
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        handler: Any = SocketModeHandler(bot.bolt, config.app_token)
+        handler.start()
+    else:
+        bot.bolt.start(port=config.port, path="/slack/events")
+    return 0
+
+
+@hookimpl
+def evac_commands(subparsers: Any) -> None:
+    parser = subparsers.add_parser("slack", help="run the Slack bot (Socket Mode by default, or HTTP)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ["EVAC_CONFIG"]) if os.environ.get("EVAC_CONFIG") else None,
+        help="evac.yaml with a slack: section (tokens come from the environment)",
+    )
+    parser.add_argument("--mode", choices=("socket", "http"), default=None)
+    parser.set_defaults(func=run)

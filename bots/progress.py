@@ -1,0 +1,186 @@
+"""Job progress in Slack: one message per job, updated in place; details in its thread.
+
+An ``evac_event`` observer. Slack calls never run on the engine's threads: events go to
+a queue and one worker talks to Slack, updating each message at most once a second.
+Jobs nobody started from Slack (automatic failovers) and host alerts go to the alerts
+channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from evac import hookimpl
+from evac.events import Event
+
+from . import blocks
+
+log = logging.getLogger("evac.slack")
+ITEM_STEPS = ("migrate", "restart")
+
+
+@dataclass
+class Tracked:
+    channel: str
+    ts: str
+    title: str
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    notes: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    last_update: float = 0.0
+    dirty: bool = False
+
+
+class SlackProgress:
+    def __init__(self, client: WebClient, alerts_channel: str = "", min_interval: float = 1.0) -> None:
+        self.client = client
+        self.alerts_channel = alerts_channel
+        self.min_interval = min_interval
+        self.jobs: dict[int, Tracked] = {}
+        self._queue: queue.Queue[Event | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self.idle = threading.Event()
+        self._worker = threading.Thread(target=self._work, daemon=True, name="slack-progress")
+        self._worker.start()
+
+    def track(self, job_id: int, channel: str, title: str) -> Tracked:
+        """Post the job's progress message now; later events update it."""
+        response = self.client.chat_postMessage(
+            channel=channel, text=f"{title}: job {job_id} starting", blocks=blocks.progress(title, job_id, 0, 0, 0, [])
+        )
+        tracked = Tracked(channel=response["channel"], ts=response["ts"], title=title)
+        with self._lock:
+            self.jobs[job_id] = tracked
+        return tracked
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._worker.join(10)
+
+    @hookimpl
+    def evac_event(self, event: Event) -> None:
+        self.idle.clear()
+        self._queue.put(event)
+
+    # ---------------------------------------------------------------- worker
+    def _work(self) -> None:
+        while True:
+            try:
+                event = self._queue.get(timeout=self.min_interval)
+            except queue.Empty:
+                self._flush()
+                self.idle.set()
+                continue
+            if event is None:
+                return
+            try:
+                self._handle(event)
+            except SlackApiError as exc:
+                log.warning("slack call failed on %s: %s", event.kind, exc.response.get("error"))
+            except Exception:
+                log.exception("slack progress failed on %s", event.kind)
+            if self._queue.empty():
+                self._flush()
+                self.idle.set()
+
+    def _handle(self, event: Event) -> None:
+        if event.job_id == 0:
+            self._host_event(event)
+            return
+        tracked = self.jobs.get(event.job_id)
+        if tracked is None:
+            if event.kind in ("job.started", "job.resumed") and self.alerts_channel and not event.data.get("dry_run"):
+                title = f"{event.data.get('runbook')} {event.data.get('target') or ''}".strip()
+                tracked = self.track(event.job_id, self.alerts_channel, f"Automatic: {title}")
+            else:
+                return
+        if event.kind == "step.items" and event.step in ITEM_STEPS:
+            tracked.total = int(event.data.get("count", 0))
+            tracked.dirty = True
+        elif event.kind == "item.finished" and event.step in ITEM_STEPS:
+            ok = event.data.get("state") == "succeeded"
+            tracked.done += ok
+            tracked.failed += not ok
+            line = self._item_line(event, ok)
+            tracked.lines.append(line)
+            self.client.chat_postMessage(channel=tracked.channel, thread_ts=tracked.ts, text=line)
+            tracked.dirty = True
+        elif event.kind == "progress" and event.data.get("escalation"):
+            tracked.notes.append(f"{event.item}: {event.message}")
+            tracked.dirty = True
+        elif event.kind == "progress" and event.data.get("level") == "alert":
+            host = str(event.data.get("host", ""))
+            self.client.chat_postMessage(
+                channel=tracked.channel,
+                thread_ts=tracked.ts,
+                text=event.message,
+                blocks=blocks.fence_alert(host, event.message),
+            )
+        elif event.kind == "job.finished":
+            self._finish(event, tracked)
+
+    def _item_line(self, event: Event, ok: bool) -> str:
+        if not ok:
+            return f":x: {event.item}: {event.message}"
+        out = event.data.get("outputs") or {}
+        bits = [f"-> {out['target']}"] if out.get("target") else []
+        if out.get("seconds"):
+            bits.append(f"{out['seconds']} s")
+        if out.get("downtime_ms") is not None:
+            bits.append(f"{out['downtime_ms']} ms downtime")
+        if out.get("escalations"):
+            bits.append("escalated: " + "; ".join(out["escalations"]))
+        return f":white_check_mark: {event.item} {' '.join(bits)}".strip()
+
+    def _finish(self, event: Event, tracked: Tracked) -> None:
+        state = str(event.data.get("state"))
+        tracked.notes.append(f"finished: {state}" + (f" — {event.message}" if event.message else ""))
+        self._update(event.job_id, tracked, state)
+        report = "\n".join([f"job {event.job_id} {tracked.title}: {state}", *tracked.lines, *tracked.notes])
+        if len(report) > blocks.TEXT_LIMIT:
+            self.client.files_upload_v2(
+                channel=tracked.channel,
+                thread_ts=tracked.ts,
+                content=report,
+                filename=f"evac-job-{event.job_id}.txt",
+                title=f"job {event.job_id} report",
+            )
+        else:
+            self.client.chat_postMessage(channel=tracked.channel, thread_ts=tracked.ts, text=f"```{report}```")
+        with self._lock:
+            self.jobs.pop(event.job_id, None)
+
+    def _flush(self) -> None:
+        now = time.monotonic()
+        for job_id, tracked in list(self.jobs.items()):
+            if tracked.dirty and now - tracked.last_update >= self.min_interval:
+                self._update(job_id, tracked, "running")
+
+    def _update(self, job_id: int, tracked: Tracked, state: str) -> None:
+        tracked.dirty = False
+        tracked.last_update = time.monotonic()
+        self.client.chat_update(
+            channel=tracked.channel,
+            ts=tracked.ts,
+            text=f"{tracked.title}: {state}",
+            blocks=blocks.progress(
+                tracked.title, job_id, tracked.done, tracked.failed, tracked.total, tracked.notes, state
+            ),
+        )
+
+    def _host_event(self, event: Event) -> None:
+        if not self.alerts_channel or event.kind not in ("host.down", "monitor.storm_brake", "host.cleaned"):
+            return
+        icon = {"host.down": ":red_circle:", "monitor.storm_brake": ":octagonal_sign:"}.get(event.kind, ":broom:")
+        self.client.chat_postMessage(
+            channel=self.alerts_channel, text=f"{icon} {event.kind} {event.item}: {event.message}"
+        )

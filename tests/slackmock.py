@@ -1,0 +1,157 @@
+"""A local stand-in for Slack's Web API (the way slack-bolt tests itself): it answers
+``auth.test``, ``chat.*``, ``usergroups.list`` and ``files.*`` and records every call,
+and it takes ``response_url`` posts. Plus signed request bodies for the app."""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from hashlib import sha256
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from slack_bolt.request import BoltRequest
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+
+
+class SlackMock:
+    def __init__(self, groups: dict[str, list[str]] | None = None) -> None:
+        self.calls: list[Call] = []
+        self.groups = groups or {}
+        self.cond = threading.Condition()
+        self._ts = itertools.count(1)
+        mock = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                if "json" in (self.headers.get("Content-Type") or ""):
+                    args = json.loads(raw or "{}")
+                else:
+                    args = {k: v[0] for k, v in parse_qs(raw).items()}
+                method = self.path.strip("/").split("/")[-1]
+                mock.record(method, args)
+                body = json.dumps(mock.answer(method, args)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_PUT = do_POST
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/"
+        self.response_url = f"http://127.0.0.1:{self.server.server_address[1]}/response"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def record(self, method: str, args: dict[str, Any]) -> None:
+        with self.cond:
+            self.calls.append(Call(method, args))
+            self.cond.notify_all()
+
+    def answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method == "auth.test":
+            return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1", "url": "https://t1.slack.com/"}
+        if method == "chat.postMessage":
+            return {"ok": True, "channel": args.get("channel", "C1"), "ts": f"{next(self._ts)}.000"}
+        if method == "usergroups.list":
+            return {"ok": True, "usergroups": [{"id": g, "users": users} for g, users in self.groups.items()]}
+        if method == "files.getUploadURLExternal":
+            return {"ok": True, "upload_url": self.url + "upload", "file_id": "F1"}
+        if method == "files.completeUploadExternal":
+            return {"ok": True, "files": [{"id": "F1", "title": "report"}]}
+        return {"ok": True}
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+    def find(self, method: str, text: str = "") -> list[Call]:
+        with self.cond:
+            return [c for c in self.calls if c.method == method and text in json.dumps(c.args)]
+
+    def wait(self, method: str, text: str = "", timeout: float = 10) -> Call:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = [c for c in self.calls if c.method == method and text in json.dumps(c.args)]
+                if found:
+                    return found[-1]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {method} call with {text!r}; calls: {[c.method for c in self.calls]}")
+                self.cond.wait(left)
+
+
+@contextmanager
+def slack_mock(groups: dict[str, list[str]] | None = None) -> Iterator[SlackMock]:
+    mock = SlackMock(groups)
+    try:
+        yield mock
+    finally:
+        mock.stop()
+
+
+def signed(
+    secret: str, body: str, timestamp: int | None = None, signature: str | None = None, retry: int | None = None
+) -> BoltRequest:
+    ts = str(timestamp if timestamp is not None else int(time.time()))
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), sha256).hexdigest()
+    headers = {
+        "content-type": ["application/x-www-form-urlencoded"],
+        "x-slack-request-timestamp": [ts],
+        "x-slack-signature": [signature or f"v0={digest}"],
+    }
+    if retry is not None:
+        headers["x-slack-retry-num"] = [str(retry)]
+        headers["x-slack-retry-reason"] = ["http_timeout"]
+    return BoltRequest(body=body, headers=headers)
+
+
+def command_body(command: str, text: str, user: str, response_url: str, channel: str = "C1") -> str:
+    return urlencode(
+        {
+            "command": command,
+            "text": text,
+            "user_id": user,
+            "user_name": "someone",
+            "channel_id": channel,
+            "team_id": "T1",
+            "response_url": response_url,
+            "trigger_id": "t1",
+            "token": "legacy",
+        }
+    )
+
+
+def action_body(action: str, value: str, user: str, response_url: str, channel: str = "C1", ts: str = "1.000") -> str:
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user, "name": "someone"},
+        "team": {"id": "T1"},
+        "channel": {"id": channel},
+        "message": {"ts": ts},
+        "container": {"message_ts": ts},
+        "response_url": response_url,
+        "trigger_id": "t1",
+        "api_app_id": "A1",
+        "token": "legacy",
+        "actions": [{"action_id": action, "block_id": "b", "value": value, "type": "button", "action_ts": "1"}],
+    }
+    return urlencode({"payload": json.dumps(payload)})
