@@ -250,6 +250,7 @@ def test_every_transition_is_an_event_in_order(tmp_path: Path) -> None:
     assert rec.kinds() == [
         "job.started",
         "step.started",
+        "step.items",
         "item.started",
         "item.finished",
         "step.finished",
