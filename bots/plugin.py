@@ -55,3 +55,52 @@ def evac_commands(subparsers: Any) -> None:
     )
     parser.add_argument("--mode", choices=("socket", "http"), default=None)
     parser.set_defaults(func=run)
+
+
+class SlackService:
+    """The bot inside ``evac serve``: Socket Mode connects out; HTTP mode mounts /slack/events."""
+
+    def __init__(self, app: Any, config: Any) -> None:
+        from .config import check_ready
+        from .slackapp import Bot
+
+        check_ready(config)
+        self.config = config
+        self.bot = Bot(app, config)
+        self.handler: Any = None
+
+    def routes(self) -> dict[str, Any]:
+        if self.config.mode != "http":
+            return {}
+        from slack_bolt.request import BoltRequest
+
+        def handle(method: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+            response = self.bot.bolt.dispatch(BoltRequest(body=body.decode(), headers=dict(headers)))
+            return response.status, {k: v[0] for k, v in response.headers.items()}, response.body.encode()
+
+        return {"/slack/events": handle}
+
+    def start(self) -> None:
+        if self.config.mode == "socket":
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            self.handler = SocketModeHandler(self.bot.bolt, self.config.app_token)
+            self.handler.connect()
+
+    def stop(self) -> None:
+        if self.handler is not None:
+            self.handler.close()
+        self.bot.close()
+
+
+@hookimpl
+def evac_config_sections() -> dict[str, Any]:
+    from .config import parse_slack
+
+    return {"slack": parse_slack}
+
+
+@hookimpl
+def evac_services(app: Any, config: Any) -> list[Any]:
+    section = config.sections.get("slack")
+    return [SlackService(app, section)] if section is not None else []

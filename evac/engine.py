@@ -46,6 +46,10 @@ class StepFailed(EvacError):
         self.outputs = outputs or {}
 
 
+class Interrupted(EvacError):
+    """The service is stopping: the job stays ``running`` in the journal for the next start."""
+
+
 @dataclass
 class JobResult:
     job_id: int
@@ -88,6 +92,7 @@ class Engine:
         self.sleep = sleep
         self.poll_interval = poll_interval
         self._runs: dict[int, _Run] = {}
+        self._stopping = threading.Event()
 
     # ---------------------------------------------------------------- public API
     def check(self, runbook: Runbook) -> None:
@@ -115,6 +120,22 @@ class Engine:
             self._emit(Event("job.cancel_requested", job_id))
             run.cancel()
 
+    def shutdown(self, abort_in_flight: bool = False) -> None:
+        """Stop starting work; with ``abort_in_flight`` also ask running calls to stop.
+
+        Jobs end ``interrupted`` without rollback and stay ``running`` in the journal, so
+        the next start resumes them (actions re-check the real state first).
+        """
+        self._stopping.set()
+        if abort_in_flight:
+            for run in list(self._runs.values()):
+                with run.lock:
+                    for ctx in run.active:
+                        ctx.abort.set()
+
+    def running_jobs(self) -> list[int]:
+        return list(self._runs)
+
     def run(self, job_id: int, runbook: Runbook) -> JobResult:
         job = self.journal.job(job_id)
         if job is None:
@@ -134,6 +155,9 @@ class Engine:
         context: dict[str, Any] = {"params": job.params, "steps": {}, "job": {"id": job_id, "target": job.target}}
         try:
             state, error = self._run_steps(run, runbook, context, job.dry_run)
+        except Interrupted as exc:
+            self._emit(Event("job.interrupted", job_id, message=str(exc)))
+            return JobResult(job_id, "interrupted", str(exc), context["steps"])
         finally:
             run.finished.set()
             self._runs.pop(job_id, None)
@@ -146,6 +170,8 @@ class Engine:
         reached: list[Step] = []
         state, error = "succeeded", ""
         for step in runbook.steps:
+            if self._stopping.is_set():
+                raise Interrupted(f"service stopping before step '{step.id}'")
             if run.cancelled.is_set():
                 state, error = "cancelled", "cancelled by operator"
                 break
@@ -202,6 +228,8 @@ class Engine:
                 return "partial"
             raise
         except Cancelled:
+            if self._stopping.is_set() and not run.cancelled.is_set():
+                raise Interrupted(f"service stopping during step '{step.id}'") from None
             self._finish_step(run, step, "cancelled", {}, "cancelled", started)
             raise
         context["steps"][step.id] = outputs
@@ -239,6 +267,8 @@ class Engine:
         while (actor := self.journal.approved_by(run.job_id, step.id)) is None:
             if run.cancelled.wait(self.poll_interval):
                 raise Cancelled(f"cancelled while step '{step.id}' waited for approval")
+            if self._stopping.is_set():
+                raise Interrupted(f"service stopping while step '{step.id}' waited for approval")
         self._emit(Event("approval.granted", run.job_id, step.id, data={"by": actor}))
 
     # ---------------------------------------------------------------- items
@@ -265,7 +295,7 @@ class Engine:
         stop = threading.Event()
 
         def one(key: str, item: Any) -> None:
-            if (stop.is_set() or run.cancelled.is_set()) and not force:
+            if (stop.is_set() or run.cancelled.is_set() or self._stopping.is_set()) and not force:
                 return
             self._emit(Event("item.started", run.job_id, step.id, key))
             try:
@@ -291,6 +321,8 @@ class Engine:
                 for future in finished:
                     future.result()
         outputs = {"items": results, "succeeded": sorted(results), "failed": failed}
+        if self._stopping.is_set() and not force and len(results) + len(failed) < len(items):
+            raise Interrupted(f"service stopping during step '{step.id}'")
         if run.cancelled.is_set() and not force and len(results) + len(failed) < len(items):
             raise Cancelled(f"cancelled during step '{step.id}'")
         if failed:

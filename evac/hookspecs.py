@@ -4,7 +4,7 @@ fails when one lacks a docstring with an example, or a test that calls it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -188,3 +188,37 @@ def evac_commands(subparsers: Any) -> None:
             parser = subparsers.add_parser("hello", help="say hello")
             parser.set_defaults(func=lambda args: print("hello") or 0)
     """
+
+
+@hookspec
+def evac_config_sections() -> Mapping[str, Callable[[Any, str], Any]]:
+    """Claim top-level sections of ``evac.yaml``: name -> parser(data, source).
+
+    The parser validates its section (raising ``ConfigError`` with file:line) and returns
+    what the plugin needs; ``evac config check`` and ``evac serve`` call it.
+
+    Example::
+
+        @hookimpl
+        def evac_config_sections():
+            return {"pagerduty": lambda data, source: parse_pagerduty(data, source)}
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def evac_services(app: Any, config: Any) -> Sequence[Any]:
+    """Long-running parts ``evac serve`` starts beside the monitor and the HTTP API.
+
+    Return objects with ``start()``, ``stop()`` and optionally ``routes()`` (a mapping
+    of HTTP path to ``handler(method, headers, body) -> (status, headers, body)``
+    mounted on the service's HTTP server). ``config`` is the parsed ``ServiceConfig``.
+
+    Example::
+
+        @hookimpl
+        def evac_services(app, config):
+            section = config.sections.get("slack")
+            return [SlackService(app, section)] if section else []
+    """
+    raise NotImplementedError

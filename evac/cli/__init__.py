@@ -15,10 +15,10 @@ import pluggy
 from ..app import App, default_inventory_path, default_journal_path
 from ..errors import ConfigError, EvacError
 from ..plugins import plugin_manager
-from . import failover, hosts, jobs, lab, maintenance, plugins, runbooks
+from . import failover, hosts, jobs, lab, maintenance, plugins, runbooks, serve
 from .parser import Parser
 
-COMMANDS = (lab, hosts, maintenance, jobs, failover, runbooks, plugins)
+COMMANDS = (lab, hosts, maintenance, jobs, failover, serve, runbooks, plugins)
 
 
 def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:

@@ -320,3 +320,24 @@ def test_an_incomplete_action_fails_its_step_but_keeps_its_outputs(tmp_path: Pat
     rb = runbook("name: t\nsteps:\n  - {id: r, action: test.report, on_failure: continue}\n")
     result = engine(tmp_path, Reporter()).execute(rb, {})
     assert (result.state, result.outputs["r"]) == ("partial", {"rows": [1, 2]})
+
+
+def test_shutdown_leaves_the_job_running_in_the_journal_without_rollback(tmp_path: Path) -> None:
+    rec = Recorder()
+    rb = runbook("""
+name: t
+steps:
+  - {id: a, action: test.ok, rollback: [{id: undo_a, action: test.undo, with: {value: ua}}]}
+  - {id: b, action: test.block, for_each: [1, 2, 3, 4], concurrency: 2}
+""")
+    eng = engine(tmp_path, rec)
+    job_id = eng.submit(rb, {})
+    results: list = []  # type: ignore[type-arg]
+    worker = threading.Thread(target=lambda: results.append(eng.run(job_id, rb)))
+    worker.start()
+    wait_until(lambda: rec.running == 2)
+    eng.shutdown(abort_in_flight=True)
+    worker.join(5)
+    assert results[0].state == "interrupted"
+    assert eng.journal.job(job_id).state == "running"  # type: ignore[union-attr]
+    assert ("undo_a", "ua") not in rec.calls

@@ -1,0 +1,73 @@
+"""Prometheus metrics from the event stream: an ``evac_event`` observer with its own registry."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .events import Event
+from .hooks import hookimpl
+
+HOST_STATES = ("up", "suspect", "down")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs = Counter("evac_jobs", "Jobs finished, by runbook and final state", ["runbook", "state"], registry=r)
+        self.running = Gauge("evac_jobs_running", "Jobs running now", registry=r)
+        self.migrations = Counter("evac_migrations", "Live migrations, by result", ["result"], registry=r)
+        self.duration = Histogram(
+            "evac_migration_seconds",
+            "Live migration wall time",
+            registry=r,
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
+        )
+        self.downtime = Histogram(
+            "evac_migration_downtime_seconds",
+            "Guest pause at switch-over",
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+        )
+        self.hosts = Gauge("evac_host_state", "1 for the state each host is in", ["host", "state"], registry=r)
+        self.fences = Counter("evac_fence_attempts", "Fence steps, by result", ["result"], registry=r)
+        self.webhooks = Counter(
+            "evac_webhooks", "Webhook requests, by hook and outcome", ["hook", "outcome"], registry=r
+        )
+        self._actions: dict[tuple[int, str], str] = {}
+        self._runbooks: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+    @hookimpl
+    def evac_event(self, event: Event) -> None:
+        with self._lock:
+            self._observe(event)
+
+    def _observe(self, event: Event) -> None:
+        kind = event.kind
+        if kind in ("job.started", "job.resumed") and not event.data.get("dry_run"):
+            self._runbooks[event.job_id] = str(event.data.get("runbook"))
+            self.running.inc()
+        elif kind == "job.finished" and event.job_id in self._runbooks:
+            self.jobs.labels(self._runbooks.pop(event.job_id), str(event.data.get("state"))).inc()
+            self.running.dec()
+        elif kind == "step.started":
+            self._actions[(event.job_id, event.step)] = str(event.data.get("action"))
+        elif kind == "item.finished" and self._actions.get((event.job_id, event.step)) == "vm.live_migrate":
+            ok = event.data.get("state") == "succeeded"
+            self.migrations.labels("succeeded" if ok else "failed").inc()
+            out = event.data.get("outputs") or {}
+            if ok and out.get("seconds"):
+                self.duration.observe(float(out["seconds"]))
+            if ok and out.get("downtime_ms") is not None:
+                self.downtime.observe(float(out["downtime_ms"]) / 1000)
+        elif kind == "step.finished" and self._actions.get((event.job_id, event.step)) == "host.fence":
+            self.fences.labels(str(event.data.get("state"))).inc()
+        elif kind in ("host.up", "host.suspect", "host.down"):
+            for state in HOST_STATES:
+                self.hosts.labels(event.item, state).set(1 if kind == f"host.{state}" else 0)

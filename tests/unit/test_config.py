@@ -1,0 +1,133 @@
+"""evac.yaml: validated with file:line errors; secrets only from env or files; plugin sections."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evac import hookimpl
+from evac.config import load_config
+from evac.errors import ConfigError
+from evac.httpapi import authorized, host_from_label
+from evac.plugins import plugin_manager
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "evac.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_uses_defaults_and_resolves_relative_paths(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "inventory: hosts.yaml\njournal: state/j.db\n"), plugin_manager())
+    assert config.inventory == tmp_path / "hosts.yaml" and config.port == 8080
+    assert config.shutdown_in_flight == "finish" and config.webhooks.token == ""
+
+
+def test_webhook_token_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_TOKEN", "abc")
+    config = load_config(write(tmp_path, "webhooks: {token: 'env:HOOK_TOKEN'}\n"), plugin_manager())
+    assert config.webhooks.token == "abc"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("webhook: {}\n", "evac.yaml:1: webhook: unknown field (did you mean 'webhooks'?)"),
+        ("webhooks:\n  token: hunter2\n", "evac.yaml:2: webhooks.token: secrets are given as env:NAME or file:PATH"),
+        (
+            "webhooks:\n  token: env:NOT_SET_ANYWHERE\n",
+            "evac.yaml:2: webhooks.token: environment variable NOT_SET_ANYWHERE is not set",
+        ),
+        ("listen:\n  port: http\n", "evac.yaml:2: listen.port: expected a port number, got 'http'"),
+        ("monitor:\n  interval: fast\n", "evac.yaml:2: monitor.interval: expected a number >= 0"),
+        ("shutdown:\n  in_flight: wait\n", "evac.yaml:2: shutdown.in_flight: expected finish or abort, got 'wait'"),
+        ("logging: {format: xml}\n", "evac.yaml:1: logging.format: expected text or json, got 'xml'"),
+        ("slack:\n  bot_token: xoxb-1\n", "evac.yaml:2: slack.bot_token: secrets are given as env:NAME or file:PATH"),
+    ],
+)
+def test_bad_config_names_file_line_and_field(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), plugin_manager())
+    assert str(info.value).replace(str(tmp_path) + "/", "").startswith(message)
+
+
+def test_a_plugin_claims_its_own_section_through_evac_config_sections(tmp_path: Path) -> None:
+    class Pager:
+        @hookimpl
+        def evac_config_sections(self) -> dict[str, Any]:
+            return {"pager": lambda data, source: {"service": data["service"]}}
+
+    pm = plugin_manager(load_entrypoints=False)
+    pm.register(Pager())
+    config = load_config(write(tmp_path, "pager: {service: ops}\n"), pm)
+    assert config.sections == {"pager": {"service": "ops"}}
+
+
+def test_evac_services_contribute_routes_to_the_http_api(tmp_path: Path) -> None:
+    from evac.service import Service
+
+    class Echo:
+        started = False
+
+        def routes(self) -> dict[str, Any]:
+            return {"/echo": lambda method, headers, body: (200, {}, body)}
+
+        def start(self) -> None:
+            self.started = True
+
+        def stop(self) -> None: ...
+
+    echo = Echo()
+
+    class Plugin:
+        @hookimpl
+        def evac_services(self, app: Any, config: Any) -> list[Any]:
+            return [echo]
+
+    (tmp_path / "hosts.yaml").write_text("hosts:\n  - {name: h1, uri: 'qemu+tcp://127.0.0.1:9/system'}\n")
+    pm = plugin_manager(load_entrypoints=False)
+    pm.register(Plugin())
+    config = load_config(
+        write(
+            tmp_path,
+            f"inventory: hosts.yaml\njournal: {tmp_path}/j.db\nmonitor: {{enabled: false}}\nlisten: {{port: 0}}\n",
+        ),
+        pm,
+    )
+    service = Service(config, pm)
+    try:
+        assert service.http.routes[("POST", "/echo")]("POST", {}, b"hi") == (200, {}, b"hi")
+    finally:
+        service.http.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("label", "host"),
+    [("198.18.0.1:9100", "198.18.0.1"), ("host3", "host3"), ("host3:9100", "host3"), ("[::1]:9100", "::1")],
+)
+def test_alert_instance_labels_lose_their_port(label: str, host: str) -> None:
+    assert host_from_label(label) == host
+
+
+def test_webhook_accepts_a_bearer_token_or_an_hmac_signature() -> None:
+    from evac.config import WebhookSettings
+
+    settings = WebhookSettings(token="tok", hmac_secret="key")
+    body = b'{"host": "h1"}'
+    signature = "sha256=" + hmac.new(b"key", body, hashlib.sha256).hexdigest()
+    assert authorized(settings, {"authorization": "Bearer tok"}, body)
+    assert authorized(settings, {"x-evac-signature": signature}, body)
+    assert not authorized(settings, {"x-evac-signature": signature}, body + b" ")
+    assert not authorized(settings, {"authorization": "Bearer nope"}, body)
+
+
+def test_the_shipped_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("EVAC_WEBHOOK_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"):
+        monkeypatch.setenv(name, "x")
+    config = load_config(Path(__file__).parents[2] / "contrib" / "evac.yaml", plugin_manager())
+    assert config.monitor.failover and "slack" in config.sections
