@@ -7,6 +7,8 @@ namespaces (and on some distributions) is not the host's own view; ``ip`` over S
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import paramiko
 
@@ -54,5 +56,19 @@ def parse_bridges(ip_output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in _LINK.finditer(ip_output)}
 
 
-def bridges(spec: SshSpec) -> dict[str, int]:
-    return parse_bridges(run(spec, "ip -o link show type bridge"))
+_CACHE: dict[tuple[str, int], tuple[float, dict[str, int]]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def bridges(spec: SshSpec, max_age: float = 30.0) -> dict[str, int]:
+    """The host's bridges and MTUs; answers up to ``max_age`` seconds old are reused, since an
+    SSH round trip per migration would cost more than the migration of an idle guest."""
+    key = (spec.host, spec.port)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+    if cached and time.monotonic() - cached[0] <= max_age:
+        return dict(cached[1])
+    found = parse_bridges(run(spec, "ip -o link show type bridge"))
+    with _CACHE_LOCK:
+        _CACHE[key] = (time.monotonic(), found)
+    return dict(found)

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints a table and writes bench/results/NAME.json; run as python -m bench.NAME."""
