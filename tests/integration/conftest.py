@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from evac import hookimpl
 from evac.inventory import Inventory, load_inventory
 from evac.lab import Lab
 from evac.lab.guests import build_assets
@@ -106,6 +108,45 @@ def placements(inventory: Inventory, name: str) -> dict[str, tuple[str, bool]]:
         except EvacError:
             continue
     return found
+
+
+class Events:
+    """An evac_event observer tests wait on: ``wait_for`` an event, or prove one stays ``absent``."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seen: list[Any] = []
+        self.cond = threading.Condition()
+
+    @hookimpl
+    def evac_event(self, event: Any) -> None:
+        with self.cond:
+            self.seen.append(event)
+            self.cond.notify_all()
+
+    def wait_for(self, test: Callable[[Any], bool], timeout: float = 120) -> Any:
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = next((e for e in self.seen if test(e)), None)
+                if found:
+                    return found
+                left = deadline - time.monotonic()
+                assert left > 0, f"event never came; saw {[e.kind for e in self.seen][-15:]}"
+                self.cond.wait(left)
+
+    def absent(self, test: Callable[[Any], bool], window: float) -> bool:
+        try:
+            self.wait_for(test, window)
+        except AssertionError:
+            return True
+        return False
+
+    def kinds(self, host: str) -> list[str]:
+        return [e.kind for e in self.seen if e.job_id == 0 and e.item == host]
 
 
 def qemu_processes(name: str) -> int:

@@ -3,40 +3,15 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evac import hookimpl
 from evac.app import App
 from evac.events import Event
 from evac.inventory import Inventory
 from evac.lab import Lab
-from tests.integration.conftest import placements, qemu_processes
-
-
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[Event] = []
-        self.cond = threading.Condition()
-
-    @hookimpl
-    def evac_event(self, event: Event) -> None:
-        with self.cond:
-            self.seen.append(event)
-            self.cond.notify_all()
-
-    def wait_for(self, test: Callable[[Event], bool], timeout: float = 120) -> Event:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for event in self.seen:
-                    if test(event):
-                        return event
-                left = deadline - time.monotonic()
-                assert left > 0, "event never came"
-                self.cond.wait(left)
+from tests.integration.conftest import Events, placements, qemu_processes
 
 
 def sending(event: Event) -> bool:

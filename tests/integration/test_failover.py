@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,6 @@ from typing import Any
 import pytest
 import yaml
 
-from evac import hookimpl
 from evac.app import App
 from evac.events import Event
 from evac.inventory import Inventory
@@ -21,43 +18,9 @@ from evac.lab.guests import wait_console
 from evac.monitor import Monitor, MonitorSettings, failover_runbook
 from evac.stormbrake import StormBrake
 from tests.conftest import poll_until
-from tests.integration.conftest import placements, qemu_processes
+from tests.integration.conftest import Events, placements, qemu_processes
 
 FAST = MonitorSettings(interval=0.3, snapshot_every=0.5, power_every=0)
-
-
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[Event] = []
-        self.cond = threading.Condition()
-
-    @hookimpl
-    def evac_event(self, event: Event) -> None:
-        with self.cond:
-            self.seen.append(event)
-            self.cond.notify_all()
-
-    def wait_for(self, test: Callable[[Event], bool], timeout: float = 90) -> Event:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                found = next((e for e in self.seen if test(e)), None)
-                if found:
-                    return found
-                left = deadline - time.monotonic()
-                assert left > 0, f"event never came; saw {[e.kind for e in self.seen][-15:]}"
-                self.cond.wait(left)
-
-    def absent(self, test: Callable[[Event], bool], window: float) -> bool:
-        """True if no such event comes within ``window`` seconds."""
-        try:
-            self.wait_for(test, window)
-        except AssertionError:
-            return True
-        return False
-
-    def kinds(self, host: str) -> list[str]:
-        return [e.kind for e in self.seen if e.job_id == 0 and e.item == host]
 
 
 @pytest.fixture

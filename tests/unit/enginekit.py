@@ -92,3 +92,17 @@ def engine(tmp_path: Path, *plugins: object, sleep: Callable[[float], None] | No
     for plugin in plugins:
         pm.register(plugin)
     return Engine(pm, SqliteJournal(tmp_path / "journal.db"), sleep=sleep or (lambda _s: None), poll_interval=0.01)
+
+
+class Background:
+    """A job running on its own thread, so a test can act on it meanwhile."""
+
+    def __init__(self, eng: Engine, book: Runbook, params: dict[str, Any] | None = None) -> None:
+        self.job_id = eng.submit(book, params or {})
+        self.results: list[Any] = []
+        self.thread = threading.Thread(target=lambda: self.results.append(eng.run(self.job_id, book)))
+        self.thread.start()
+
+    def result(self, timeout: float = 5) -> Any:
+        self.thread.join(timeout)
+        return self.results[0]

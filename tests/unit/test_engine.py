@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from evac.errors import LockedError
-from tests.unit.enginekit import Recorder, engine, runbook
+from tests.unit.enginekit import Background, Recorder, engine, runbook
 
 
 def wait_until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
@@ -158,14 +158,11 @@ steps:
   - {id: c, action: test.ok}
 """)
     eng = engine(tmp_path, rec)
-    job_id = eng.submit(rb, {})
-    worker = threading.Thread(target=lambda: results.append(eng.run(job_id, rb)))
-    results: list = []  # type: ignore[type-arg]
-    worker.start()
+    job = Background(eng, rb)
+    job_id = job.job_id
     wait_until(lambda: rec.running == 2)
     eng.cancel(job_id)
-    worker.join(5)
-    assert results[0].state == "cancelled"
+    assert job.result().state == "cancelled"
     assert [c[0] for c in rec.calls] == ["a", "undo_a"]
     assert "job.cancel_requested" in rec.kinds()
 
@@ -176,14 +173,11 @@ def test_cancel_from_another_process_is_seen_through_the_journal(tmp_path: Path)
     rec = Recorder()
     rb = runbook("name: t\nsteps:\n  - {id: a, action: test.block}\n")
     eng = engine(tmp_path, rec)
-    job_id = eng.submit(rb, {})
-    worker = threading.Thread(target=lambda: results.append(eng.run(job_id, rb)))
-    results: list = []  # type: ignore[type-arg]
-    worker.start()
+    job = Background(eng, rb)
+    job_id = job.job_id
     rec.entered.wait(5)
     SqliteJournal(tmp_path / "journal.db").request_cancel(job_id)
-    worker.join(5)
-    assert results[0].state == "cancelled"
+    assert job.result().state == "cancelled"
 
 
 def test_dry_run_calls_plan_and_changes_nothing(tmp_path: Path) -> None:
@@ -331,13 +325,10 @@ steps:
   - {id: b, action: test.block, for_each: [1, 2, 3, 4], concurrency: 2}
 """)
     eng = engine(tmp_path, rec)
-    job_id = eng.submit(rb, {})
-    results: list = []  # type: ignore[type-arg]
-    worker = threading.Thread(target=lambda: results.append(eng.run(job_id, rb)))
-    worker.start()
+    job = Background(eng, rb)
+    job_id = job.job_id
     wait_until(lambda: rec.running == 2)
     eng.shutdown(abort_in_flight=True)
-    worker.join(5)
-    assert results[0].state == "interrupted"
+    assert job.result().state == "interrupted"
     assert eng.journal.job(job_id).state == "running"  # type: ignore[union-attr]
     assert ("undo_a", "ua") not in rec.calls
