@@ -13,6 +13,7 @@ import argparse
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.labkit import app, bench_lab, boot, destroy_all, gather, raw_parallel, shape, virsh_loop
 from bench.report import publish
@@ -51,7 +52,7 @@ def main() -> None:
     boot(lab, "host1", [GuestSpec(name=n) for n in names])
     moves = [(n, "host1", "host2" if i % 2 else "host3") for i, n in enumerate(names)]
     rows = []
-    data = {}
+    data: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mbit in (None, args.mbit):
             shape(lab, "host1", mbit)

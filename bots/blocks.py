@@ -130,3 +130,20 @@ def fence_alert(host: str, message: str) -> list[dict[str, Any]]:
             ],
         },
     ]
+
+
+def approval(job_id: int, step: str, text: str, approvers: list[str]) -> list[dict[str, Any]]:
+    who = (
+        ", ".join(f"<@{a}>" if a.startswith(("U", "W")) else f"<!subteam^{a}>" for a in approvers)
+        or "anyone allowed to approve"
+    )
+    value = json.dumps({"job": job_id, "step": step})
+    return [
+        section(f":raised_hand: *Job {job_id} waits for approval* (step `{step}`)\n{text}\nApprovers: {who}"),
+        {
+            "type": "actions",
+            "elements": [
+                button("evac_approve", "Approve", value, "primary", (f"Approve job {job_id}?", text, "Approve"))
+            ],
+        },
+    ]

@@ -125,6 +125,12 @@ class SlackProgress:
                 text=event.message,
                 blocks=blocks.fence_alert(host, event.message),
             )
+        elif event.kind == "approval.requested":
+            self.client.chat_postMessage(
+                channel=tracked.channel,
+                text=f"Job {event.job_id} waits for approval: {event.message}",
+                blocks=blocks.approval(event.job_id, event.step, event.message, list(event.data.get("approvers", []))),
+            )
         elif event.kind == "job.finished":
             self._finish(event, tracked)
 

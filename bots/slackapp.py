@@ -81,6 +81,7 @@ class Bot:
         self.bolt.action("evac_cancel_preview")(self._on_cancel_preview)
         self.bolt.action("evac_cancel_job")(self._on_cancel_job)
         self.bolt.action("evac_fence_manual")(self._on_fence_manual)
+        self.bolt.action("evac_approve")(self._on_approve)
 
     def groups_of(self, user: str) -> set[str]:
         """The user groups a user belongs to (usergroups.list with users), cached."""
@@ -351,6 +352,32 @@ class Bot:
             guests = ", ".join(g.name for g in host.guests if g.state == "running") or "-"
             lines.append(f"{host.name:<12} {state:<12} {guests}")
         respond(response_type="ephemeral", text=blocks._table(lines))
+
+    def _on_approve(self, ack: Callable[..., Any], body: dict[str, Any], respond: Callable[..., Any]) -> None:
+        """A runbook's approval gate: its own approvers list decides; without one, the ``approve`` rule."""
+        ack()
+        user, channel = body["user"]["id"], body["channel"]["id"]
+        value = json.loads(body["actions"][0]["value"])
+        job_id, step = int(value["job"]), str(value["step"])
+        journal = self.evac.journal
+        asked = [e for _, e in journal.events(job_id) if e.kind == "approval.requested" and e.step == step]
+        if not asked:
+            respond(response_type="ephemeral", text=f"Job {job_id} has no approval waiting at step `{step}`.")
+            return
+        approvers = set(asked[-1].data.get("approvers", []))
+        if approvers:
+            ok = user in approvers or bool(self.groups_of(user) & approvers)
+            journal.audit(f"slack:{user}", "approve" if ok else "approve.refused", str(job_id), {"step": step})
+            if not ok:
+                respond(response_type="ephemeral", text="Sorry, you are not among this step's approvers.")
+                return
+        elif not self._check("approve", user, channel, respond, {"target": str(job_id), "step": step}):
+            return
+        if journal.approved_by(job_id, step):
+            respond(response_type="ephemeral", text=f"Already approved by {journal.approved_by(job_id, step)}.")
+            return
+        journal.approve(job_id, step, f"slack:{user}")
+        respond(response_type="in_channel", text=f"<@{user}> approved job {job_id} (step `{step}`).")
 
     # ---------------------------------------------------------------- alerts
     def _on_fence_manual(self, ack: Callable[..., Any], body: dict[str, Any], respond: Callable[..., Any]) -> None:

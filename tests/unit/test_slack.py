@@ -227,3 +227,20 @@ def test_slack_config_names_file_line_and_field_for_bad_input() -> None:
     names = "slack:\n  acl:\n    evacuate: {users: [alice]}\n"
     with pytest.raises(ConfigError, match="^evac.yaml:3: slack.acl.evacuate.users: expected a list of Slack IDs"):
         parse_slack(load_text(names, "evac.yaml")["slack"], "evac.yaml")
+
+
+def test_approval_gate_is_satisfied_by_a_listed_approver_in_slack(bot: Bot, mock: SlackMock, tmp_path: Path) -> None:
+    book = tmp_path / "gated.yaml"
+    book.write_text(
+        "name: gated\nsteps:\n  - {id: go, action: notify.log, with: {text: done},"
+        f" approval: {{text: 'Proceed?', approvers: [{OPS}]}}}}\n"
+    )
+    job = bot.start_job(str(book), {}, "", "C1", "Gated", actor=OPS)
+    call = mock.wait("chat.postMessage", "waits for approval")
+    blocks = json.loads(call.args["blocks"]) if isinstance(call.args["blocks"], str) else call.args["blocks"]
+    value = blocks[-1]["elements"][0]["value"]
+    press(bot, mock, "evac_approve", value, user=OTHER)
+    mock.wait("response", "not among this step's approvers")
+    press(bot, mock, "evac_approve", value, user=OPS)
+    poll_until(lambda: (j := bot.evac.journal.job(job)) is not None and j.finished, 10, "the gated job")
+    assert bot.evac.journal.approved_by(job, "go") == f"slack:{OPS}"
