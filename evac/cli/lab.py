@@ -99,7 +99,7 @@ def start_default_guests(lab: Lab, per_host: int) -> list[str]:
 
 def cmd_down(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    Lab(args.lab_dir).down()
+    Lab.open(args.lab_dir).down()
     console.print(f"lab down in {time.monotonic() - t0:.2f} s")
     return 0
 
