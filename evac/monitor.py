@@ -37,6 +37,7 @@ log = logging.getLogger("evac.monitor")
 @dataclass(frozen=True)
 class MonitorSettings:
     interval: float = 0.5  # between probes
+    suspect_interval: float = 0.1  # between probes while a host is suspect: confirm fast
     probe_timeout: float = 1.0
     keepalive: tuple[int, int] = (1, 3)  # libvirt keepalive: interval s, missed replies
     confirm_misses: int = 2
@@ -117,7 +118,8 @@ class Monitor:
             if first:
                 first = False
                 self._ready()
-            wake.wait(self.settings.interval)
+            suspect = self.health[spec.name].state == "suspect"
+            wake.wait(self.settings.suspect_interval if suspect else self.settings.interval)
             wake.clear()
         if hv is not None:
             hv.close()

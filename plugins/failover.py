@@ -49,7 +49,7 @@ def confirm_down(ctx: StepContext) -> Mapping[str, Any]:
         if probe(spec):
             raise EvacError(f"{spec.name} answers (check {attempt + 1} of {checks}): not down, nothing to do")
         if attempt + 1 < checks:
-            ctx.abort.wait(float(ctx.inputs.get("interval", 0.2)))
+            ctx.abort.wait(float(ctx.inputs.get("interval", 0.1)))
             ctx.check_abort()
     return {"host": spec.name, "down": True, "checks": checks}
 
