@@ -26,9 +26,21 @@ def test_converging_migration_is_left_alone() -> None:
 
 
 def test_small_remainder_raises_max_downtime_to_what_finishes_it() -> None:
-    step = AdaptivePolicy().decide(samples([(1, 90 * MiB), (2, 40 * MiB), (3, 30 * MiB)], dirty=60 * MiB), [])
+    step = AdaptivePolicy().decide(samples([(1, 90 * MiB), (2, 12 * MiB), (3, 10 * MiB)], dirty=60 * MiB), [])
     assert step is not None and step.kind == "max_downtime"
-    assert step.value == int(30 / 50 * 1000 * 1.5)
+    assert step.value == int(10 / 50 * 1000 * 1.5)
+
+
+def test_a_long_pause_is_not_preferred_to_postcopy() -> None:
+    step = AdaptivePolicy().decide(samples([(1, 90 * MiB), (2, 40 * MiB), (3, 30 * MiB)], dirty=60 * MiB), [])
+    assert step is not None and step.kind == "postcopy"
+
+
+def test_without_postcopy_a_longer_pause_within_the_limit_is_used() -> None:
+    step = AdaptivePolicy(allow_postcopy=False).decide(
+        samples([(1, 90 * MiB), (2, 40 * MiB), (3, 30 * MiB)], dirty=60 * MiB), []
+    )
+    assert step is not None and step.kind == "max_downtime"
 
 
 def test_remainder_too_big_for_the_downtime_limit_switches_to_postcopy() -> None:
@@ -38,10 +50,10 @@ def test_remainder_too_big_for_the_downtime_limit_switches_to_postcopy() -> None
 
 def test_raised_downtime_gets_two_passes_before_postcopy() -> None:
     policy = AdaptivePolicy()
-    first = policy.decide(samples([(1, 90 * MiB), (2, 40 * MiB)], dirty=60 * MiB), [])
+    first = policy.decide(samples([(1, 90 * MiB), (2, 10 * MiB)], dirty=60 * MiB), [])
     assert first is not None and first.kind == "max_downtime"
-    assert policy.decide(samples([(1, 90 * MiB), (2, 40 * MiB), (3, 40 * MiB)], dirty=60 * MiB), [first]) is None
-    later = policy.decide(samples([(1, 90 * MiB), (2, 40 * MiB), (4, 40 * MiB)], dirty=60 * MiB), [first])
+    assert policy.decide(samples([(1, 90 * MiB), (2, 10 * MiB), (3, 9 * MiB)], dirty=60 * MiB), [first]) is None
+    later = policy.decide(samples([(1, 90 * MiB), (2, 10 * MiB), (4, 11 * MiB)], dirty=60 * MiB), [first])
     assert later is not None and later.kind == "postcopy"
 
 
@@ -53,7 +65,7 @@ def test_without_postcopy_a_hopeless_migration_is_aborted() -> None:
 
 
 def test_stalled_passes_escalate_even_when_rates_look_fine() -> None:
-    passes = [(1, 100 * MiB), (2, 50 * MiB), (3, 50 * MiB), (4, 50 * MiB), (5, 50 * MiB)]
+    passes = [(1, 100 * MiB), (2, 50 * MiB), (3, 50 * MiB), (4, 50 * MiB)]
     step = AdaptivePolicy(downtime_limit_ms=100).decide(samples(passes, dirty=1 * MiB), [])
     assert step is not None and step.kind == "postcopy" and "no progress" in step.reason
 
