@@ -159,6 +159,7 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
         raise
     finally:
         out_slot.release()
+    FAILED_TARGETS.pop((ctx.job_id, name), None)
     return {"guest": name, "source": source.name, "target": target.name, "notes": list(tuning.notes), **result}
 
 
