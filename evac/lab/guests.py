@@ -207,7 +207,8 @@ def create_guest(lab: Lab, host: str, spec: GuestSpec) -> int:
     root_path, inner_path = disk_path(lab, host, spec)
     if spec.local_disk:
         run("qemu-img", "create", "-q", "-f", "qcow2", str(root_path), "64M")
-    elif not root_path.exists():
+    else:  # a new guest gets a new disk: its boot counter starts at 1
+        root_path.unlink(missing_ok=True)
         with open(root_path, "wb") as f:
             f.truncate(1024 * 1024)
     console = console_path(lab, spec.name)
