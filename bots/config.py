@@ -31,6 +31,7 @@ class SlackConfig:
     port: int = 3000
     alerts_channel: str = ""
     acl: dict[str, Rule] = field(default_factory=dict)
+    api_url: str = ""  # Slack's Web API base URL; set only for a proxy (or a test double)
 
 
 def secret(value: Any, env: str) -> str:
@@ -47,7 +48,7 @@ def parse_slack(data: Mapping | None, source: str) -> SlackConfig:
     where = Where(source)
     data = data if data is not None else Mapping()
     where.reject_unknown(
-        data, ("bot_token", "app_token", "signing_secret", "mode", "port", "alerts_channel", "acl"), "slack."
+        data, ("bot_token", "app_token", "signing_secret", "mode", "port", "alerts_channel", "acl", "api_url"), "slack."
     )
     for key in ("bot_token", "app_token", "signing_secret"):
         value = data.get(key)
@@ -88,6 +89,7 @@ def parse_slack(data: Mapping | None, source: str) -> SlackConfig:
         port=int(data.get("port", 3000)),
         alerts_channel=str(data.get("alerts_channel", "")),
         acl=acl,
+        api_url=str(data.get("api_url", "")),
     )
 
 

@@ -66,7 +66,12 @@ class SlackService:
 
         check_ready(config)
         self.config = config
-        self.bot = Bot(app, config)
+        client = None
+        if config.api_url:
+            from slack_sdk import WebClient
+
+            client = WebClient(token=config.bot_token, base_url=config.api_url)
+        self.bot = Bot(app, config, client=client)
         self.handler: Any = None
 
     def routes(self) -> dict[str, Any]:

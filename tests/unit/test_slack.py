@@ -244,3 +244,32 @@ def test_approval_gate_is_satisfied_by_a_listed_approver_in_slack(bot: Bot, mock
     press(bot, mock, "evac_approve", value, user=OPS)
     poll_until(lambda: (j := bot.evac.journal.job(job)) is not None and j.finished, 10, "the gated job")
     assert bot.evac.journal.approved_by(job, "go") == f"slack:{OPS}"
+
+
+def test_evac_serve_mounts_the_bot_in_http_mode(
+    tmp_path: Path, mock: SlackMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evac.config import load_config
+    from evac.service import Service
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    (tmp_path / "hosts.yaml").write_text("hosts:\n  - {name: host1, uri: 'qemu+tcp://127.0.0.1:9/system'}\n")
+    (tmp_path / "evac.yaml").write_text(
+        f"inventory: hosts.yaml\njournal: j.db\nlisten: {{port: 0}}\nmonitor: {{enabled: false}}\n"
+        f"slack:\n  bot_token: env:SLACK_BOT_TOKEN\n  signing_secret: env:SLACK_SIGNING_SECRET\n  mode: http\n"
+        f"  api_url: {mock.url}\n"
+    )
+    pm = plugin_manager()
+    service = Service(load_config(tmp_path / "evac.yaml", pm), pm)
+    try:
+        raw = command_body("/evac", "help", OPS, mock.response_url)
+        headers = {k: v[0] for k, v in signed(SECRET, raw).headers.items()}
+        body = raw.encode()
+        status, _, _ = service.http.routes[("POST", "/slack/events")]("POST", headers, body)
+        assert status == 200
+        mock.wait("response", "*evac*")
+    finally:
+        for extra in service.extras:
+            extra.stop()
+        service.http.server.server_close()
