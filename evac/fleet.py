@@ -8,6 +8,7 @@ because ``libvirt.open`` itself has no connect timeout.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -51,9 +52,17 @@ def read_host(inventory: Inventory, spec: HostSpec, timeout: float = 1.0) -> Hos
         return HostStatus(spec.name, spec.uri, "unreachable", error=str(exc), tags=spec.tags)
 
 
-def snapshot(inventory: Inventory, timeout: float = 1.0) -> tuple[HostStatus, ...]:
+def snapshot(inventory: Inventory, timeout: float = 1.0, skip: Iterable[str] = ()) -> tuple[HostStatus, ...]:
+    """Every host read at once; hosts in ``skip`` are reported down without being asked."""
+    skipped = set(skip)
+
+    def one(spec: HostSpec) -> HostStatus:
+        if spec.name in skipped:
+            return HostStatus(spec.name, spec.uri, "down", error="skipped (fenced)", tags=spec.tags)
+        return read_host(inventory, spec, timeout)
+
     with ThreadPoolExecutor(max_workers=min(32, len(inventory.hosts))) as pool:
-        return tuple(pool.map(lambda spec: read_host(inventory, spec, timeout), inventory.hosts))
+        return tuple(pool.map(one, inventory.hosts))
 
 
 def read_bridges(inventory: Inventory, hosts: tuple[HostStatus, ...]) -> dict[str, dict[str, int] | None]:

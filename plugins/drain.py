@@ -26,8 +26,11 @@ def app_of(ctx: StepContext) -> App:
 
 
 def fleet(app: App) -> list[HostView]:
-    statuses = snapshot(app.inventory)
-    return host_views(app.inventory, statuses, app.journal.host_states(), read_bridges(app.inventory, statuses))
+    """The placement view of the fleet; hosts evac fenced are not probed (they are off)."""
+    states = app.journal.host_states()
+    fenced = {h for h, s in states.items() if s.state == "fenced"}
+    statuses = snapshot(app.inventory, skip=fenced)
+    return host_views(app.inventory, statuses, states, read_bridges(app.inventory, statuses))
 
 
 def chooser(app: App) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,17 +28,22 @@ from evac.placement import place
 from .drain import app_of, fleet, policy
 
 
-def probe(spec: HostSpec, timeout: float = 1.0) -> bool:
-    """Does anything on the host answer (libvirt or SSH)?"""
-    if reachable(spec.uri, timeout):
-        return True
+def probe(spec: HostSpec, timeout: float = 0.3) -> bool:
+    """Does anything on the host answer (libvirt or SSH)? Both ports at once: a silent
+    (partitioned) host costs one timeout, not one per port."""
     address = spec.ssh.host if spec.ssh else urlsplit(spec.uri).hostname
     port = spec.ssh.port if spec.ssh else 22
-    try:
-        with socket.create_connection((address or "", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+
+    def ssh() -> bool:
+        try:
+            with socket.create_connection((address or "", port), timeout=timeout):
+                return True
+        except OSError:
+            return False
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = [pool.submit(reachable, spec.uri, timeout), pool.submit(ssh)]
+        return any(f.result() for f in answers)
 
 
 def confirm_down(ctx: StepContext) -> Mapping[str, Any]:
