@@ -104,8 +104,8 @@ steps:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--budget", type=float, default=60.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=40.0)
     args = parser.parse_args()
     lab = bench_lab()
     destroy_all(lab, [NAME])
@@ -115,12 +115,12 @@ def main() -> None:
     }
     notes = []
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
+        for round_ in range(args.rounds):
             results["plain"].append(raw(lab, 0, None, args.budget))
             results["auto-converge"].append(raw(lab, libvirt.VIR_MIGRATE_AUTO_CONVERGE, None, args.budget))
             results["post-copy"].append(raw(lab, libvirt.VIR_MIGRATE_POSTCOPY, 3.0, args.budget))
-            ok, seconds, downtime, how = adaptive(lab, Path(tmp) / f"j{r}.db")
-            results["evac"].append((ok, seconds, downtime))
+            ok, seconds, downtime, how = adaptive(lab, Path(tmp) / "journal.db")  # one journal: evac learns
+            results["evac (first time)" if round_ == 0 else "evac (learned)"].append((ok, seconds, downtime))
             notes.append(how)
     destroy_all(lab, [NAME])
     rows = []
@@ -130,6 +130,8 @@ def main() -> None:
         if k != "evac" and any(ok for ok, _, _ in runs)
     )
     for strategy, runs in results.items():
+        if not runs:
+            continue
         moved = sum(ok for ok, _, _ in runs)
         times = [s for ok, s, _ in runs if ok]
         downs = [d for ok, _, d in runs if ok and d is not None]

@@ -116,6 +116,12 @@ class Journal(Protocol):
         """The last snapshot of the host's guest definitions: a dead host cannot be asked."""
         ...
 
+    def remember(self, key: str, value: str) -> None:
+        """A small fact learned from experience (what a guest's last migration needed)."""
+        ...
+
+    def recall(self, key: str) -> str | None: ...
+
 
 def current_owner() -> str:
     """This process, in a form another process can check for liveness."""

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS host_states (
     host TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL, since REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS definitions (
     host TEXT NOT NULL, guest TEXT NOT NULL, xml TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (host, guest));
+CREATE TABLE IF NOT EXISTS learned (key TEXT PRIMARY KEY, value TEXT NOT NULL, ts REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT NOT NULL, detail TEXT NOT NULL);
@@ -240,6 +241,13 @@ class SqliteJournal:
 
     def definitions(self, host: str) -> dict[str, str]:
         return {r["guest"]: r["xml"] for r in self._read("SELECT guest, xml FROM definitions WHERE host = ?", (host,))}
+
+    def remember(self, key: str, value: str) -> None:
+        self._write("INSERT OR REPLACE INTO learned (key, value, ts) VALUES (?, ?, ?)", (key, value, time.time()))
+
+    def recall(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM learned WHERE key = ?", (key,))
+        return str(rows[0]["value"]) if rows else None
 
 
 def _job(r: sqlite3.Row) -> JobRecord:

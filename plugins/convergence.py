@@ -10,7 +10,9 @@ first full pass the policy compares the measured dirty rate with the measured ba
   finishes in about one pass whatever the dirty rate;
 - post-copy not allowed: abort and report, leaving the guest running on its source.
 
-It also escalates when the remaining bytes stop shrinking for ``stall_passes`` passes,
+It learns: a guest whose last migration needed post-copy switches as soon as its next
+migration starts (QEMU reports a dirty rate only after a whole first pass). It also
+escalates when the remaining bytes stop shrinking for ``stall_passes`` passes,
 since a dirty rate QEMU reports can lag behind the guest,
 whatever the rates say. Measured on the lab (256 MiB guest rewriting ~1 GiB/s, 50 MiB/s
 cap): plain never converges, auto-converge takes 34-37 s, post-copy 4-6 s.
@@ -37,6 +39,7 @@ class AdaptivePolicy:
     stall_passes: int = 2
     margin: float = 1.5
     quiet_pause_ms: int = 300  # a pause this short is preferred to post-copy; longer ones are not
+    learned: str = ""  # what this guest's last migration needed ("postcopy"), from the journal
     raised_at_pass: int | None = None
 
     def start_flags(self, guest: Guest) -> tuple[str, ...]:
@@ -47,6 +50,8 @@ class AdaptivePolicy:
         if "postcopy" in kinds or "abort" in kinds or len(samples) < 2:
             return None
         last = samples[-1]
+        if self.learned == "postcopy" and self.allow_postcopy and last.processed > 0:
+            return Escalation("postcopy", 0, "this guest needed post-copy last time: switching at once")
         if last.iteration < 2:
             return None  # the first pass sends everything once; rates say nothing yet
         rates = [s.bandwidth for s in samples[-8:] if s.bandwidth > 0]
@@ -90,4 +95,5 @@ def evac_convergence_policy(guest: Guest, options: Mapping[str, Any]) -> Adaptiv
     return AdaptivePolicy(
         downtime_limit_ms=int(options.get("downtime_limit_ms") or 2000),
         allow_postcopy=str(allow).lower() not in ("false", "0", "no"),
+        learned=str(options.get("learned") or ""),
     )

@@ -142,7 +142,7 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
     if guest.state != "running":
         raise MigrationError(f"{name} on {source.name} is {guest.state}, not running: nothing to live-migrate")
 
-    options = dict(ctx.inputs)
+    options = {**ctx.inputs, "learned": app.journal.recall(f"convergence:{name}") or ""}
     tuning = merge_tuning(app.pm.hook.evac_migration_tuning(guest=guest, source=source, target=target, options=options))
     conv: ConvergencePolicy | None = app.pm.hook.evac_convergence_policy(guest=guest, options=options)
     flags = list(tuning.flags) + [f for f in (conv.start_flags(guest) if conv else ()) if f not in tuning.flags]
@@ -160,6 +160,8 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
     finally:
         out_slot.release()
     FAILED_TARGETS.pop((ctx.job_id, name), None)
+    needed = "postcopy" if any(e.startswith("postcopy") for e in result["escalations"]) else "plain"
+    app.journal.remember(f"convergence:{name}", needed)
     return {"guest": name, "source": source.name, "target": target.name, "notes": list(tuning.notes), **result}
 
 

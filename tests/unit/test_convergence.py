@@ -94,3 +94,21 @@ def test_evac_convergence_policy_defaults_to_the_adaptive_policy_and_a_plugin_ca
 
     pm.register(Plugin())
     assert isinstance(pm.hook.evac_convergence_policy(guest=GUEST, options={}), Never)
+
+
+def test_a_guest_that_needed_postcopy_last_time_switches_as_soon_as_it_starts() -> None:
+    started = [
+        Sample(0.25, 10 * MiB, 200 * MiB, 256 * MiB, 0, 50 * MiB, 1),
+        Sample(0.5, 20 * MiB, 190 * MiB, 256 * MiB, 0, 50 * MiB, 1),
+    ]
+    step = AdaptivePolicy(learned="postcopy").decide(started, [])
+    assert step is not None and step.kind == "postcopy" and "last time" in step.reason
+    assert AdaptivePolicy().decide(started, []) is None
+
+
+def test_what_was_learned_is_kept_in_the_journal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from evac.sqlitejournal import SqliteJournal
+
+    SqliteJournal(tmp_path / "j.db").remember("convergence:web1", "postcopy")
+    assert SqliteJournal(tmp_path / "j.db").recall("convergence:web1") == "postcopy"
+    assert SqliteJournal(tmp_path / "j.db").recall("convergence:db1") is None
