@@ -35,6 +35,24 @@ def reachable(uri: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def answers(spec: HostSpec, timeout: float = 0.5) -> bool:
+    """Does anything on the host answer, libvirt or SSH? Both ports are tried at once, so
+    a silent (partitioned) host costs one timeout, not one per port."""
+    ssh_host = spec.ssh.host if spec.ssh else urlsplit(spec.uri).hostname
+    ssh_port = spec.ssh.port if spec.ssh else 22
+
+    def ssh() -> bool:
+        try:
+            with socket.create_connection((ssh_host or "", ssh_port), timeout=timeout):
+                return True
+        except OSError:
+            return False
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        tries = [pool.submit(reachable, spec.uri, timeout), pool.submit(ssh)]
+        return any(t.result() for t in tries)
+
+
 def read_host(inventory: Inventory, spec: HostSpec, timeout: float = 1.0) -> HostStatus:
     if not reachable(spec.uri, timeout):
         return HostStatus(spec.name, spec.uri, "unreachable", error="libvirt port not answering", tags=spec.tags)

@@ -14,7 +14,6 @@ elsewhere removed, and stays out of service until an operator enables it.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from .app import App
 from .errors import EvacError, LockedError
 from .events import Event
 from .fencing import agent_for
-from .fleet import reachable
+from .fleet import answers, reachable
 from .health import HostHealth
 from .hypervisor import Hypervisor
 from .inventory import HostSpec
@@ -144,15 +143,7 @@ class Monitor:
         return hv
 
     def _probe(self, spec: HostSpec) -> bool:
-        if reachable(spec.uri, self.settings.probe_timeout):
-            return True
-        if spec.ssh is None:
-            return False
-        try:
-            with socket.create_connection((spec.ssh.host, spec.ssh.port), timeout=self.settings.probe_timeout):
-                return True
-        except OSError:
-            return False
+        return answers(spec, self.settings.probe_timeout)
 
     def _power(self, spec: HostSpec) -> str:
         if not spec.fence:

@@ -7,43 +7,21 @@ snapshot in the journal, since the dead host cannot be asked.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
 
 from evac import Action, StepContext, hookimpl
 from evac.app import App
 from evac.domainxml import parse_guest
 from evac.errors import EvacError, FencingError, Incomplete
 from evac.fencing import fence_host
-from evac.fleet import reachable
+from evac.fleet import answers, reachable
 from evac.hypervisor import Hypervisor
-from evac.inventory import HostSpec
 from evac.model import Guest
 from evac.placement import place
 
 from .drain import app_of, fleet, policy
-
-
-def probe(spec: HostSpec, timeout: float = 0.3) -> bool:
-    """Does anything on the host answer (libvirt or SSH)? Both ports at once: a silent
-    (partitioned) host costs one timeout, not one per port."""
-    address = spec.ssh.host if spec.ssh else urlsplit(spec.uri).hostname
-    port = spec.ssh.port if spec.ssh else 22
-
-    def ssh() -> bool:
-        try:
-            with socket.create_connection((address or "", port), timeout=timeout):
-                return True
-        except OSError:
-            return False
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        answers = [pool.submit(reachable, spec.uri, timeout), pool.submit(ssh)]
-        return any(f.result() for f in answers)
 
 
 def confirm_down(ctx: StepContext) -> Mapping[str, Any]:
@@ -52,7 +30,7 @@ def confirm_down(ctx: StepContext) -> Mapping[str, Any]:
     spec = app.inventory.host(str(ctx.inputs["host"]))
     checks = int(ctx.inputs.get("checks", 2))
     for attempt in range(checks):
-        if probe(spec):
+        if answers(spec, timeout=0.3):
             raise EvacError(f"{spec.name} answers (check {attempt + 1} of {checks}): not down, nothing to do")
         if attempt + 1 < checks:
             ctx.abort.wait(float(ctx.inputs.get("interval", 0.1)))
