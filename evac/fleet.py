@@ -112,7 +112,9 @@ def host_views(
     for status in hosts:
         spec = inventory.host(status.name)
         cap = status.capacity
-        state = status.state if status.state != "up" else states[status.name].state if status.name in states else "up"
+        recorded = states.get(status.name)
+        # evac's own record wins for a reachable host, and always for a fenced one (it is not probed)
+        state = recorded.state if recorded and (status.state == "up" or recorded.state == "fenced") else status.state
         found = bridges.get(status.name)
         views.append(
             HostView(

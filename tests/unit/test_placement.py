@@ -172,3 +172,15 @@ def test_placement_never_exceeds_capacity_nor_breaks_anti_affinity(hosts: list[H
         existing = [grp for g in target.guests for grp in g.anti_affinity]
         for grp in set(groups):
             assert groups.count(grp) <= max(1, existing.count(grp))
+
+
+def test_a_fenced_host_stays_fenced_in_the_view_even_unprobed() -> None:
+    from evac.fleet import host_views
+    from evac.inventory import HostSpec, Inventory
+    from evac.journal import HostState
+    from evac.model import HostStatus
+
+    inv = Inventory(hosts=(HostSpec("h1", "qemu+tcp://h1/system"), HostSpec("h2", "qemu+tcp://h2/system")))
+    statuses = (HostStatus("h1", "u", "down"), HostStatus("h2", "u", "unreachable"))
+    views = host_views(inv, statuses, {"h1": HostState("h1", "fenced", "", "", 0.0)}, {})
+    assert [v.state for v in views] == ["fenced", "unreachable"]
