@@ -10,8 +10,8 @@ first full pass the policy compares the measured dirty rate with the measured ba
   finishes in about one pass whatever the dirty rate;
 - post-copy not allowed: abort and report, leaving the guest running on its source.
 
-It learns: a guest whose last migration needed post-copy switches as soon as its next
-migration starts (QEMU reports a dirty rate only after a whole first pass). It also
+It learns: a guest whose last migration needed post-copy switches halfway through the
+first pass of its next migration (QEMU reports a dirty rate only after a whole pass). It also
 escalates when the remaining bytes stop shrinking for ``stall_passes`` passes,
 since a dirty rate QEMU reports can lag behind the guest,
 whatever the rates say. Measured on the lab (256 MiB guest rewriting ~1 GiB/s, 50 MiB/s
@@ -50,8 +50,9 @@ class AdaptivePolicy:
         if "postcopy" in kinds or "abort" in kinds or len(samples) < 2:
             return None
         last = samples[-1]
-        if self.learned == "postcopy" and self.allow_postcopy and last.processed > 0:
-            return Escalation("postcopy", 0, "this guest needed post-copy last time: switching at once")
+        if self.learned == "postcopy" and self.allow_postcopy and last.total and last.processed >= last.total / 2:
+            # not at once: with half the memory across, fewer pages are faulted in remotely
+            return Escalation("postcopy", 0, "this guest needed post-copy last time: switching after half a pass")
         if last.iteration < 2:
             return None  # the first pass sends everything once; rates say nothing yet
         rates = [s.bandwidth for s in samples[-8:] if s.bandwidth > 0]

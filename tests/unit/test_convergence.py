@@ -96,14 +96,13 @@ def test_evac_convergence_policy_defaults_to_the_adaptive_policy_and_a_plugin_ca
     assert isinstance(pm.hook.evac_convergence_policy(guest=GUEST, options={}), Never)
 
 
-def test_a_guest_that_needed_postcopy_last_time_switches_as_soon_as_it_starts() -> None:
-    started = [
-        Sample(0.25, 10 * MiB, 200 * MiB, 256 * MiB, 0, 50 * MiB, 1),
-        Sample(0.5, 20 * MiB, 190 * MiB, 256 * MiB, 0, 50 * MiB, 1),
-    ]
-    step = AdaptivePolicy(learned="postcopy").decide(started, [])
+def test_a_guest_that_needed_postcopy_last_time_switches_halfway_through_the_first_pass() -> None:
+    early = [Sample(0.25, 10 * MiB, 200 * MiB, 256 * MiB, 0, 50 * MiB, 1)]
+    halfway = [*early, Sample(2.6, 130 * MiB, 126 * MiB, 256 * MiB, 0, 50 * MiB, 1)]
+    assert AdaptivePolicy(learned="postcopy").decide(early, []) is None
+    step = AdaptivePolicy(learned="postcopy").decide(halfway, [])
     assert step is not None and step.kind == "postcopy" and "last time" in step.reason
-    assert AdaptivePolicy().decide(started, []) is None
+    assert AdaptivePolicy().decide(halfway, []) is None
 
 
 def test_what_was_learned_is_kept_in_the_journal(tmp_path) -> None:  # type: ignore[no-untyped-def]
