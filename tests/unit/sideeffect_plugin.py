@@ -7,7 +7,6 @@ purpose: each call leaves a line, so the test sees whether the engine called it 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,10 @@ def append(ctx: StepContext) -> Mapping[str, Any]:
         calls.write(f"append {line}\n")
     if path.exists() and line in path.read_text().splitlines():
         return {"line": line, "already": True}
-    time.sleep(float(ctx.inputs.get("delay", 0)))
+    ctx.abort.wait(float(ctx.inputs.get("delay", 0)))  # work that takes a while, as a real action would
     with open(path, "a") as f:
         f.write(line + "\n")
-    time.sleep(float(ctx.inputs.get("delay", 0)))
+    ctx.abort.wait(float(ctx.inputs.get("delay", 0)))  # work that takes a while, as a real action would
     return {"line": line, "already": False}
 
 
