@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -150,14 +149,3 @@ def destroy_all(lab: Lab, names: Iterable[str]) -> None:
             except libvirt.libvirtError:
                 pass
         conn.close()
-
-
-class Stopwatch:
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-        self.marks: dict[str, float] = {}
-        self.lock = threading.Lock()
-
-    def mark(self, name: str) -> None:
-        with self.lock:
-            self.marks.setdefault(name, time.monotonic() - self.t0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping as AbcMapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -440,7 +440,3 @@ def bind_params(runbook: Runbook, given: AbcMapping[str, Any], hosts: list[str] 
             )
         bound[param.name] = value
     return bound
-
-
-def with_source(runbook: Runbook, source: str) -> Runbook:
-    return replace(runbook, source=source)
