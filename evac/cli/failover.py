@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ from ..runbook import bind_params
 from ..stormbrake import StormBrake
 from .output import console
 from .progress import TerminalProgress
+from .signals import until_signalled
 
 
 def register(sub: Any) -> None:
@@ -60,10 +60,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     )
     monitor.start()
     console.print(f"watching {len(app.inventory.hosts)} hosts; Ctrl-C stops")
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+    until_signalled()
     monitor.stop()
     return 0
 

@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..fleet import reachable
 from ..journal import JobRecord
 from ..runbook import Runbook, bind_params
+from . import signals
 from .output import console, print_json, print_table
 from .progress import TerminalProgress
 
@@ -181,12 +182,11 @@ def execute(
     worker = threading.Thread(target=lambda: results.append(engine.run(job_id, runbook)), name=f"job-{job_id}")
     worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
+        signals.join(worker)
     except KeyboardInterrupt:
         console.print(f"cancelling job {job_id} (rolling back; Ctrl-C again leaves it for `evac resume`)")
         engine.cancel(job_id)
-        worker.join()
+        signals.join(worker)
     if not results:
         return 1, None
     result = results[0]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
 from ..config import load_config
 from .output import console
 from .parser import Parser
+from .signals import until_signalled
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
@@ -48,10 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logs.setup(config.log_format, config.log_level)
     args.pm.register(logs.EventLog(), name="evac.eventlog")
     service = Service(config, args.pm)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     service.start()
-    stop.wait()
+    got = until_signalled()
+    log.info("evac serve: %s received, stopping", signal.Signals(got).name)
     service.stop()
     return 0

@@ -64,7 +64,7 @@ logging: {{format: json}}
         poll_until(self.healthy, 30, "evac serve to answer /healthz")
 
     def healthy(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-2000:]
+        assert self.proc is not None and self.proc.poll() is None, self.tail()
         try:
             return self.get("/healthz")[0] == 200
         except OSError:
@@ -73,7 +73,13 @@ logging: {{format: json}}
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 180) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"evac serve ignored {signal.Signals(sig).name} for {timeout} s; its log ends:\n" + self.tail())
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text().splitlines()[-30:])
 
     def get(self, path: str) -> tuple[int, bytes]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
