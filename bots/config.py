@@ -11,7 +11,7 @@ from typing import Any
 from evac.errors import ConfigError
 from evac.yamldoc import Mapping, Where
 
-COMMANDS = ("evacuate", "status", "cancel", "hosts", "help", "fence", "approve")
+COMMANDS = ("evacuate", "status", "cancel", "hosts", "help", "fence", "approve", "brake")
 READ_ONLY = ("status", "hosts", "help")
 
 

@@ -36,6 +36,7 @@ HELP = (
     "`/evac status [JOB]` — running jobs, or one job\n"
     "`/evac cancel JOB` — cancel a job (it rolls back)\n"
     "`/evac hosts` — hosts, their state and guests\n"
+    "`/evac brake [release]` — the storm brake; release it so failover resumes\n"
     "`/evac help` — this text"
 )
 
@@ -282,13 +283,15 @@ class Bot:
             "status": self._status,
             "cancel": self._cancel,
             "hosts": self._hosts,
+            "brake": self._brake,
             "help": self._help,
         }
         handler = handlers.get(verb)
         if handler is None:
             respond(response_type="ephemeral", text=f"Unknown command `{verb}`{suggest(verb, handlers)}.\n{HELP}")
             return
-        if self._check(verb, user, channel, respond, {"target": " ".join(rest), "text": command.get("text")}):
+        rule = "status" if verb == "brake" and not rest else verb  # looking is read-only; releasing is not
+        if self._check(rule, user, channel, respond, {"target": " ".join(rest), "text": command.get("text")}):
             handler(rest, user, channel, respond)
 
     def _help(self, args: list[str], user: str, channel: str, respond: Callable[..., Any]) -> None:
@@ -352,6 +355,24 @@ class Bot:
             guests = ", ".join(g.name for g in host.guests if g.state == "running") or "-"
             lines.append(f"{host.name:<12} {state:<12} {guests}")
         respond(response_type="ephemeral", text=blocks._table(lines))
+
+    def _brake(self, args: list[str], user: str, channel: str, respond: Callable[..., Any]) -> None:
+        journal = self.evac.journal
+        held = journal.brake()
+        if args and args != ["release"]:
+            respond(response_type="ephemeral", text="Usage: `/evac brake [release]`")
+        elif not args:
+            text = f":octagonal_sign: storm brake engaged: {held.reason}" if held else "storm brake: released"
+            respond(response_type="ephemeral", text=text)
+        elif held is None or not journal.release_brake():
+            respond(response_type="ephemeral", text="The storm brake is not engaged.")
+        else:
+            journal.audit(f"slack:{user}", "brake.release", "fleet", {"reason": held.reason})
+            respond(
+                response_type="in_channel",
+                text=f"<@{user}> released the storm brake: automatic failover resumes, "
+                "and hosts that are still down are fenced and failed over now.",
+            )
 
     def _on_approve(self, ack: Callable[..., Any], body: dict[str, Any], respond: Callable[..., Any]) -> None:
         """A runbook's approval gate: its own approvers list decides; without one, the ``approve`` rule."""

@@ -29,6 +29,15 @@ class HostUnreachable(TransientError):
     """A host's libvirt daemon cannot be reached."""
 
 
+class DiskInUse(TransientError):
+    """A lock manager refused to start a guest: another QEMU still holds one of its disks.
+
+    It is the last guard against split-brain when a fence lied or was aimed at the wrong
+    machine. It is transient because a dead host's lease can outlive it for a while (an NFS
+    server's lock grace period), so a restart may succeed a little later.
+    """
+
+
 class NotFound(EvacError):
     """A guest or host that evac was asked about does not exist."""
 
@@ -68,6 +77,7 @@ ERROR_CLASSES: dict[str, type[EvacError]] = {
         ConfigError,
         TransientError,
         HostUnreachable,
+        DiskInUse,
         NotFound,
         MigrationError,
         FencingError,

@@ -15,7 +15,7 @@ from typing import Any
 import libvirt
 
 from .domainxml import parse_guest
-from .errors import EvacError, HostUnreachable, MigrationError, NotFound, TransientError
+from .errors import DiskInUse, EvacError, HostUnreachable, MigrationError, NotFound, TransientError
 from .model import Capacity, Guest
 
 # libvirt prints every error on stderr by default; our exceptions carry the same text.
@@ -45,6 +45,9 @@ TRANSIENT_CODES = {
     libvirt.VIR_ERR_RESOURCE_BUSY,
 }
 NOT_FOUND_CODES = {libvirt.VIR_ERR_NO_DOMAIN}
+# A second writer refused: by libvirt's lock manager (lockd, sanlock), or by QEMU's own
+# image locking, which answers first wherever the file system's locks reach both hosts.
+DISK_IN_USE = ("Lockspace resource", "is locked", 'Failed to get "write" lock')
 
 MIGRATE_BASE = (
     libvirt.VIR_MIGRATE_LIVE
@@ -79,7 +82,10 @@ def error_class(code: int) -> type[EvacError]:
 
 def translate(exc: libvirt.libvirtError, context: str) -> EvacError:
     code = exc.get_error_code() or 0
-    return error_class(code)(f"{context}: {exc.get_error_message() or exc}")
+    message = exc.get_error_message() or str(exc)
+    if any(sign in message for sign in DISK_IN_USE):
+        return DiskInUse(f"{context}: {message}")
+    return error_class(code)(f"{context}: {message}")
 
 
 @contextmanager

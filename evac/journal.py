@@ -67,6 +67,15 @@ class HostState:
 
 
 @dataclass(frozen=True)
+class BrakeState:
+    """An engaged storm brake. Kept in the journal so it holds across restarts of the
+    service until an operator releases it, from any process (CLI, Slack, the service)."""
+
+    reason: str
+    since: float
+
+
+@dataclass(frozen=True)
 class AuditRecord:
     ts: float
     actor: str
@@ -108,6 +117,12 @@ class Journal(Protocol):
     def audit_log(self, limit: int = 100) -> list[AuditRecord]: ...
     def set_host_state(self, host: str, state: str, reason: str, actor: str) -> None: ...
     def host_states(self) -> dict[str, HostState]: ...
+    def engage_brake(self, reason: str) -> None: ...
+    def release_brake(self) -> bool:
+        """Release an engaged brake; False when none was engaged."""
+        ...
+
+    def brake(self) -> BrakeState | None: ...
     def save_definitions(self, host: str, definitions: dict[str, str]) -> None:
         """The host's guest definitions (domain XML by name), replacing the previous snapshot."""
         ...

@@ -58,6 +58,9 @@ class Monitor:
         self.on_down = on_down
         self.settings = settings
         self.brake = brake or StormBrake()
+        held = app.journal.brake()
+        if held:  # an engaged brake holds across restarts until an operator releases it
+            self.brake.engaged, self.brake.reason = True, held.reason
         self.health = {h.name: HostHealth(h.name, settings.confirm_misses) for h in app.inventory.hosts}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -72,6 +75,11 @@ class Monitor:
             thread = threading.Thread(target=self._watch, args=(spec,), daemon=True, name=f"monitor-{spec.name}")
             thread.start()
             self._threads.append(thread)
+        thread = threading.Thread(target=self._watch_brake, daemon=True, name="monitor-brake")
+        thread.start()
+        self._threads.append(thread)
+        if self.brake.engaged:
+            self._emit("monitor.storm_brake", "", f"still engaged: {self.brake.reason}")
 
     def stop(self) -> None:
         self._stop.set()
@@ -81,10 +89,33 @@ class Monitor:
     def state(self, host: str) -> str:
         return self.health[host].state
 
-    def release_brake(self) -> None:
+    def _watch_brake(self) -> None:
+        """Follow a release made from another process (``evac brake release``, Slack)."""
+        while not self._stop.wait(self.settings.interval):
+            with self._lock:
+                released = self.brake.engaged and self.app.journal.brake() is None
+                if released:
+                    self.brake.release()
+            if released:
+                held_back = self._held_back()
+                self._emit(
+                    "monitor.brake_released",
+                    "",
+                    "storm brake released by an operator"
+                    + (f"; failing over {', '.join(held_back)}" if held_back else ""),
+                )
+                for host in held_back:
+                    self._spawn_fail_over(host, f"{self.health[host].reason} (after the storm brake was released)")
+
+    def _held_back(self) -> list[str]:
+        """Hosts down now that the brake kept from failover: releasing it is the operator's go."""
+        states = self.app.journal.host_states()
         with self._lock:
-            self.brake.release()
-        self._emit("monitor.brake_released", "", "storm brake released by operator")
+            return [
+                name
+                for name, health in self.health.items()
+                if health.state == "down" and (name not in states or states[name].state == "enabled")
+            ]
 
     # ---------------------------------------------------------------- one host
     def _watch(self, spec: HostSpec) -> None:
@@ -204,11 +235,13 @@ class Monitor:
                 self._emit("host.ignored", spec.name, f"{spec.name} is in {state.state}: no failover")
                 return
             if not self.brake.host_down(spec.name, now, len(self.health)):
+                self.app.journal.engage_brake(self.brake.reason)
                 self._emit("monitor.storm_brake", spec.name, self.brake.reason)
                 return
-        threading.Thread(
-            target=self._fail_over, args=(spec.name, reason), daemon=True, name=f"failover-{spec.name}"
-        ).start()
+        self._spawn_fail_over(spec.name, reason)
+
+    def _spawn_fail_over(self, host: str, reason: str) -> None:
+        threading.Thread(target=self._fail_over, args=(host, reason), daemon=True, name=f"failover-{host}").start()
 
     def _fail_over(self, host: str, reason: str) -> None:
         """Fail over after a short settle, and not while other hosts are undecided: hosts

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import LockedError
 from .events import Event
-from .journal import AuditRecord, HostState, ItemRecord, JobRecord, StepRecord, current_owner, owner_alive
+from .journal import AuditRecord, BrakeState, HostState, ItemRecord, JobRecord, StepRecord, current_owner, owner_alive
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS approvals (
     PRIMARY KEY (job_id, step));
 CREATE TABLE IF NOT EXISTS host_states (
     host TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS storm_brake (
+    id INTEGER PRIMARY KEY CHECK (id = 1), reason TEXT NOT NULL, since REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS definitions (
     host TEXT NOT NULL, guest TEXT NOT NULL, xml TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (host, guest));
 CREATE TABLE IF NOT EXISTS learned (key TEXT PRIMARY KEY, value TEXT NOT NULL, ts REAL NOT NULL);
@@ -226,6 +228,17 @@ class SqliteJournal:
     def host_states(self) -> dict[str, HostState]:
         rows = self._read("SELECT * FROM host_states")
         return {r["host"]: HostState(r["host"], r["state"], r["reason"], r["actor"], r["since"]) for r in rows}
+
+    # ---------------------------------------------------------------- storm brake
+    def engage_brake(self, reason: str) -> None:
+        self._write("INSERT OR IGNORE INTO storm_brake (id, reason, since) VALUES (1, ?, ?)", (reason, time.time()))
+
+    def release_brake(self) -> bool:
+        return self._write("DELETE FROM storm_brake", ()).rowcount > 0
+
+    def brake(self) -> BrakeState | None:
+        rows = self._read("SELECT reason, since FROM storm_brake")
+        return BrakeState(rows[0]["reason"], rows[0]["since"]) if rows else None
 
     # ---------------------------------------------------------------- guest definitions
     def save_definitions(self, host: str, definitions: dict[str, str]) -> None:

@@ -29,7 +29,7 @@ class StormBrake:
             hosts = ", ".join(sorted(h for _, h in self.downs))
             self.reason = (
                 f"{len(self.downs)} of {fleet_size} hosts down within {self.window:.0f} s ({hosts}): "
-                "evac may be the one cut off; automatic failover paused"
+                "evac may be the one cut off; automatic failover paused until `evac brake release`"
             )
         return not self.engaged
 

@@ -14,7 +14,7 @@ from typing import Any
 from evac import Action, StepContext, hookimpl
 from evac.app import App
 from evac.domainxml import parse_guest
-from evac.errors import EvacError, FencingError, Incomplete
+from evac.errors import DiskInUse, EvacError, FencingError, Incomplete
 from evac.fencing import fence_host
 from evac.fleet import answers, reachable
 from evac.hypervisor import Hypervisor
@@ -127,9 +127,20 @@ def restart(ctx: StepContext) -> Mapping[str, Any]:
         raise EvacError(f"{name}: no definition of it in evac's snapshot of {failed}")
     started = time.monotonic()
     with Hypervisor.connect(target.name, target.uri) as hv:
-        if not hv.has_guest(name):
+        defined_here = not hv.has_guest(name)
+        if defined_here:
             hv.define(xml)
-        hv.start(name)
+        try:
+            hv.start(name)
+        except EvacError as exc:
+            if defined_here:  # no shut-off copy left behind on a second host
+                hv.undefine(name)
+            if isinstance(exc, DiskInUse):
+                raise DiskInUse(
+                    f"{name}: not started on {target.name}: a disk is still held by another QEMU, so {failed} "
+                    f"may still be running it although it was fenced ({exc})"
+                ) from None
+            raise
         guest = hv.guest(name)
     if guest.state != "running":
         raise EvacError(f"{name} on {target.name}: {guest.state} after start")

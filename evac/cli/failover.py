@@ -38,6 +38,10 @@ def register(sub: Any) -> None:
     fence.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     fence.set_defaults(func=cmd_fence)
 
+    brake = sub.add_parser("brake", help="the storm brake: show it, or release it so automatic failover resumes")
+    brake.add_argument("verb", nargs="?", choices=["status", "release"], default="status")
+    brake.set_defaults(func=cmd_brake)
+
 
 class HostEvents:
     @hookimpl
@@ -92,3 +96,25 @@ def cmd_fence(args: argparse.Namespace) -> int:
     params = bind_params(runbook, {"host": spec.name, "reason": "fenced by operator"}, app.host_names())
     args.dry_run, args.approve, args.json = False, False, False
     return execute(app, runbook, params, spec.name, args)[0]
+
+
+def cmd_brake(args: argparse.Namespace) -> int:
+    """The brake lives in the journal, so a running ``evac serve`` or ``evac monitor`` follows."""
+    from . import make_app
+    from .jobs import actor
+
+    app = make_app(args)
+    held = app.journal.brake()
+    if args.verb == "status":
+        if held is None:
+            console.print("storm brake: released (automatic failover on)")
+            return 0
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.since))
+        console.print(f"storm brake: ENGAGED since {since}: {held.reason}", highlight=False)
+        return 1
+    if not app.journal.release_brake():
+        console.print("storm brake: was not engaged")
+        return 0
+    app.journal.audit(actor(), "brake.release", "fleet", {"reason": held.reason if held else ""})
+    console.print("storm brake released: automatic failover resumes")
+    return 0

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ..errors import EvacError
 
 DEFAULT_DIR = Path(os.environ.get("EVAC_LAB_DIR", "/tmp/evac-lab"))
 LIBVIRTD = "/usr/sbin/libvirtd"
+VIRTLOCKD = "/usr/sbin/virtlockd"
 SSHD = "/usr/sbin/sshd"
 LIBVIRT_PORT = 16509
 
@@ -67,6 +69,7 @@ class Lab:
         self.shared = self.root / "shared"
         self.ns_dir = self.root / "ns"
         self.ssh_dir = self.root / "ssh"
+        self.lockspace = self.shared / "lockspace"
 
     @classmethod
     def open(cls, root: Path | str = DEFAULT_DIR) -> Lab:
@@ -191,7 +194,7 @@ class Lab:
             self.down()
         self.root.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps({"hosts": wanted, "prefix": self.prefix, "net": self.net}))
-        for sub in ("disks", "console"):
+        for sub in ("disks", "console", "lockspace"):
             (self.shared / sub).mkdir(parents=True, exist_ok=True)
         self._ensure_ns_dir()
         self._ensure_ssh_keys()
@@ -232,7 +235,7 @@ class Lab:
             run("ip", "link", "del", self.bridge, check=False)
         _unmount_all(self.ns_dir)
         self._remove_marked_run_dirs()
-        for path in (self.root / "hosts", self.ns_dir, self.shared / "disks", self.shared / "console"):
+        for path in (self.root / "hosts", self.ns_dir, *(self.shared / d for d in ("disks", "console", "lockspace"))):
             shutil.rmtree(path, ignore_errors=True)
         journal = self.root / "journal.db"
         for path in (
@@ -475,8 +478,18 @@ cgroup_controllers = [ ]
 stdio_handler = "file"
 migration_address = "{h.address}"
 migration_host = "{h.address}"
+lock_manager = "lockd"
 """
         )
+        # Every disk gets a lease in the shared lockspace: a second QEMU on a disk that
+        # one host still runs (a partitioned, unfenced host) fails to start.
+        (etc / "qemu-lockd.conf").write_text(
+            f"""auto_disk_leases = 1
+require_lease_for_disks = 1
+file_lockspace_dir = "{self.lockspace}"
+"""
+        )
+        (etc / "virtlockd.conf").write_text('log_outputs = "3:file:/var/log/libvirt/virtlockd.log"\n')
         (etc / "libvirt.conf").write_text("")
         (self.host_dir(h.name) / "sshd_config").write_text(
             f"""ListenAddress {h.address}
@@ -504,7 +517,15 @@ Subsystem sftp internal-sftp
             )
 
     def _start_daemons(self, h: LabHost) -> None:
-        (self.host_dir(h.name) / "run" / "libvirtd.pid").unlink(missing_ok=True)
+        run_dir = self.host_dir(h.name) / "run"
+        out = self.host_dir(h.name) / "log" / "daemons.out"
+        # A privileged libvirtd does not spawn virtlockd, and its QEMU driver fails without it.
+        if not any(self._daemon(p) == "virtlockd" for p in self.pids(h.name)):
+            for stale in ("virtlockd.pid", "virtlockd-sock", "virtlockd-admin-sock"):
+                (run_dir / stale).unlink(missing_ok=True)
+            self._spawn(h, [VIRTLOCKD, "-f", "/etc/libvirt/virtlockd.conf", "-p", "/run/libvirt/virtlockd.pid"], out)
+            self._wait_for(lambda: (run_dir / "virtlockd-sock").exists(), f"virtlockd on {h.name}", "virtlockd.log", h)
+        (run_dir / "libvirtd.pid").unlink(missing_ok=True)
         self._spawn(
             h,
             [LIBVIRTD, "-l", "-f", "/etc/libvirt/libvirtd.conf", "-p", "/run/libvirt/libvirtd.pid"],
@@ -526,14 +547,18 @@ Subsystem sftp internal-sftp
         self._wait_port(h, LIBVIRT_PORT, "libvirtd", timeout)
 
     def _wait_port(self, h: LabHost, port: int, what: str, timeout: float = 30) -> None:
+        log = "libvirtd.log" if port == LIBVIRT_PORT else "sshd.log"
+        self._wait_for(lambda: _port_open(h.address, port), f"{what} on {h.name}", log, h, timeout)
+
+    def _wait_for(self, ready: Callable[[], bool], what: str, log: str, h: LabHost, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _port_open(h.address, port):
+            if ready():
                 return
             time.sleep(0.05)
-        log = self.host_dir(h.name) / "log" / ("libvirtd.log" if port == LIBVIRT_PORT else "sshd.log")
-        tail = log.read_text()[-800:] if log.exists() else "(no log)"
-        raise LabError(f"{what} on {h.name} did not come up within {timeout:.0f} s; log tail:\n{tail}")
+        path = self.host_dir(h.name) / "log" / log
+        tail = path.read_text()[-800:] if path.exists() else "(no log)"
+        raise LabError(f"{what} did not come up within {timeout:.0f} s; log tail:\n{tail}")
 
     def _ensure_pool(self, h: LabHost) -> None:
         """Storage migration of local disks needs a pool at the disk's path on the target."""

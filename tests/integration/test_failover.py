@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -97,39 +98,60 @@ def test_partitioned_host_is_fenced_before_any_restart_and_never_runs_twice(
         assert_running_once_elsewhere(inventory, lab, name, "host3")
 
 
-def test_every_fence_method_failing_restarts_nothing_and_alerts(
-    lab: Lab, make_guest: Callable[..., str], tmp_path: Path
-) -> None:
+def with_fence(lab: Lab, tmp_path: Path, host: str, methods: list[dict[str, Any]]) -> Path:
+    """A copy of the lab inventory where ``host`` is fenced only by ``methods``."""
     data = yaml.safe_load(lab.inventory_file.read_text())
-    for host in data["hosts"]:
-        if host["name"] == "host1":
-            host["fence"] = [
-                {"method": "redfish", "url": "http://127.0.0.1:9", "timeout": 1},
-                {
-                    "method": "agent",
-                    "agent": "fence_redfish",
-                    "ip": "127.0.0.1",
-                    "ipport": 9,
-                    "login": "x",
-                    "passwd": "x",
-                    "timeout": 10,
-                },
-            ]
+    for spec in data["hosts"]:
+        if spec["name"] == host:
+            spec["fence"] = methods
     inventory = tmp_path / "hosts.yaml"
     inventory.write_text(yaml.safe_dump(data))
-    app = App(inventory_path=inventory, journal_path=tmp_path / "j.db")
+    return inventory
+
+
+def fail_over_with_fence(
+    lab: Lab, tmp_path: Path, make_guest: Callable[..., str], host: str, methods: list[dict[str, Any]], fault: str
+) -> tuple[App, Events, Event, str]:
+    """A guest on ``host``, fenced only by ``methods``; ``fault`` (kill or cut) strikes, the
+    monitor fails it over; returns the app, its events, the job's end and the guest."""
+    app = App(inventory_path=with_fence(lab, tmp_path, host, methods), journal_path=tmp_path / "j.db")
     events = Events()
     app.pm.register(events)
-    name = make_guest("host1", wait=False)
+    name = make_guest(host, wait=False)
     monitor = Monitor(app, failover_runbook(app), FAST)
     monitor.start()
     try:
-        wait_snapshot(app, "host1", [name])
-        lab.kill_host("host1")
-        finished = events.wait_for(job_finished("host1"))
+        wait_snapshot(app, host, [name])
+        lab.kill_host(host) if fault == "kill" else lab.cut(host)
+        finished = events.wait_for(job_finished(host))
     finally:
         monitor.stop()
-        lab.start_host("host1")
+        lab.start_host(host) if fault == "kill" else lab.heal(host)
+    return app, events, finished, name
+
+
+def test_every_fence_method_failing_restarts_nothing_and_alerts(
+    lab: Lab, make_guest: Callable[..., str], tmp_path: Path
+) -> None:
+    app, events, finished, name = fail_over_with_fence(
+        lab,
+        tmp_path,
+        make_guest,
+        "host1",
+        [
+            {"method": "redfish", "url": "http://127.0.0.1:9", "timeout": 1},
+            {
+                "method": "agent",
+                "agent": "fence_redfish",
+                "ip": "127.0.0.1",
+                "ipport": 9,
+                "login": "x",
+                "passwd": "x",
+                "timeout": 10,
+            },
+        ],
+        "kill",
+    )
     assert finished.data["state"] == "failed"
     alerts = [e for e in events.seen if e.data.get("level") == "alert"]
     assert alerts and "--confirm-manually" in " ".join(e.message for e in alerts)
@@ -149,6 +171,31 @@ def test_two_of_three_hosts_vanishing_at_once_holds_the_storm_brake(
     events.wait_for(lambda e: e.kind == "monitor.storm_brake")
     assert events.absent(lambda e: e.kind == "job.started", window=5)
     assert app.journal.jobs() == []
+    assert app.journal.brake() is not None  # held for other processes and for the next start
+
+
+def test_releasing_the_storm_brake_from_the_cli_fails_over_the_hosts_it_held_back(
+    watched: Any, lab: Lab, inventory: Inventory, make_guest: Callable[..., str]
+) -> None:
+    app, events, start = watched
+    name = make_guest("host1", wait=False)
+    start(StormBrake(max_hosts=1, window=60))
+    wait_snapshot(app, "host1", [name])
+    lab.kill_host("host1")
+    lab.kill_host("host2")
+    events.wait_for(lambda e: e.kind == "monitor.storm_brake")
+    assert events.absent(lambda e: e.kind == "job.started", window=3)
+    evac = [sys.executable, "-m", "evac", "--inventory", str(lab.inventory_file), "--journal", str(app.journal.path)]
+    status = subprocess.run([*evac, "brake"], capture_output=True, text=True)
+    assert status.returncode == 1 and "ENGAGED" in status.stdout
+    released = subprocess.run([*evac, "brake", "release"], capture_output=True, text=True)
+    assert released.returncode == 0, released.stderr
+    events.wait_for(lambda e: e.kind == "monitor.brake_released")
+    for host in ("host1", "host2"):
+        finished = events.wait_for(lambda e, h=host: e.kind == "job.finished" and app.journal.job(e.job_id).target == h)
+        assert finished.data["state"] == "succeeded", finished.message
+    assert_running_once_elsewhere(inventory, lab, name, "host1")
+    assert [a.action for a in app.journal.audit_log()].count("brake.release") == 1
 
 
 def test_fenced_host_that_returns_is_cleaned_and_not_used_until_enabled(
@@ -183,3 +230,45 @@ def test_no_false_fence_under_cpu_stress_and_packet_loss(watched: Any, lab: Lab)
     assert means in ("netem", "nftables")
     assert "host.down" not in events.kinds("host1")
     assert app.journal.jobs() == []
+
+
+def test_a_disk_one_host_runs_cannot_be_started_on_another(
+    lab: Lab, inventory: Inventory, make_guest: Callable[..., str]
+) -> None:
+    from evac.errors import DiskInUse
+    from evac.hypervisor import Hypervisor
+
+    name = make_guest("host1", wait=False)
+    with Hypervisor.connect("host1", inventory.host("host1").uri) as hv:
+        xml = hv.domain_xml(name, migratable=False)
+    with Hypervisor.connect("host2", inventory.host("host2").uri) as hv:
+        hv.define(xml)
+        try:
+            with pytest.raises(DiskInUse, match=r"Failed to get \"write\" lock|Lockspace resource"):
+                hv.start(name)
+        finally:
+            hv.undefine(name)
+    assert qemu_processes(name) == 1
+
+
+# A fence aimed at the wrong BMC: it reports the power off while the host runs on.
+LYING_FENCE_AGENT = """#!/bin/sh
+grep -q '^action=status' && exit 2
+exit 0
+"""
+
+
+def test_a_fence_that_lies_still_never_runs_a_disk_twice(
+    lab: Lab, inventory: Inventory, make_guest: Callable[..., str], tmp_path: Path
+) -> None:
+    liar = tmp_path / "fence_liar"
+    liar.write_text(LYING_FENCE_AGENT)
+    liar.chmod(0o755)
+    methods = [{"method": "agent", "agent": str(liar)}]
+    _, events, finished, name = fail_over_with_fence(lab, tmp_path, make_guest, "host3", methods, "cut")
+    assert finished.data["state"] == "partial", finished.message
+    assert lab.power_state("host3") == "on"  # the fence said off; nothing was
+    refused = [e for e in events.seen if e.kind == "item.finished" and e.step == "restart"]
+    assert refused and "still held by another QEMU" in refused[-1].message
+    assert placements(inventory, name) == {"host3": ("running", True)}  # no shut-off copy elsewhere either
+    assert qemu_processes(name) == 1

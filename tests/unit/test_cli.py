@@ -102,3 +102,17 @@ def test_a_plugin_adds_a_subcommand_through_evac_commands(
     monkeypatch.setenv("EVAC_PLUGINS", "tests.unit.inline_plugin")
     assert main(["hello"]) == 0
     assert capsys.readouterr().out.strip() == "hello from a plugin"
+
+
+def test_brake_status_exits_1_while_engaged_and_release_is_audited(
+    journal: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evac.sqlitejournal import SqliteJournal
+
+    assert main(["brake"]) == 0
+    SqliteJournal(journal).engage_brake("2 of 3 hosts down")
+    assert main(["brake", "status"]) == 1
+    assert "ENGAGED" in capsys.readouterr().out
+    assert main(["brake", "release"]) == 0
+    assert SqliteJournal(journal).brake() is None
+    assert SqliteJournal(journal).audit_log()[0].action == "brake.release"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from evac.health import HostHealth
+from evac.sqlitejournal import SqliteJournal
 from evac.stormbrake import StormBrake
 
 
@@ -72,3 +75,19 @@ def test_released_brake_allows_failover_again() -> None:
     brake.host_down("h2", 0.0, 3)
     brake.release()
     assert brake.host_down("h3", 1.0, 3)
+
+
+def test_engaged_brake_is_kept_in_the_journal_with_its_first_reason(tmp_path: Path) -> None:
+    journal = SqliteJournal(tmp_path / "j.db")
+    journal.engage_brake("2 of 3 hosts down")
+    journal.engage_brake("3 of 3 hosts down")
+    held = SqliteJournal(tmp_path / "j.db").brake()  # another process sees it
+    assert held is not None and held.reason == "2 of 3 hosts down"
+
+
+def test_releasing_the_journal_brake_says_whether_one_was_engaged(tmp_path: Path) -> None:
+    journal = SqliteJournal(tmp_path / "j.db")
+    journal.engage_brake("2 of 3 hosts down")
+    assert journal.release_brake() is True
+    assert journal.brake() is None
+    assert journal.release_brake() is False

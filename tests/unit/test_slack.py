@@ -92,6 +92,7 @@ def bot(tmp_path: Path, mock: SlackMock, drain: FakeDrain) -> Iterator[Bot]:
     pm.register(drain)
     app = App(inventory_path=inventory, journal_path=tmp_path / "j.db", pm=pm)
     acl = {"evacuate": Rule(users=frozenset({OPS}), groups=frozenset({"SOPS"})), "cancel": Rule(users=frozenset({OPS}))}
+    acl["brake"] = Rule(users=frozenset({OPS}))
     config = SlackConfig(bot_token="xoxb-test", signing_secret=SECRET, mode="http", alerts_channel="CALERTS", acl=acl)
     the_bot = Bot(
         app,
@@ -218,6 +219,19 @@ def test_help_hides_commands_the_user_cannot_run(bot: Bot, mock: SlackMock) -> N
     slash(bot, mock, "help", user=OTHER, command="/evac")
     call = mock.wait("response", "*evac*")
     assert "/evac status" in call.args["text"] and "/evacuate" not in call.args["text"]
+
+
+def test_anyone_may_look_at_the_storm_brake_but_only_the_brake_rule_releases_it(bot: Bot, mock: SlackMock) -> None:
+    bot.evac.journal.engage_brake("2 of 3 hosts down within 120 s")
+    slash(bot, mock, "brake", user=OTHER, command="/evac")
+    mock.wait("response", "storm brake engaged: 2 of 3 hosts down")
+    slash(bot, mock, "brake release", user=OTHER, command="/evac")
+    mock.wait("response", "you are not on the access list for `brake`")
+    assert bot.evac.journal.brake() is not None
+    slash(bot, mock, "brake release", command="/evac")
+    mock.wait("response", "released the storm brake")
+    assert bot.evac.journal.brake() is None
+    assert bot.evac.journal.audit_log()[0].action == "brake.release"
 
 
 def test_slack_config_names_file_line_and_field_for_bad_input() -> None:
