@@ -9,7 +9,7 @@ PACKAGES=(
     qemu-system-x86 qemu-utils busybox-static
     openssh-server openssh-client iproute2 util-linux
     python3-venv python3-dev gcc
-    fence-agents stress-ng nftables openssl
+    fence-agents ipmitool stress-ng nftables openssl
 )
 
 if [ "$(id -u)" != 0 ]; then

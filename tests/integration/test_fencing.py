@@ -1,5 +1,6 @@
-"""Fencing against a Redfish implementation evac did not write (sushy-tools' emulator),
-through evac's own Redfish client and through the standard fence_redfish agent."""
+"""Fencing against BMCs evac did not write: a Redfish one (sushy-tools' emulator), through
+evac's own client and the standard fence_redfish agent; and an IPMI one (pyghmi's BMC
+server) whose power switch is a lab host's, through the standard fence_ipmilan agent."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from evac.errors import FencingError
 from evac.fencing import fence_host
 from evac.inventory import FenceSpec, HostSpec
+from evac.lab import Lab
 from evac.plugins import plugin_manager
 from tests.conftest import poll_until, require
 
@@ -138,3 +141,56 @@ def test_every_method_failing_is_a_fencing_error_that_says_what_to_do() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(FencingError, match="every fence method failed.*NOT restarted.*--confirm-manually"):
         fence_host(plugin_manager(), host(FenceSpec("redfish", {"url": dead, "timeout": 1}), FenceSpec("nosuch", {})))
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def ipmi_bmc(lab: Lab) -> Iterator[int]:
+    """An IPMI 2.0 BMC on loopback whose chassis power is lab host3's power switch."""
+    require(shutil.which("ipmitool") is not None, "ipmitool not installed (apt-get install ipmitool)")
+    port = free_udp_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.ipmibmc", str(lab.root), "host3", str(port), "admin", "s3cret"],
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if lab.power_state("host3") == "off":
+            lab.start_host("host3")
+
+
+def test_fence_ipmilan_powers_a_lab_host_off_through_its_ipmi_bmc(lab: Lab, ipmi_bmc: int) -> None:
+    require(shutil.which("fence_ipmilan", path="/usr/sbin:/usr/bin") is not None, "fence-agents not installed")
+    options = {
+        "agent": "fence_ipmilan",
+        "ip": "127.0.0.1",
+        "ipport": ipmi_bmc,
+        "lanplus": 1,
+        "username": "admin",
+        "password": "s3cret",
+        "power_timeout": 30,
+    }
+    spec = HostSpec(name="host3", uri=lab.host("host3").uri, fence=(FenceSpec("agent", options),))
+    result = fence_host(plugin_manager(), spec, confirm_timeout=30)
+    assert result.method == "agent"
+    assert lab.power_state("host3") == "off"  # every process of the host is gone
+
+
+def test_fence_ipmilan_with_a_wrong_password_fails_and_the_host_keeps_running(lab: Lab, ipmi_bmc: int) -> None:
+    options = {"agent": "fence_ipmilan", "ip": "127.0.0.1", "ipport": ipmi_bmc, "lanplus": 1}
+    options |= {"username": "admin", "password": "wrong", "timeout": 30}
+    spec = HostSpec(name="host3", uri=lab.host("host3").uri, fence=(FenceSpec("agent", options),))
+    with pytest.raises(FencingError, match="every fence method failed"):
+        fence_host(plugin_manager(), spec, confirm_timeout=10)
+    assert lab.power_state("host3") == "on"
