@@ -3,7 +3,7 @@ every guest started elsewhere and to every guest's console ready, split into det
 fence / restart, for evac (monitor + host-failure runbook) and for the raw by-hand
 failover (keepalive + close callback, fence, define + start elsewhere), in one run.
 
-    .venv/bin/python -m bench.failover [--runs 2] [--guests 4]
+    .venv/bin/python -m bench.failover [--runs 3] [--guests 4]
 
 Targets: evac adds 1.5 s or less to the raw figure; a partitioned host's guests run
 elsewhere within 10 s.
@@ -155,7 +155,7 @@ def reset(lab: Lab, names: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--guests", type=int, default=4)
     args = parser.parse_args()
     lab = bench_lab()

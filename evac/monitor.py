@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .app import App
 from .errors import EvacError, LockedError
@@ -27,7 +28,7 @@ from .fleet import answers, reachable
 from .health import HostHealth
 from .hypervisor import Hypervisor
 from .inventory import HostSpec
-from .runbook import bind_params
+from .runbook import Runbook, bind_params
 from .stormbrake import StormBrake
 
 log = logging.getLogger("evac.monitor")
@@ -274,7 +275,7 @@ def failover_runbook(app: App, runbook: str = "host-failure") -> Callable[[str, 
 
     def on_down(host: str, reason: str) -> None:
         book = app.runbook(runbook)
-        params = bind_params(book, {"host": host, "reason": reason}, app.host_names())
+        params = bind_params(book, failover_params(book, host, reason), app.host_names())
         try:
             job = app.engine.submit(book, params, host)
         except LockedError as exc:
@@ -284,3 +285,12 @@ def failover_runbook(app: App, runbook: str = "host-failure") -> Callable[[str, 
         app.engine.run(job, book)
 
     return on_down
+
+
+def failover_params(book: Runbook, host: str, reason: str) -> dict[str, Any]:
+    """What the monitor tells a failover runbook. Its own verdict rests on two signals
+    seconds old, so one last reachability check before the fence is enough."""
+    given: dict[str, Any] = {"host": host, "reason": reason}
+    if any(p.name == "checks" for p in book.params):
+        given["checks"] = 1
+    return given

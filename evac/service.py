@@ -20,7 +20,7 @@ from .config import ServiceConfig
 from .errors import EvacError
 from .httpapi import HttpApi
 from .metrics import Metrics
-from .monitor import Monitor, MonitorSettings
+from .monitor import Monitor, MonitorSettings, failover_params
 from .plugins import plugin_manager
 from .runbook import bind_params, load_runbook
 from .stormbrake import StormBrake
@@ -122,7 +122,8 @@ class Service:
 
     def fail_over(self, host: str, reason: str) -> None:
         try:
-            self.start_job("host-failure", {"host": host, "reason": reason}, host, "monitor")
+            book = self.app.runbook("host-failure")
+            self.start_job("host-failure", failover_params(book, host, reason), host, "monitor")
         except EvacError as exc:
             log.info("failover of %s not started: %s", host, exc)
 
