@@ -7,11 +7,12 @@ and so the evac metadata namespace (priority, affinity groups) is defined in one
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .model import Disk, Guest, Interface
 
 EVAC_NS = "https://evac.dev/xmlns/guest/1"
+ET.register_namespace("evac", EVAC_NS)  # rewritten XML keeps the prefix people read
 
 _UNITS = {
     "b": 1 / 1024 / 1024,
@@ -109,3 +110,15 @@ def _interface(element: ET.Element) -> Interface:
         mac=mac.get("address", "") if mac is not None else "",
         mtu=int(mtu.get("size", "0")) if mtu is not None else None,
     )
+
+
+def with_bridges(xml: str, renames: Mapping[str, str]) -> str:
+    """The same domain with its bridge interfaces moved to other bridges by name."""
+    if not renames:
+        return xml
+    root = ET.fromstring(xml)
+    for source in root.findall("./devices/interface[@type='bridge']/source"):
+        bridge = source.get("bridge", "")
+        if bridge in renames:
+            source.set("bridge", renames[bridge])
+    return ET.tostring(root, encoding="unicode")

@@ -128,6 +128,7 @@ def host_views(
                 spare=spec.spare,
                 bridges=frozenset(found) if found is not None else None,
                 bridge_mtus=tuple(sorted(found.items())) if found else (),
+                networks=spec.networks,
             )
         )
     return views

@@ -201,8 +201,10 @@ class Hypervisor:
         with mapped_errors(f"{self.name}: guest '{name}'"):
             return self._conn.lookupByName(name)
 
-    def domain_xml(self, name: str, migratable: bool = True) -> str:
+    def domain_xml(self, name: str, migratable: bool = True, inactive: bool = False) -> str:
+        """The live definition, or with ``inactive`` the persistent one (what the next boot uses)."""
         flags = libvirt.VIR_DOMAIN_XML_MIGRATABLE if migratable else 0
+        flags |= libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
         with mapped_errors(f"{self.name}: guest '{name}'"):
             return str(self._lookup(name).XMLDesc(flags))
 

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .networks import Networks
 from .yamldoc import Mapping, Sequence, Where, load_file, suggest
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 URI = re.compile(r"^[a-z0-9+]+://[^\s]*/[a-z]+$")
+BRIDGE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")  # a Linux interface name
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class HostSpec:
     spare: bool = False
     capacity_memory_mib: int | None = None
     capacity_cpus: int | None = None
+    networks: Networks = ()  # (network, bridge): this host's bridge for each named network
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class Inventory:
 
 
 TOP_FIELDS = ("hosts", "shared_storage")
-HOST_FIELDS = ("name", "uri", "address", "ssh", "fence", "tags", "reserved", "capacity", "spare")
+HOST_FIELDS = ("name", "uri", "address", "ssh", "fence", "tags", "reserved", "capacity", "spare", "networks")
 SSH_FIELDS = ("host", "user", "port", "key", "known_hosts")
 RESERVED_FIELDS = ("memory_mib", "cpus")
 
@@ -157,7 +160,24 @@ def _parse_host(where: Where, entry: Any, line: int, field: str) -> HostSpec:
         if "memory_mib" in capacity
         else None,
         capacity_cpus=_count(where, capacity, "cpus", f"{field}.capacity") if "cpus" in capacity else None,
+        networks=_parse_networks(where, host, field),
     )
+
+
+def _parse_networks(where: Where, host: Mapping, field: str) -> Networks:
+    if "networks" not in host:
+        return ()
+    nets = where.require_mapping(host["networks"], host.line_of("networks"), f"{field}.networks")
+    for net, bridge in nets.items():
+        if not isinstance(bridge, str) or not BRIDGE.match(bridge):
+            raise where.error(
+                nets.line_of(net), f"{field}.networks.{net}", f"expected a bridge name like br0, got {bridge!r}"
+            )
+    bridges = [b for _, b in nets.items()]
+    twice = sorted({b for b in bridges if bridges.count(b) > 1})
+    if twice:
+        raise where.error(nets.line, f"{field}.networks", f"bridge '{twice[0]}' is named by two networks")
+    return tuple(sorted((str(net), str(bridge)) for net, bridge in nets.items()))
 
 
 def _parse_ssh(where: Where, host: Mapping, field: str, address: str | None) -> SshSpec | None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from .model import Guest
+from .networks import Networks, bridge_on
 
 PLACEABLE_STATES = ("up",)
 
@@ -39,6 +40,7 @@ class HostView:
     spare: bool = False
     bridges: frozenset[str] | None = None
     bridge_mtus: tuple[tuple[str, int], ...] = ()
+    networks: Networks = ()  # (network, bridge) from the inventory
 
     def memory_capacity(self, policy: Policy) -> int:
         return int(self.memory_mib * policy.memory_overcommit) - self.reserved_memory_mib - policy.headroom_memory_mib
@@ -118,16 +120,19 @@ def _loads(hosts: Iterable[HostView]) -> dict[str, _Load]:
     return loads
 
 
-def _why_not(guest: Guest, load: _Load, policy: Policy) -> str | None:
+def _why_not(guest: Guest, load: _Load, policy: Policy, source_networks: Networks = ()) -> str | None:
     """The first constraint that keeps ``guest`` off this host, or None if it fits."""
     host = load.host
     if host.bridges is not None:
         for nic in guest.interfaces:
-            if nic.kind == "bridge" and nic.source not in host.bridges:
-                return f"no bridge '{nic.source}'"
-            mtu = dict(host.bridge_mtus).get(nic.source)
+            if nic.kind != "bridge":
+                continue
+            bridge = bridge_on(host.networks, source_networks, nic.source)
+            if bridge not in host.bridges:
+                return f"no bridge '{bridge}'" + (f" (for '{nic.source}')" if bridge != nic.source else "")
+            mtu = dict(host.bridge_mtus).get(bridge)
             if nic.mtu and mtu and nic.mtu > mtu:
-                return f"bridge '{nic.source}' MTU {mtu} < {nic.mtu}"
+                return f"bridge '{bridge}' MTU {mtu} < {nic.mtu}"
     clash = set(guest.anti_affinity) & load.groups
     if clash:
         return f"anti-affinity group '{sorted(clash)[0]}'"
@@ -155,6 +160,8 @@ def place(
     exclude: Iterable[str] = (),
 ) -> tuple[list[Move], list[Unplaceable]]:
     """Targets for ``guests`` (leaving ``source``), most important and largest first."""
+    hosts = list(hosts)
+    source_networks = next((h.networks for h in hosts if h.name == source), ())
     loads = {
         name: load
         for name, load in _loads(hosts).items()
@@ -163,7 +170,7 @@ def place(
     moves: list[Move] = []
     unplaceable: list[Unplaceable] = []
     for guest in sorted(guests, key=lambda g: (-g.priority, -g.memory_mib, g.name)):
-        reasons = {name: why for name, load in loads.items() if (why := _why_not(guest, load, policy))}
+        reasons = {name: why for name, load in loads.items() if (why := _why_not(guest, load, policy, source_networks))}
         fits = [name for name in loads if name not in reasons]
         regular = [n for n in fits if not loads[n].host.spare]
         candidates = regular or (fits if policy.use_spares else [])

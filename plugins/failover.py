@@ -13,12 +13,13 @@ from typing import Any
 
 from evac import Action, StepContext, hookimpl
 from evac.app import App
-from evac.domainxml import parse_guest
+from evac.domainxml import parse_guest, with_bridges
 from evac.errors import DiskInUse, EvacError, FencingError, Incomplete
 from evac.fencing import fence_host
 from evac.fleet import answers, reachable
 from evac.hypervisor import Hypervisor
 from evac.model import Guest
+from evac.networks import guest_renames
 from evac.placement import place
 
 from .drain import app_of, fleet, policy
@@ -28,7 +29,7 @@ def confirm_down(ctx: StepContext) -> Mapping[str, Any]:
     """Evac's own check: an alert or a monitor's word is a signal, not proof."""
     app = app_of(ctx)
     spec = app.inventory.host(str(ctx.inputs["host"]))
-    checks = int(ctx.inputs.get("checks", 2))
+    checks = max(1, int(ctx.inputs.get("checks", 2)))  # an alert, or a monitor, is a signal, not proof
     for attempt in range(checks):
         if answers(spec, timeout=0.3):
             raise EvacError(f"{spec.name} answers (check {attempt + 1} of {checks}): not down, nothing to do")
@@ -125,6 +126,8 @@ def restart(ctx: StepContext) -> Mapping[str, Any]:
     xml = app.journal.definitions(failed).get(name)
     if xml is None:
         raise EvacError(f"{name}: no definition of it in evac's snapshot of {failed}")
+    snapshot = parse_guest(xml, failed, "shutoff", True, app.inventory.is_shared)
+    xml = with_bridges(xml, guest_renames(snapshot, app.inventory.host(failed).networks, target.networks))
     started = time.monotonic()
     with Hypervisor.connect(target.name, target.uri) as hv:
         defined_here = not hv.has_guest(name)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from evac import hookimpl
 from evac.inventory import Inventory, load_inventory
@@ -91,6 +92,28 @@ def app(lab: Lab, tmp_path: Path) -> object:
     from evac.app import App
 
     return App(inventory_path=lab.inventory_file, journal_path=tmp_path / "journal.db")
+
+
+def inventory_copy(lab: Lab, tmp_path: Path, **hosts: dict[str, Any]) -> Path:
+    """The lab's inventory with some hosts' fields replaced: ``host3={"networks": {...}}``."""
+    data = yaml.safe_load(lab.inventory_file.read_text())
+    for spec in data["hosts"]:
+        spec.update(hosts.get(spec["name"], {}))
+    path = tmp_path / "hosts.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def bridges_of(inventory: Inventory, host: str, name: str) -> tuple[list[str], list[str]]:
+    """The bridges a guest plugs into: live, and in its persistent definition."""
+    import xml.etree.ElementTree as ET
+
+    from evac.hypervisor import Hypervisor
+
+    with Hypervisor.connect(host, inventory.host(host).uri) as hv:
+        xmls = hv.domain_xml(name), hv.domain_xml(name, inactive=True)
+    live, persistent = ([s.get("bridge", "") for s in ET.fromstring(x).iter("source") if s.get("bridge")] for x in xmls)
+    return live, persistent
 
 
 def placements(inventory: Inventory, name: str) -> dict[str, tuple[str, bool]]:

@@ -11,7 +11,7 @@ from evac.app import App
 from evac.events import Event
 from evac.inventory import Inventory
 from evac.lab import Lab
-from tests.integration.conftest import Events, placements, qemu_processes
+from tests.integration.conftest import Events, bridges_of, inventory_copy, placements, qemu_processes
 
 
 def sending(event: Event) -> bool:
@@ -145,3 +145,27 @@ def test_drain_respects_anti_affinity(app: App, inventory: Inventory, make_guest
     assert "anti-affinity group 'db'" in left["detail"]
     assert set(placements(inventory, other)) == {"host1"}
     assert {moved[0]["guest"], left["guest"]} == {first, second}
+
+
+def test_a_guest_moves_to_hosts_that_name_its_bridge_differently(
+    lab: Lab, inventory: Inventory, make_guest: Callable[..., str], tmp_path: Path
+) -> None:
+    lab.exec("host3", "ip", "link", "add", "br-vm", "type", "bridge")
+    lab.exec("host3", "ip", "link", "set", "br-vm", "up")
+    mapped = inventory_copy(
+        lab,
+        tmp_path,
+        host1={"networks": {"vm": "br0"}},
+        host2={"networks": {"vm": "br0"}},
+        host3={"networks": {"vm": "br-vm"}},
+    )
+    app = App(inventory_path=mapped, journal_path=tmp_path / "j.db")
+    try:
+        name = make_guest("host3", bridge="br-vm", wait=False)
+        result = drain(app, "host3")
+    finally:
+        lab.exec("host3", "ip", "link", "del", "br-vm", check=False)
+        app.journal.set_host_state("host3", "enabled", "", "test")
+    assert result.state == "succeeded", result.error
+    target = assert_once_elsewhere(inventory, name, "host3")
+    assert bridges_of(inventory, target, name) == (["br0"], ["br0"])  # the next cold boot finds its bridge too

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from evac.app import App
 from evac.events import Event
@@ -19,7 +18,7 @@ from evac.lab.guests import wait_console
 from evac.monitor import Monitor, MonitorSettings, failover_runbook
 from evac.stormbrake import StormBrake
 from tests.conftest import poll_until
-from tests.integration.conftest import Events, placements, qemu_processes
+from tests.integration.conftest import Events, bridges_of, inventory_copy, placements, qemu_processes
 
 FAST = MonitorSettings(interval=0.3, snapshot_every=0.5, power_every=0)
 
@@ -98,26 +97,22 @@ def test_partitioned_host_is_fenced_before_any_restart_and_never_runs_twice(
         assert_running_once_elsewhere(inventory, lab, name, "host3")
 
 
-def with_fence(lab: Lab, tmp_path: Path, host: str, methods: list[dict[str, Any]]) -> Path:
-    """A copy of the lab inventory where ``host`` is fenced only by ``methods``."""
-    data = yaml.safe_load(lab.inventory_file.read_text())
-    for spec in data["hosts"]:
-        if spec["name"] == host:
-            spec["fence"] = methods
-    inventory = tmp_path / "hosts.yaml"
-    inventory.write_text(yaml.safe_dump(data))
-    return inventory
-
-
-def fail_over_with_fence(
-    lab: Lab, tmp_path: Path, make_guest: Callable[..., str], host: str, methods: list[dict[str, Any]], fault: str
+def fail_over(
+    lab: Lab,
+    tmp_path: Path,
+    make_guest: Callable[..., str],
+    host: str,
+    fault: str,
+    inventory: dict[str, dict[str, Any]],
+    **guest: Any,
 ) -> tuple[App, Events, Event, str]:
-    """A guest on ``host``, fenced only by ``methods``; ``fault`` (kill or cut) strikes, the
-    monitor fails it over; returns the app, its events, the job's end and the guest."""
-    app = App(inventory_path=with_fence(lab, tmp_path, host, methods), journal_path=tmp_path / "j.db")
+    """A guest on ``host`` under an inventory with some hosts' fields replaced; ``fault``
+    (kill or cut) strikes and the monitor fails it over; returns the app, its events, the
+    job's end and the guest."""
+    app = App(inventory_path=inventory_copy(lab, tmp_path, **inventory), journal_path=tmp_path / "j.db")
     events = Events()
     app.pm.register(events)
-    name = make_guest(host, wait=False)
+    name = make_guest(host, wait=False, **guest)
     monitor = Monitor(app, failover_runbook(app), FAST)
     monitor.start()
     try:
@@ -133,12 +128,8 @@ def fail_over_with_fence(
 def test_every_fence_method_failing_restarts_nothing_and_alerts(
     lab: Lab, make_guest: Callable[..., str], tmp_path: Path
 ) -> None:
-    app, events, finished, name = fail_over_with_fence(
-        lab,
-        tmp_path,
-        make_guest,
-        "host1",
-        [
+    fence = {
+        "fence": [
             {"method": "redfish", "url": "http://127.0.0.1:9", "timeout": 1},
             {
                 "method": "agent",
@@ -149,9 +140,9 @@ def test_every_fence_method_failing_restarts_nothing_and_alerts(
                 "passwd": "x",
                 "timeout": 10,
             },
-        ],
-        "kill",
-    )
+        ]
+    }
+    app, events, finished, name = fail_over(lab, tmp_path, make_guest, "host1", "kill", {"host1": fence})
     assert finished.data["state"] == "failed"
     alerts = [e for e in events.seen if e.data.get("level") == "alert"]
     assert alerts and "--confirm-manually" in " ".join(e.message for e in alerts)
@@ -264,11 +255,28 @@ def test_a_fence_that_lies_still_never_runs_a_disk_twice(
     liar = tmp_path / "fence_liar"
     liar.write_text(LYING_FENCE_AGENT)
     liar.chmod(0o755)
-    methods = [{"method": "agent", "agent": str(liar)}]
-    _, events, finished, name = fail_over_with_fence(lab, tmp_path, make_guest, "host3", methods, "cut")
+    fence = {"fence": [{"method": "agent", "agent": str(liar)}]}
+    _, events, finished, name = fail_over(lab, tmp_path, make_guest, "host3", "cut", {"host3": fence})
     assert finished.data["state"] == "partial", finished.message
     assert lab.power_state("host3") == "on"  # the fence said off; nothing was
     refused = [e for e in events.seen if e.kind == "item.finished" and e.step == "restart"]
     assert refused and "still held by another QEMU" in refused[-1].message
     assert placements(inventory, name) == {"host3": ("running", True)}  # no shut-off copy elsewhere either
     assert qemu_processes(name) == 1
+
+
+def test_a_restarted_guest_is_plugged_into_the_bridge_its_new_host_names_for_the_network(
+    lab: Lab, inventory: Inventory, make_guest: Callable[..., str], tmp_path: Path
+) -> None:
+    lab.exec("host3", "ip", "link", "add", "br-vm", "type", "bridge")
+    lab.exec("host3", "ip", "link", "set", "br-vm", "up")
+    networks = {"host1": {"networks": {"vm": "br0"}}, "host2": {"networks": {"vm": "br0"}}}
+    networks["host3"] = {"networks": {"vm": "br-vm"}}
+    try:
+        _, _, finished, name = fail_over(lab, tmp_path, make_guest, "host3", "kill", networks, bridge="br-vm")
+    finally:
+        lab.exec("host3", "ip", "link", "del", "br-vm", check=False)
+    assert finished.data["state"] == "succeeded", finished.message
+    (target,) = [h for h, (state, _) in placements(inventory, name).items() if state == "running"]
+    assert target != "host3" and qemu_processes(name) == 1
+    assert bridges_of(inventory, target, name) == (["br0"], ["br0"])

@@ -40,6 +40,12 @@ def test_valid_inventory_loads_hosts_in_order(tmp_path: Path) -> None:
     assert (host1.reserved_memory_mib, host1.reserved_cpus) == (512, 1)
 
 
+def test_networks_map_network_names_to_this_hosts_bridges() -> None:
+    text = "hosts:\n  - name: a\n    uri: qemu:///system\n    networks: {vm: br-vm, storage: br-st}\n"
+    (spec,) = parse_inventory(load_text(text, "h.yaml"), "h.yaml").hosts
+    assert spec.networks == (("storage", "br-st"), ("vm", "br-vm"))
+
+
 def test_paths_under_shared_storage_are_shared() -> None:
     inv = parse_inventory(load_text(GOOD, "h.yaml"), "h.yaml")
     assert inv.is_shared("/srv/shared/disks/a.img")
@@ -77,6 +83,14 @@ BROKEN = [
         "hosts:\n  - name: a\n    uri: qemu:///system\n    ssh: {port: 0}\n",
         "h.yaml:4: hosts[0].ssh.host: required when the host has no address",
     ),
+    (
+        "hosts:\n  - name: a\n    uri: qemu:///system\n    networks:\n      vm: 'br 0'\n",
+        "h.yaml:5: hosts[0].networks.vm: expected a bridge name like br0, got 'br 0'",
+    ),
+    (
+        "hosts:\n  - name: a\n    uri: qemu:///system\n    networks: {vm: br0, db: br0}\n",
+        "h.yaml:4: hosts[0].networks: bridge 'br0' is named by two networks",
+    ),
     ("hosts:\n  - name: a\n   uri: x\n", "h.yaml:3: invalid YAML"),
     ("hosts: {a: 1}\n", "h.yaml:1: hosts: expected a list, got a mapping"),
 ]
@@ -93,3 +107,9 @@ def test_broken_inventory_names_file_line_and_field(text: str, message: str) -> 
 def test_missing_inventory_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_inventory(tmp_path / "nope.yaml")
+
+
+def test_the_shipped_example_inventory_is_valid() -> None:
+    inventory = load_inventory(Path(__file__).parents[2] / "contrib" / "hosts.yaml")
+    assert [h.name for h in inventory.hosts] == ["kvm1", "kvm2", "kvm3"]
+    assert dict(inventory.host("kvm2").networks)["vm"] == "br-vm"

@@ -70,6 +70,22 @@ def test_bridge_mtu_smaller_than_the_guests_is_refused() -> None:
     assert "MTU 1500 < 9000" in plan.unplaceable[0].reason
 
 
+def test_a_bridge_another_host_names_differently_is_found_through_the_network_map() -> None:
+    nic = Interface(kind="bridge", source="br0")
+    src = host("h1", guests=(guest("a", "h1", interfaces=(nic,)),), networks=(("vm", "br0"),))
+    renamed = host("h2", bridges=frozenset({"br-vm"}), networks=(("vm", "br-vm"),))
+    unmapped = host("h3", bridges=frozenset({"br-vm"}))
+    plan = plan_drain([src, renamed, unmapped], "h1", POLICY)
+    assert [m.target for m in plan.moves] == ["h2"]
+
+
+def test_a_mapped_bridge_missing_on_the_target_is_named_in_the_reason() -> None:
+    nic = Interface(kind="bridge", source="br0")
+    src = host("h1", guests=(guest("a", "h1", interfaces=(nic,)),), networks=(("vm", "br0"),))
+    plan = plan_drain([src, host("h2", bridges=frozenset({"br0"}), networks=(("vm", "br-vm"),))], "h1", POLICY)
+    assert "no bridge 'br-vm' (for 'br0')" in plan.unplaceable[0].reason
+
+
 def test_anti_affinity_keeps_group_members_apart() -> None:
     src = host("h1", guests=(guest("db1", "h1", anti_affinity=("db",)), guest("db2", "h1", anti_affinity=("db",))))
     other = host("h2", guests=(guest("db3", "h2", anti_affinity=("db",)),))
