@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
         config = replace(config, mode=args.mode)
     check_ready(config)
-    bot = Bot(make_app(args), config)
+    bot = Bot(make_app(args), config, client=web_client(config))
     if config.mode == "socket":
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
@@ -42,6 +42,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         bot.bolt.start(port=config.port, path="/slack/events")
     return 0
+
+
+def web_client(config: Any) -> Any:
+    """A client for ``slack.api_url`` (a proxy, or a test double); None: Slack itself."""
+    if not config.api_url:
+        return None
+    from slack_sdk import WebClient
+
+    return WebClient(token=config.bot_token, base_url=config.api_url)
 
 
 @hookimpl
@@ -66,12 +75,7 @@ class SlackService:
 
         check_ready(config)
         self.config = config
-        client = None
-        if config.api_url:
-            from slack_sdk import WebClient
-
-            client = WebClient(token=config.bot_token, base_url=config.api_url)
-        self.bot = Bot(app, config, client=client)
+        self.bot = Bot(app, config, client=web_client(config))
         self.handler: Any = None
 
     def routes(self) -> dict[str, Any]:

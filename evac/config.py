@@ -46,6 +46,7 @@ class ServiceConfig:
     journal: Path
     address: str = "127.0.0.1"
     port: int = 8080
+    metrics_token: str = ""  # when set, /metrics and /healthz details need it as a bearer token
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     drain_params: dict[str, Any] = field(default_factory=dict)
@@ -89,7 +90,7 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
             raise where.error(data.line_of(key), key, "expected a path")
         return (base / value) if not value.startswith("/") else Path(value)
 
-    listen = _section(where, data, "listen", ("address", "port"))
+    listen = _section(where, data, "listen", ("address", "port", "metrics_token"))
     port = listen.get("port", 8080)
     if not isinstance(port, int) or not 0 <= port < 65536:
         raise where.error(listen.line_of("port"), "listen.port", f"expected a port number, got {port!r}")
@@ -144,6 +145,7 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
         journal=path_of("journal", "/var/lib/evac/journal.db"),
         address=str(listen.get("address", "127.0.0.1")),
         port=port,
+        metrics_token=resolve_secret(where, listen, "metrics_token", "listen.metrics_token"),
         webhooks=webhooks,
         monitor=monitor,
         drain_params=dict(drain),

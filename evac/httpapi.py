@@ -34,11 +34,14 @@ class BadRequest(Exception):
         self.status = status
 
 
+def bearer_matches(headers: Mapping[str, str], token: str) -> bool:
+    given = headers.get("authorization", "")
+    return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())
+
+
 def authorized(settings: WebhookSettings, headers: Mapping[str, str], body: bytes) -> bool:
-    if settings.token:
-        given = headers.get("authorization", "")
-        if given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), settings.token.encode()):
-            return True
+    if settings.token and bearer_matches(headers, settings.token):
+        return True
     if settings.hmac_secret:
         expected = "sha256=" + hmac.new(settings.hmac_secret.encode(), body, hashlib.sha256).hexdigest()
         if hmac.compare_digest(headers.get("x-evac-signature", "").encode(), expected.encode()):
@@ -164,10 +167,18 @@ class HttpApi:
 
     # ---------------------------------------------------------------- routes
     def healthz(self, method: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
-        return _json(200, self.service.health())
+        """Liveness for anyone (a load balancer, a watchdog); host states and jobs only with the token."""
+        health = self.service.health()
+        return _json(200, health if self._may_read(headers) else {"ok": health["ok"]})
 
     def metrics(self, method: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if not self._may_read(headers):
+            return _json(401, {"error": "metrics need Authorization: Bearer <listen.metrics_token>"})
         return 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}, self.service.metrics.text()
+
+    def _may_read(self, headers: Mapping[str, str]) -> bool:
+        token = self.service.config.metrics_token
+        return not token or bearer_matches(headers, token)
 
     def alertmanager(self, method: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         data = self._hook("alertmanager", headers, body)

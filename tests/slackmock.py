@@ -1,12 +1,14 @@
 """A local stand-in for Slack's Web API (the way slack-bolt tests itself): it answers
-``auth.test``, ``chat.*``, ``usergroups.list`` and ``files.*`` and records every call,
-and it takes ``response_url`` posts. Plus signed request bodies for the app."""
+``auth.test``, ``chat.*``, ``usergroups.list``, ``files.*`` and ``apps.connections.open``
+and records every call, and it takes ``response_url`` posts. Plus signed request bodies
+for the app, and Slack's end of a Socket Mode WebSocket."""
 
 from __future__ import annotations
 
 import hmac
 import itertools
 import json
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ class SlackMock:
     def __init__(self, groups: dict[str, list[str]] | None = None) -> None:
         self.calls: list[Call] = []
         self.groups = groups or {}
+        self.socket_url = ""  # what apps.connections.open hands out (Socket Mode)
         self.cond = threading.Condition()
         self._ts = itertools.count(1)
         mock = self
@@ -71,6 +74,8 @@ class SlackMock:
             return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1", "url": "https://t1.slack.com/"}
         if method == "chat.postMessage":
             return {"ok": True, "channel": args.get("channel", "C1"), "ts": f"{next(self._ts)}.000"}
+        if method == "apps.connections.open":
+            return {"ok": True, "url": self.socket_url}
         if method == "usergroups.list":
             return {"ok": True, "usergroups": [{"id": g, "users": users} for g, users in self.groups.items()]}
         if method == "files.getUploadURLExternal":
@@ -155,3 +160,41 @@ def action_body(action: str, value: str, user: str, response_url: str, channel: 
         "actions": [{"action_id": action, "block_id": "b", "value": value, "type": "button", "action_ts": "1"}],
     }
     return urlencode({"payload": json.dumps(payload)})
+
+
+class SlackSocket:
+    """Slack's end of a Socket Mode connection: greets with ``hello``, then the test sends
+    envelopes and reads the app's acks."""
+
+    def __init__(self) -> None:
+        from websockets.sync.server import ServerConnection, serve
+
+        self.connections: queue.Queue[ServerConnection] = queue.Queue()
+        self.received: queue.Queue[dict[str, Any]] = queue.Queue()
+
+        def handler(ws: ServerConnection) -> None:
+            ws.send(json.dumps({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}}))
+            self.connections.put(ws)
+            for message in ws:
+                self.received.put(json.loads(message))
+
+        self.server = serve(handler, "127.0.0.1", 0)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}/link"
+
+    def send(self, envelope: dict[str, Any], timeout: float = 10) -> None:
+        ws = self.connections.get(timeout=timeout)
+        self.connections.put(ws)
+        ws.send(json.dumps(envelope))
+
+    def ack(self, envelope_id: str, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.received.get(timeout=max(0.01, deadline - time.monotonic()))
+            if message.get("envelope_id") == envelope_id:
+                return message
+
+    def stop(self) -> None:
+        while not self.connections.empty():
+            self.connections.get().close()
+        self.server.shutdown()

@@ -34,14 +34,14 @@ def free_port() -> int:
 
 
 class Served:
-    def __init__(self, lab: Lab, tmp: Path, drain: str = "") -> None:
+    def __init__(self, lab: Lab, tmp: Path, drain: str = "", listen: str = "") -> None:
         self.port = free_port()
         self.journal_path = tmp / "journal.db"
         self.config = tmp / "evac.yaml"
         self.config.write_text(f"""
 inventory: {lab.inventory_file}
 journal: {self.journal_path}
-listen: {{address: 127.0.0.1, port: {self.port}}}
+listen: {{address: 127.0.0.1, port: {self.port}{listen}}}
 webhooks: {{token: "env:EVAC_TEST_TOKEN", max_body_kib: 16, host_label: instance}}
 monitor: {{enabled: false}}
 shutdown: {{in_flight: finish, grace: 120}}
@@ -81,9 +81,14 @@ logging: {{format: json}}
     def tail(self) -> str:
         return "\n".join(self.log.read_text().splitlines()[-30:])
 
-    def get(self, path: str) -> tuple[int, bytes]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
-            return r.status, r.read()
+    def get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
 
     def post(self, path: str, body: bytes | dict[str, Any], token: str | None = TOKEN) -> tuple[int, dict[str, Any]]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -105,8 +110,8 @@ logging: {{format: json}}
 def serve(lab: Lab, tmp_path: Path) -> Iterator[Callable[..., Served]]:
     made: list[Served] = []
 
-    def make(drain: str = "") -> Served:
-        served = Served(lab, tmp_path, drain)
+    def make(drain: str = "", listen: str = "") -> Served:
+        served = Served(lab, tmp_path, drain, listen)
         served.start()
         made.append(served)
         return served
@@ -206,6 +211,15 @@ def test_malformed_payloads_get_400_with_the_reason_and_oversized_bodies_413(ser
     assert (status, body["error"]) == (400, "mode: expected drain or failover, got 'teleport'")
     assert served.post("/hooks/alertmanager", b"x" * (17 * 1024))[0] == 413
     assert served.healthy()  # and it is still up
+
+
+def test_a_metrics_token_guards_metrics_and_the_details_of_health(serve: Callable[..., Served]) -> None:
+    served = serve(listen=', metrics_token: "env:EVAC_TEST_TOKEN"')
+    assert served.get("/metrics")[0] == 401
+    assert served.get("/metrics", token="wrong")[0] == 401
+    assert served.get("/metrics", token=TOKEN)[0] == 200
+    assert json.loads(served.get("/healthz")[1]) == {"ok": True}  # liveness stays open
+    assert "hosts" in json.loads(served.get("/healthz", token=TOKEN)[1])
 
 
 def test_metrics_parse_and_count_what_happened(

@@ -44,6 +44,7 @@ def test_webhook_token_comes_from_the_environment(tmp_path: Path, monkeypatch: p
             "evac.yaml:2: webhooks.token: environment variable NOT_SET_ANYWHERE is not set",
         ),
         ("listen:\n  port: http\n", "evac.yaml:2: listen.port: expected a port number, got 'http'"),
+        ("listen:\n  metrics_token: abc\n", "evac.yaml:2: listen.metrics_token: secrets are given as env:NAME"),
         ("monitor:\n  interval: fast\n", "evac.yaml:2: monitor.interval: expected a number >= 0"),
         ("shutdown:\n  in_flight: wait\n", "evac.yaml:2: shutdown.in_flight: expected finish or abort, got 'wait'"),
         ("logging: {format: xml}\n", "evac.yaml:1: logging.format: expected text or json, got 'xml'"),
