@@ -5,8 +5,8 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from evac.errors import EvacError, HostUnreachable, NotFound, TransientError
-from evac.hypervisor import error_class
+from evac.errors import DiskInUse, EvacError, HostUnreachable, NotFound, TransientError
+from evac.hypervisor import error_class, translate
 
 
 @pytest.mark.parametrize(
@@ -26,3 +26,16 @@ def test_libvirt_error_code_maps_to_evac_class(code: int, expected: type[EvacErr
 
 def test_unreachable_is_retryable_as_transient() -> None:
     assert issubclass(HostUnreachable, TransientError)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "resource busy: Lockspace resource '530121fe' is locked",  # libvirt's lockd
+        'internal error: qemu unexpectedly closed the monitor: Failed to get "write" lock',  # QEMU's image lock
+    ],
+)
+def test_a_refused_second_writer_is_disk_in_use_and_retryable(message: str) -> None:
+    err = translate(libvirt.libvirtError(message), "host2: starting 'g1'")
+    assert isinstance(err, DiskInUse) and isinstance(err, TransientError)
+    assert str(err) == f"host2: starting 'g1': {message}"
