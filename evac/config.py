@@ -126,7 +126,16 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
         where,
         data,
         "drain",
-        ("concurrency", "max_out", "max_in", "bandwidth_mib", "compression", "downtime_limit_ms", "allow_postcopy"),
+        (
+            "concurrency",
+            "max_out",
+            "max_in",
+            "bandwidth_mib",
+            "compression",
+            "downtime_limit_ms",
+            "allow_postcopy",
+            "tls",
+        ),
     )
     shutdown = _section(where, data, "shutdown", ("in_flight", "grace"))
     in_flight = shutdown.get("in_flight", "finish")

@@ -75,7 +75,7 @@ class HostSlots:
 
 
 SLOTS = HostSlots()
-FAILED_TARGETS: dict[tuple[int, str], set[str]] = {}
+FAILED_TARGETS: dict[tuple[int, str], dict[str, str]] = {}  # (job, guest) -> target -> why
 
 
 def merge_tuning(answers: list[MigrationTuning | None]) -> MigrationTuning:
@@ -124,7 +124,7 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
     inv = app.inventory
     name = str(ctx.inputs["guest"])
     source = inv.host(str(ctx.inputs["source"]))
-    failed = FAILED_TARGETS.setdefault((ctx.job_id, name), set())
+    failed = FAILED_TARGETS.setdefault((ctx.job_id, name), {})
     target = inv.host(str(ctx.inputs["target"]))
     if target.name in failed:
         target = retarget(ctx, app, name, source.name, failed)
@@ -154,8 +154,8 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
             result = run_migration(ctx, guest, source, target, tuning, flags, conv)
         finally:
             in_slot.release()
-    except MigrationError:
-        failed.add(target.name)
+    except MigrationError as exc:
+        failed[target.name] = str(exc)
         raise
     finally:
         out_slot.release()
@@ -165,7 +165,7 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
     return {"guest": name, "source": source.name, "target": target.name, "notes": list(tuning.notes), **result}
 
 
-def retarget(ctx: StepContext, app: App, name: str, source: str, failed: set[str]) -> HostSpec:
+def retarget(ctx: StepContext, app: App, name: str, source: str, failed: dict[str, str]) -> HostSpec:
     """A new target for a retry, excluding hosts this guest already failed to reach."""
     views = fleet(app)
     guest = next((g for v in views if v.name == source for g in v.guests if g.name == name), None)
@@ -173,7 +173,8 @@ def retarget(ctx: StepContext, app: App, name: str, source: str, failed: set[str
         raise NotFound(f"{name}: no longer on {source}")
     moves, stuck = place([guest], source, views, policy(ctx.inputs), exclude=failed)
     if stuck:
-        raise MigrationError(f"{name}: no other target after {', '.join(sorted(failed))} failed: {stuck[0].reason}")
+        causes = "; ".join(f"{t} failed: {why.removeprefix(name + ': ')}" for t, why in sorted(failed.items()))
+        raise MigrationError(f"{name}: no other target ({stuck[0].reason}); {causes}")
     ctx.progress(f"retrying on {moves[0].target} (failed: {', '.join(sorted(failed))})")
     return app.inventory.host(moves[0].target)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EvacError
+from .pki import ensure_ca, issue_qemu_credentials
 
 DEFAULT_DIR = Path(os.environ.get("EVAC_LAB_DIR", "/tmp/evac-lab"))
 LIBVIRTD = "/usr/sbin/libvirtd"
@@ -106,6 +107,10 @@ class Lab:
 
     def host_dir(self, name: str) -> Path:
         return self.root / "hosts" / name
+
+    def qemu_pki_dir(self, name: str) -> Path:
+        """QEMU's migration TLS credentials of a host (``/etc/libvirt/pki-qemu`` inside it)."""
+        return self.host_dir(name) / "etc" / "pki-qemu"
 
     def _mnt(self, name: str) -> Path:
         return self.ns_dir / f"{name}.mnt"
@@ -200,8 +205,10 @@ class Lab:
         self._ensure_ssh_keys()
         self._write_etc_hosts()
         self._ensure_bridge()
+        ca = ensure_ca(self.root / "pki")
         for h in self.hosts():
             self._ensure_host(h)
+            issue_qemu_credentials(ca, self.qemu_pki_dir(h.name), h.name, h.address)
         self._seed_capabilities()
         for h in self.hosts():
             if not self.libvirtd_ready(h.name):
@@ -479,6 +486,8 @@ stdio_handler = "file"
 migration_address = "{h.address}"
 migration_host = "{h.address}"
 lock_manager = "lockd"
+migrate_tls_x509_cert_dir = "/etc/libvirt/pki-qemu"
+migrate_tls_x509_verify = 1
 """
         )
         # Every disk gets a lease in the shared lockspace: a second QEMU on a disk that

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -169,3 +170,29 @@ def test_a_guest_moves_to_hosts_that_name_its_bridge_differently(
     assert result.state == "succeeded", result.error
     target = assert_once_elsewhere(inventory, name, "host3")
     assert bridges_of(inventory, target, name) == (["br0"], ["br0"])  # the next cold boot finds its bridge too
+
+
+def test_tls_migration_refuses_a_target_with_a_certificate_from_another_ca_then_moves_with_the_right_one(
+    app: App, lab: Lab, inventory: Inventory, make_guest: Callable[..., str], tmp_path: Path
+) -> None:
+    from evac.lab.pki import ensure_ca, issue_qemu_credentials
+
+    name = make_guest("host3", wait=False)
+    app.journal.set_host_state("host1", "maintenance", "test: host2 is the only target", "test")
+    pki = lab.qemu_pki_dir("host2")
+    shutil.copytree(pki, tmp_path / "saved")
+    shutil.rmtree(pki)
+    issue_qemu_credentials(ensure_ca(tmp_path / "rogue", "rogue CA"), pki, "host2", lab.host("host2").address)
+    try:
+        refused = drain(app, "host3", tls=True)
+    finally:
+        shutil.rmtree(pki)
+        shutil.copytree(tmp_path / "saved", pki)
+    assert refused.state == "partial"
+    detail = {r["guest"]: r for r in refused.outputs["report"]["rows"]}[name]["detail"]
+    assert placements(inventory, name) == {"host3": ("running", True)} and qemu_processes(name) == 1, detail
+    assert "host2 failed" in detail and "certificate" in detail  # the cause reaches the report
+
+    moved = drain(app, "host3", tls=True)
+    assert moved.state == "succeeded", moved.error
+    assert assert_once_elsewhere(inventory, name, "host3") == "host2"
