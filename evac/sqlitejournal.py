@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS host_states (
     host TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL, since REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS storm_brake (
     id INTEGER PRIMARY KEY CHECK (id = 1), reason TEXT NOT NULL, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS slots (
+    slot TEXT NOT NULL, holder TEXT NOT NULL, owner TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (slot, holder));
 CREATE TABLE IF NOT EXISTS definitions (
     host TEXT NOT NULL, guest TEXT NOT NULL, xml TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (host, guest));
 CREATE TABLE IF NOT EXISTS learned (key TEXT PRIMARY KEY, value TEXT NOT NULL, ts REAL NOT NULL);
@@ -239,6 +241,30 @@ class SqliteJournal:
     def brake(self) -> BrakeState | None:
         rows = self._read("SELECT reason, since FROM storm_brake")
         return BrakeState(rows[0]["reason"], rows[0]["since"]) if rows else None
+
+    # ---------------------------------------------------------------- slots
+    def take_slot(self, slot: str, limit: int, holder: str) -> bool:
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute("SELECT holder, owner FROM slots WHERE slot = ?", (slot,)).fetchall()
+                dead = [r["holder"] for r in rows if r["owner"] != self._owner and not owner_alive(r["owner"])]
+                self._db.executemany("DELETE FROM slots WHERE slot = ? AND holder = ?", [(slot, h) for h in dead])
+                held = {r["holder"] for r in rows} - set(dead)
+                taken = holder in held or len(held) < max(1, limit)
+                if taken:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO slots (slot, holder, owner, since) VALUES (?, ?, ?, ?)",
+                        (slot, holder, self._owner, time.time()),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return taken
+
+    def release_slot(self, slot: str, holder: str) -> None:
+        self._write("DELETE FROM slots WHERE slot = ? AND holder = ?", (slot, holder))
 
     # ---------------------------------------------------------------- guest definitions
     def save_definitions(self, host: str, definitions: dict[str, str]) -> None:

@@ -1,10 +1,11 @@
 """``vm.live_migrate``: one guest, live, peer-to-peer, watched until it lands.
 
 The call is idempotent: it first looks where the guest really is. It holds a slot on the
-source (outgoing) and the target (incoming) so parallel migrations stay within per-host
-limits; samples the job's statistics into progress events; lets the convergence policy
-escalate; aborts on cancel (the guest stays on its source). A failed target is
-remembered, so a retry of the step picks another host.
+source (outgoing) and the target (incoming), kept in the journal, so that migrations from
+every evac process stay within per-host limits; samples the job's statistics into progress
+events; lets the convergence policy escalate; aborts on cancel (the guest stays on its
+source). A failed target is remembered with its cause, so a retry of the step picks
+another host and the report says why.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from evac.convergence import ConvergencePolicy, Escalation, MigrationTuning, Sam
 from evac.errors import Cancelled, ConfigError, EvacError, MigrationError, NotFound
 from evac.hypervisor import Hypervisor
 from evac.inventory import HostSpec
+from evac.journal import Journal
 from evac.model import Guest
 from evac.placement import place
 
@@ -53,28 +55,31 @@ SAMPLE_EVERY = 0.25
 
 
 class HostSlots:
-    """Per-host limits on concurrent migrations out of and into each host (this process)."""
+    """Limits on concurrent migrations out of and into each host, kept in the journal so
+    that every evac process (the service, an operator's CLI) shares them."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._slots: dict[tuple[str, str], threading.BoundedSemaphore] = {}
+    def __init__(self, journal: Journal, holder: str) -> None:
+        self.journal = journal
+        self.holder = holder
+        self.taken: list[str] = []
 
-    def slot(self, direction: str, host: str, limit: int) -> threading.BoundedSemaphore:
-        with self._lock:
-            return self._slots.setdefault((direction, host), threading.BoundedSemaphore(max(1, limit)))
-
-    def acquire(self, ctx: StepContext, direction: str, host: str, limit: int) -> threading.BoundedSemaphore:
-        sem = self.slot(direction, host, limit)
+    def acquire(self, ctx: StepContext, direction: str, host: str, limit: int) -> None:
+        slot = f"{direction}:{host}"
         announced = False
-        while not sem.acquire(timeout=0.1):
-            ctx.check_abort()
+        while not self.journal.take_slot(slot, limit, self.holder):
             if not announced:
                 ctx.progress(f"waiting for a free {direction} slot on {host} (limit {limit})")
                 announced = True
-        return sem
+            ctx.abort.wait(0.1)
+            ctx.check_abort()
+        self.taken.append(slot)
+
+    def release(self) -> None:
+        for slot in reversed(self.taken):
+            self.journal.release_slot(slot, self.holder)
+        self.taken.clear()
 
 
-SLOTS = HostSlots()
 FAILED_TARGETS: dict[tuple[int, str], dict[str, str]] = {}  # (job, guest) -> target -> why
 
 
@@ -146,19 +151,17 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
     tuning = merge_tuning(app.pm.hook.evac_migration_tuning(guest=guest, source=source, target=target, options=options))
     conv: ConvergencePolicy | None = app.pm.hook.evac_convergence_policy(guest=guest, options=options)
     flags = list(tuning.flags) + [f for f in (conv.start_flags(guest) if conv else ()) if f not in tuning.flags]
-    out_slot = SLOTS.acquire(ctx, "out", source.name, int(ctx.inputs.get("max_out", 2)))
+    slots = HostSlots(app.journal, f"{ctx.job_id}:{name}")
     try:
-        in_slot = SLOTS.acquire(ctx, "in", target.name, int(ctx.inputs.get("max_in", 2)))
-        try:
-            ctx.progress(f"{source.name} -> {target.name} ({', '.join(flags) or 'plain'})", flags=flags)
-            result = run_migration(ctx, guest, source, target, tuning, flags, conv)
-        finally:
-            in_slot.release()
+        slots.acquire(ctx, "out", source.name, int(ctx.inputs.get("max_out", 2)))
+        slots.acquire(ctx, "in", target.name, int(ctx.inputs.get("max_in", 2)))
+        ctx.progress(f"{source.name} -> {target.name} ({', '.join(flags) or 'plain'})", flags=flags)
+        result = run_migration(ctx, guest, source, target, tuning, flags, conv)
     except MigrationError as exc:
         failed[target.name] = str(exc)
         raise
     finally:
-        out_slot.release()
+        slots.release()
     FAILED_TARGETS.pop((ctx.job_id, name), None)
     needed = "postcopy" if any(e.startswith("postcopy") for e in result["escalations"]) else "plain"
     app.journal.remember(f"convergence:{name}", needed)

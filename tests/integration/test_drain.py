@@ -196,3 +196,26 @@ def test_tls_migration_refuses_a_target_with_a_certificate_from_another_ca_then_
     moved = drain(app, "host3", tls=True)
     assert moved.state == "succeeded", moved.error
     assert assert_once_elsewhere(inventory, name, "host3") == "host2"
+
+
+def test_a_migration_waits_for_a_slot_another_evac_process_holds(
+    app: App, inventory: Inventory, make_guest: Callable[..., str], tmp_path: Path
+) -> None:
+    from evac.sqlitejournal import SqliteJournal
+
+    name = make_guest("host3", wait=False)
+    other = SqliteJournal(app.journal.path)  # another evac process on the same journal
+    for host in ("host1", "host2"):
+        assert other.take_slot(f"in:{host}", 1, "other-job:vm")
+    events = Events()
+    app.pm.register(events)
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.append(drain(app, "host3", max_in=1)))
+    worker.start()
+    events.wait_for(lambda e: e.kind == "progress" and "waiting for a free in slot" in e.message, timeout=60)
+    assert placements(inventory, name) == {"host3": ("running", True)}
+    for host in ("host1", "host2"):
+        other.release_slot(f"in:{host}", "other-job:vm")
+    worker.join(120)
+    assert results and results[0].state == "succeeded", results and results[0].error
+    assert_once_elsewhere(inventory, name, "host3")
