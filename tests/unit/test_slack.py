@@ -44,6 +44,7 @@ class FakeDrain:
     def __init__(self) -> None:
         self.release = threading.Event()
         self.moved: list[str] = []
+        self.count = 3
 
     def plan(self, ctx: StepContext) -> Mapping[str, Any]:
         moves = [
@@ -55,7 +56,7 @@ class FakeDrain:
                 "strategy": "live",
                 "reason": "room",
             }
-            for i in range(3)
+            for i in range(self.count)
         ]
         return {"source": ctx.inputs["host"], "moves": moves, "unplaceable": [], "warnings": ["N+1: tight"]}
 
@@ -147,6 +148,19 @@ def test_confirm_runs_the_job_with_progress_updates_thread_details_and_a_summary
     assert mock.find("chat.update", "3/3")
     assert sorted(drain.moved) == ["vm0", "vm1", "vm2"]
     assert bot.evac.journal.audit_log()[0].actor == f"slack:{OPS}"
+
+
+def test_a_report_too_long_for_a_message_is_uploaded_as_a_file_in_the_thread(
+    bot: Bot, mock: SlackMock, drain: FakeDrain
+) -> None:
+    drain.count = 60
+    drain.release.set()
+    slash(bot, mock, "host3")
+    press(bot, mock, "evac_confirm", preview_value(mock))
+    done = mock.wait("files.completeUploadExternal", timeout=30)
+    assert "evac-job-" in json.dumps(mock.wait("files.getUploadURLExternal").args)
+    assert "vm59" in json.dumps(mock.wait("upload").args)  # the whole report went up
+    assert "thread_ts" in done.args  # into the job's thread, not the channel
 
 
 def test_member_of_an_allowed_user_group_may_evacuate(bot: Bot, mock: SlackMock) -> None:
