@@ -22,6 +22,7 @@ from evac.app import App
 from evac.errors import ConfigError, EvacError, LockedError
 from evac.fleet import reachable, snapshot
 from evac.runbook import bind_params
+from evac.stormbrake import release_held
 from evac.yamldoc import suggest
 
 from . import blocks
@@ -364,10 +365,9 @@ class Bot:
         elif not args:
             text = f":octagonal_sign: storm brake engaged: {held.reason}" if held else "storm brake: released"
             respond(response_type="ephemeral", text=text)
-        elif held is None or not journal.release_brake():
+        elif release_held(journal, f"slack:{user}") is None:
             respond(response_type="ephemeral", text="The storm brake is not engaged.")
         else:
-            journal.audit(f"slack:{user}", "brake.release", "fleet", {"reason": held.reason})
             respond(
                 response_type="in_channel",
                 text=f"<@{user}> released the storm brake: automatic failover resumes, "

@@ -115,7 +115,7 @@ class Monitor:
             return [
                 name
                 for name, health in self.health.items()
-                if health.state == "down" and (name not in states or states[name].state == "enabled")
+                if health.state == "down" and name not in states  # not in maintenance, not fenced yet
             ]
 
     # ---------------------------------------------------------------- one host

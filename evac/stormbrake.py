@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .journal import BrakeState, Journal
+
 
 @dataclass
 class StormBrake:
@@ -35,3 +37,14 @@ class StormBrake:
 
     def release(self) -> None:
         self.engaged, self.reason, self.downs = False, "", []
+
+
+def release_held(journal: Journal, actor: str) -> BrakeState | None:
+    """Release the brake kept in the journal, audited; what was released, or None.
+
+    A running monitor (``evac serve``, ``evac monitor``) follows within its interval."""
+    held = journal.brake()
+    if held is None or not journal.release_brake():
+        return None
+    journal.audit(actor, "brake.release", "fleet", {"reason": held.reason})
+    return held

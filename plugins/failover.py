@@ -29,7 +29,7 @@ def confirm_down(ctx: StepContext) -> Mapping[str, Any]:
     """Evac's own check: an alert or a monitor's word is a signal, not proof."""
     app = app_of(ctx)
     spec = app.inventory.host(str(ctx.inputs["host"]))
-    checks = max(1, int(ctx.inputs.get("checks", 2)))  # an alert, or a monitor, is a signal, not proof
+    checks = max(1, int(ctx.inputs.get("checks", 2)))  # never none
     for attempt in range(checks):
         if answers(spec, timeout=0.3):
             raise EvacError(f"{spec.name} answers (check {attempt + 1} of {checks}): not down, nothing to do")

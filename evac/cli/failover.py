@@ -12,7 +12,7 @@ from ..fencing import fence_host
 from ..hooks import hookimpl
 from ..monitor import Monitor, MonitorSettings, failover_runbook
 from ..runbook import bind_params
-from ..stormbrake import StormBrake
+from ..stormbrake import StormBrake, release_held
 from .output import console
 from .progress import TerminalProgress
 from .signals import until_signalled
@@ -112,9 +112,8 @@ def cmd_brake(args: argparse.Namespace) -> int:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.since))
         console.print(f"storm brake: ENGAGED since {since}: {held.reason}", highlight=False)
         return 1
-    if not app.journal.release_brake():
+    if release_held(app.journal, actor()) is None:
         console.print("storm brake: was not engaged")
         return 0
-    app.journal.audit(actor(), "brake.release", "fleet", {"reason": held.reason if held else ""})
-    console.print("storm brake released: automatic failover resumes")
+    console.print("storm brake released: automatic failover resumes, and hosts still down fail over now")
     return 0

@@ -1,6 +1,6 @@
-"""Certificates for QEMU's migration TLS in the lab: one lab CA, and per host one key
-and certificate (for its address) that serves as both server and client, laid out as
-QEMU's x509 credential directory expects.
+"""Certificates for the lab's TLS: one lab CA; per host one key and certificate (for its
+address) that serves as both server and client, laid out for QEMU's migration streams
+and for libvirtd's TLS listener; and one client pair for evac itself (``pkipath``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from pathlib import Path
 from ..errors import EvacError
 
 QEMU_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem", "client-key.pem")
+LIBVIRT_SERVER_FILES = ("cacert.pem", "servercert.pem", "serverkey.pem")
+LIBVIRT_CLIENT_FILES = ("cacert.pem", "clientcert.pem", "clientkey.pem")  # what ?pkipath= expects
+CA = tuple[Path, Path]
 
 
 def _openssl(*argv: str) -> None:
@@ -22,7 +25,7 @@ def _openssl(*argv: str) -> None:
         raise EvacError(f"openssl {argv[0]}: {proc.stderr.strip()}")
 
 
-def ensure_ca(directory: Path, name: str = "evac lab CA") -> tuple[Path, Path]:
+def ensure_ca(directory: Path, name: str = "evac lab CA") -> CA:
     """The CA certificate and key in ``directory``, made once."""
     cert, key = directory / "ca-cert.pem", directory / "ca-key.pem"
     if not (cert.exists() and key.exists()):
@@ -35,27 +38,51 @@ def ensure_ca(directory: Path, name: str = "evac lab CA") -> tuple[Path, Path]:
     return cert, key
 
 
-def issue_qemu_credentials(ca: tuple[Path, Path], directory: Path, host: str, address: str) -> None:
-    """QEMU's credential directory for one host (CA, server and client pairs), if missing."""
-    if all((directory / f).exists() for f in QEMU_FILES):
-        return
+def _issue(
+    ca: CA,
+    directory: Path,
+    name: str,
+    address: str | None,
+    ca_as: tuple[str, ...],
+    cert_as: tuple[str, ...],
+    key_as: tuple[str, ...],
+) -> None:
+    """A key and a certificate for ``name`` (and ``address``), stored in ``directory``
+    under each of the names the consumer looks for, beside the CA certificate."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = ca
     with tempfile.TemporaryDirectory() as tmp:
         key, csr, ext, cert = (Path(tmp) / n for n in ("key.pem", "req.csr", "ext.cnf", "cert.pem"))
-        ext.write_text(
-            f"subjectAltName=IP:{address},DNS:{host}\n"
-            "extendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature\n"
-        )
+        san = f"subjectAltName=IP:{address},DNS:{name}\n" if address else ""
+        usage = "keyUsage=critical,digitalSignature,keyEncipherment\n"  # libvirt refuses one without keyEncipherment
+        ext.write_text(san + "extendedKeyUsage=serverAuth,clientAuth\n" + usage)
         _openssl(
             "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-subj", f"/CN={host}", "-keyout", str(key), "-out", str(csr),
+            "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr),
         )  # fmt: skip
         _openssl(
             "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-set_serial",
             str(secrets.randbits(63)), "-days", "3650", "-extfile", str(ext), "-out", str(cert),
         )  # fmt: skip
-        shutil.copy(ca_cert, directory / "ca-cert.pem")
-        for role in ("server", "client"):
-            shutil.copy(cert, directory / f"{role}-cert.pem")
-            shutil.copy(key, directory / f"{role}-key.pem")
+        for made, names in ((ca_cert, ca_as), (cert, cert_as), (key, key_as)):
+            for target in names:
+                shutil.copy(made, directory / target)
+
+
+def issue_qemu_credentials(ca: CA, directory: Path, host: str, address: str) -> None:
+    """QEMU's migration credential directory for one host (CA, server and client pairs)."""
+    if not all((directory / f).exists() for f in QEMU_FILES):
+        certs, keys = ("server-cert.pem", "client-cert.pem"), ("server-key.pem", "client-key.pem")
+        _issue(ca, directory, host, address, ("ca-cert.pem",), certs, keys)
+
+
+def issue_libvirt_server(ca: CA, directory: Path, host: str, address: str) -> None:
+    """libvirtd's TLS listener files for one host (``ca_file``, ``cert_file``, ``key_file``)."""
+    if not all((directory / f).exists() for f in LIBVIRT_SERVER_FILES):
+        _issue(ca, directory, host, address, ("cacert.pem",), ("servercert.pem",), ("serverkey.pem",))
+
+
+def issue_libvirt_client(ca: CA, directory: Path, name: str = "evac") -> None:
+    """A client's ``pkipath`` directory: evac's, and every lab host's for peer-to-peer migration."""
+    if not all((directory / f).exists() for f in LIBVIRT_CLIENT_FILES):
+        _issue(ca, directory, name, None, ("cacert.pem",), ("clientcert.pem",), ("clientkey.pem",))

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EvacError
-from .pki import ensure_ca, issue_qemu_credentials
+from .pki import ensure_ca, issue_libvirt_client, issue_libvirt_server, issue_qemu_credentials
 
 DEFAULT_DIR = Path(os.environ.get("EVAC_LAB_DIR", "/tmp/evac-lab"))
 LIBVIRTD = "/usr/sbin/libvirtd"
 VIRTLOCKD = "/usr/sbin/virtlockd"
 SSHD = "/usr/sbin/sshd"
 LIBVIRT_PORT = 16509
+LIBVIRT_TLS_PORT = 16514
 
 
 class LabError(EvacError):
@@ -71,6 +72,7 @@ class Lab:
         self.ns_dir = self.root / "ns"
         self.ssh_dir = self.root / "ssh"
         self.lockspace = self.shared / "lockspace"
+        self.client_pki_dir = self.root / "pki" / "client"
 
     @classmethod
     def open(cls, root: Path | str = DEFAULT_DIR) -> Lab:
@@ -107,6 +109,11 @@ class Lab:
 
     def host_dir(self, name: str) -> Path:
         return self.root / "hosts" / name
+
+    def tls_uri(self, name: str) -> str:
+        """The host's libvirtd over TLS, with the lab's client certificate (evac's, and the
+        hosts' own for peer-to-peer migration: ``/tmp`` is not private to a host)."""
+        return f"qemu+tls://{self.host(name).address}/system?pkipath={self.client_pki_dir}"
 
     def qemu_pki_dir(self, name: str) -> Path:
         """QEMU's migration TLS credentials of a host (``/etc/libvirt/pki-qemu`` inside it)."""
@@ -206,9 +213,11 @@ class Lab:
         self._write_etc_hosts()
         self._ensure_bridge()
         ca = ensure_ca(self.root / "pki")
+        issue_libvirt_client(ca, self.client_pki_dir)
         for h in self.hosts():
             self._ensure_host(h)
             issue_qemu_credentials(ca, self.qemu_pki_dir(h.name), h.name, h.address)
+            issue_libvirt_server(ca, self.host_dir(h.name) / "etc" / "pki-libvirt", h.name, h.address)
         self._seed_capabilities()
         for h in self.hosts():
             if not self.libvirtd_ready(h.name):
@@ -457,10 +466,14 @@ class Lab:
     def _write_configs(self, h: LabHost) -> None:
         etc = self.host_dir(h.name) / "etc"
         (etc / "libvirtd.conf").write_text(
-            f"""listen_tls = 0
+            f"""listen_tls = 1
 listen_tcp = 1
 listen_addr = "{h.address}"
 tcp_port = "{LIBVIRT_PORT}"
+tls_port = "{LIBVIRT_TLS_PORT}"
+key_file = "/etc/libvirt/pki-libvirt/serverkey.pem"
+cert_file = "/etc/libvirt/pki-libvirt/servercert.pem"
+ca_file = "/etc/libvirt/pki-libvirt/cacert.pem"
 auth_tcp = "none"
 auth_unix_rw = "none"
 auth_unix_ro = "none"

@@ -219,3 +219,14 @@ def test_a_migration_waits_for_a_slot_another_evac_process_holds(
     worker.join(120)
     assert results and results[0].state == "succeeded", results and results[0].error
     assert_once_elsewhere(inventory, name, "host3")
+
+
+def test_a_drain_runs_over_libvirt_tls_peer_to_peer_included(
+    lab: Lab, inventory: Inventory, make_guest: Callable[..., str], tmp_path: Path
+) -> None:
+    over_tls = inventory_copy(lab, tmp_path, **{h: {"uri": lab.tls_uri(h)} for h in lab.host_names()})
+    app = App(inventory_path=over_tls, journal_path=tmp_path / "j.db")
+    name = make_guest("host3", wait=False)
+    result = drain(app, "host3")
+    assert result.state == "succeeded", result.error
+    assert_once_elsewhere(inventory, name, "host3")

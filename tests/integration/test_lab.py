@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
+import pytest
 
 from evac.fleet import reachable
 from evac.hypervisor import Hypervisor
@@ -112,3 +114,17 @@ def test_down_leaves_no_namespace_link_mount_or_process(scratch_lab: Lab) -> Non
         if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[-1][:3]
     ]
     assert not console_path(scratch_lab, "x").parent.exists()
+
+
+def test_libvirtd_over_tls_takes_the_lab_client_and_refuses_one_from_another_ca(lab: Lab, tmp_path: Path) -> None:
+    from evac.errors import EvacError
+    from evac.hypervisor import Hypervisor
+    from evac.lab.pki import ensure_ca, issue_libvirt_client
+
+    with Hypervisor.connect("host1", lab.tls_uri("host1")) as hv:
+        assert hv.alive()
+    rogue = tmp_path / "rogue-client"
+    issue_libvirt_client(ensure_ca(tmp_path / "rogue-ca", "rogue CA"), rogue)
+    shutil.copy(lab.client_pki_dir / "cacert.pem", rogue / "cacert.pem")  # it trusts the hosts; they must not trust it
+    with pytest.raises(EvacError):
+        Hypervisor.connect("host1", f"qemu+tls://{lab.host('host1').address}/system?pkipath={rogue}").close()
