@@ -320,7 +320,9 @@ class Bot:
             )
             return
         jobs = journal.unfinished_jobs()
-        lines = [f"job {j.id} {j.runbook} {j.target}: {j.state}" for j in jobs] or ["no running jobs"]
+        orphaned = " — orphaned: its evac process is gone; run `evac resume`"
+        lines = [f"job {j.id} {j.runbook} {j.target}: {j.state}{orphaned if j.orphaned else ''}" for j in jobs]
+        lines = lines or ["no running jobs"]
         respond(response_type="ephemeral", text="\n".join(lines))
 
     def _cancel(self, args: list[str], user: str, channel: str, respond: Callable[..., Any]) -> None:

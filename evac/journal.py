@@ -34,6 +34,12 @@ class JobRecord:
     cancel_requested: bool = False
 
     @property
+    def orphaned(self) -> bool:
+        """Running, but the process that ran it is gone: nothing moves until ``evac resume``
+        (or the next start of ``evac serve``) takes it over."""
+        return self.state == "running" and not owner_alive(self.owner)
+
+    @property
     def finished(self) -> bool:
         return self.state in TERMINAL
 

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from .events import Event
 from .hooks import hookimpl
+from .journal import Journal
 
 HOST_STATES = ("up", "suspect", "down")
 
@@ -39,6 +40,11 @@ class Metrics:
         self._actions: dict[tuple[int, str], str] = {}
         self._runbooks: dict[int, str] = {}
         self._lock = threading.Lock()
+
+    def watch_journal(self, journal: Journal) -> None:
+        """Jobs whose process died stay 'running' in the journal: count them at each scrape."""
+        orphaned = Gauge("evac_jobs_orphaned", "Running jobs whose evac process is gone", registry=self.registry)
+        orphaned.set_function(lambda: sum(1 for job in journal.unfinished_jobs() if job.orphaned))
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -34,6 +34,7 @@ class Service:
         self.app = App(inventory_path=config.inventory, journal_path=config.journal, pm=pm or plugin_manager())
         self.app.inventory  # noqa: B018 - a bad inventory stops the start, not the first alert
         self.metrics = Metrics()
+        self.metrics.watch_journal(self.app.journal)
         self.app.pm.register(self.metrics, name="evac.metrics")
         self.http = HttpApi(self, config.address, config.port, config.webhooks)
         self.monitor: Monitor | None = None
@@ -140,6 +141,7 @@ class Service:
             "ok": True,
             "uptime": round(time.time() - self.started_at, 1),
             "jobs_running": self.app.engine.running_jobs(),
+            "jobs_orphaned": [job.id for job in self.app.journal.unfinished_jobs() if job.orphaned],
             "hosts": hosts,
             "storm_brake": bool(self.monitor and self.monitor.brake.engaged),
         }

@@ -202,7 +202,7 @@ def _job_row(job: JobRecord) -> tuple[Any, ...]:
         job.id,
         job.runbook,
         job.target,
-        job.state + (" (dry run)" if job.dry_run else ""),
+        job.state + (" (dry run)" if job.dry_run else "") + (" — orphaned: evac resume" if job.orphaned else ""),
         started,
         took,
         job.error,

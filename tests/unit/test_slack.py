@@ -217,6 +217,14 @@ def test_cancel_from_slack_stops_the_job(bot: Bot, mock: SlackMock) -> None:
     assert bot.evac.journal.job(job).state == "cancelled"  # type: ignore[union-attr]
 
 
+def test_status_in_slack_marks_a_job_whose_evac_process_is_gone(bot: Bot, mock: SlackMock) -> None:
+    from tests.unit.test_orphaned_jobs import orphan
+
+    orphan(bot.evac.journal)  # type: ignore[arg-type]
+    slash(bot, mock, "status", command="/evac")
+    assert "orphaned: its evac process is gone; run `evac resume`" in mock.wait("response", "orphaned").args["text"]
+
+
 def test_unknown_host_gets_the_closest_known_name(bot: Bot, mock: SlackMock) -> None:
     slash(bot, mock, "hots3")
     mock.wait("response", "Unknown host `hots3`. (did you mean 'host3'?)")
