@@ -17,7 +17,7 @@ from .networks import Networks
 from .yamldoc import Mapping, Sequence, Where, load_file, suggest
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-URI = re.compile(r"^[a-z0-9+]+://[^\s]*/[a-z]+$")
+URI = re.compile(r"^[a-z0-9+]+://[^\s/]*/[a-z]+(\?\S*)?$")  # transport://[user@]host[:port]/system[?options]
 BRIDGE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")  # a Linux interface name
 
 

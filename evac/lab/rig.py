@@ -115,6 +115,14 @@ class Lab:
         hosts' own for peer-to-peer migration: ``/tmp`` is not private to a host)."""
         return f"qemu+tls://{self.host(name).address}/system?pkipath={self.client_pki_dir}"
 
+    def ssh_uri(self, name: str) -> str:
+        """The host's libvirtd through its sshd (libssh2, the lab key and known_hosts; the
+        OpenSSH client would write to ``~/.ssh``)."""
+        return (
+            f"qemu+libssh2://root@{self.host(name).address}/system?keyfile={self.ssh_dir / 'id_ed25519'}"
+            f"&known_hosts={self.ssh_dir / 'known_hosts'}&sshauth=privkey"
+        )
+
     def qemu_pki_dir(self, name: str) -> Path:
         """QEMU's migration TLS credentials of a host (``/etc/libvirt/pki-qemu`` inside it)."""
         return self.host_dir(name) / "etc" / "pki-qemu"

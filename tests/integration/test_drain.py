@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from evac.app import App
 from evac.events import Event
 from evac.inventory import Inventory
@@ -221,11 +223,13 @@ def test_a_migration_waits_for_a_slot_another_evac_process_holds(
     assert_once_elsewhere(inventory, name, "host3")
 
 
-def test_a_drain_runs_over_libvirt_tls_peer_to_peer_included(
-    lab: Lab, inventory: Inventory, make_guest: Callable[..., str], tmp_path: Path
+@pytest.mark.parametrize("transport", ["tls", "ssh"])
+def test_a_drain_runs_over_libvirt_tls_or_ssh_peer_to_peer_included(
+    transport: str, lab: Lab, inventory: Inventory, make_guest: Callable[..., str], tmp_path: Path
 ) -> None:
-    over_tls = inventory_copy(lab, tmp_path, **{h: {"uri": lab.tls_uri(h)} for h in lab.host_names()})
-    app = App(inventory_path=over_tls, journal_path=tmp_path / "j.db")
+    uri = lab.tls_uri if transport == "tls" else lab.ssh_uri
+    over = inventory_copy(lab, tmp_path, **{h: {"uri": uri(h)} for h in lab.host_names()})
+    app = App(inventory_path=over, journal_path=tmp_path / "j.db")
     name = make_guest("host3", wait=False)
     result = drain(app, "host3")
     assert result.state == "succeeded", result.error

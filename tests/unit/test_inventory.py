@@ -46,6 +46,20 @@ def test_networks_map_network_names_to_this_hosts_bridges() -> None:
     assert spec.networks == (("storage", "br-st"), ("vm", "br-vm"))
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "qemu:///system",
+        "qemu+tcp://kvm1:16509/system",
+        "qemu+tls://kvm1/system?pkipath=/etc/evac/pki",
+        "qemu+libssh2://root@kvm1/system?keyfile=/etc/evac/id&known_hosts=/etc/evac/kh&sshauth=privkey",
+    ],
+)
+def test_libvirt_uris_with_users_ports_and_options_are_accepted(uri: str) -> None:
+    text = f"hosts:\n  - name: a\n    uri: '{uri}'\n"
+    assert parse_inventory(load_text(text, "h.yaml"), "h.yaml").hosts[0].uri == uri
+
+
 def test_paths_under_shared_storage_are_shared() -> None:
     inv = parse_inventory(load_text(GOOD, "h.yaml"), "h.yaml")
     assert inv.is_shared("/srv/shared/disks/a.img")
