@@ -183,11 +183,20 @@ class Lab:
 
     @staticmethod
     def _alive(pid: int) -> bool:
+        """Until every thread has exited: a zombie leader's other threads may still hold
+        the process's files (a listening socket answers until the last one is gone)."""
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            tasks = os.listdir(f"/proc/{pid}/task")
         except OSError:
             return False
-        return fields[0] != "Z"
+        for tid in tasks:
+            try:
+                state = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state not in ("Z", "X"):
+                return True
+        return False
 
     def _kill(self, pids: list[int], grace: float = 5.0) -> None:
         _signal(pids, signal.SIGTERM)
@@ -285,10 +294,13 @@ class Lab:
     def kill_host(self, name: str) -> None:
         """Power off: SIGKILL every process of the host at once (reapers exit by themselves)."""
         self.host(name)
-        victims = [p for p in self.pids(name) if not self._is_reaper(p)]
-        _signal(victims, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while any(self._alive(p) for p in victims) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            # listed again each round: a child forked while its parent was dying is killed too
+            victims = [p for p in self.pids(name) if not self._is_reaper(p) and self._alive(p)]
+            if not victims:
+                break
+            _signal(victims, signal.SIGKILL)
             time.sleep(0.02)
         (self.host_dir(name) / "run" / "libvirtd.pid").unlink(missing_ok=True)
 
