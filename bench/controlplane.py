@@ -99,7 +99,10 @@ def main() -> None:
     args = parser.parse_args()
     times, snapshot_mib, peak = bench_plan(args.hosts, args.guests)
     acks = sorted(bench_ack(args.requests))
-    p = lambda q: acks[min(len(acks) - 1, int(q * len(acks)))]  # noqa: E731
+
+    def p(q: float) -> float:
+        return acks[min(len(acks) - 1, int(q * len(acks)))]
+
     rows = [
         (
             f"plan drain of 1 host, {args.hosts} hosts / {args.guests} guests (median of {len(times)})",

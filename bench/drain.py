@@ -19,6 +19,7 @@ from bench.labkit import app, bench_lab, boot, destroy_all, gather, raw_parallel
 from bench.report import publish
 from evac.lab.guests import GuestSpec
 from evac.runbook import bind_params
+from evac.states import HostMode
 
 PARALLEL = 4
 
@@ -35,7 +36,7 @@ def evac_drain(lab, names: list[str], journal: Path) -> tuple[float, int]:  # ty
     result = a.engine.execute(book, params, "host1")
     seconds = time.monotonic() - start
     assert result.state == "succeeded", result.error
-    a.journal.set_host_state("host1", "enabled", "", "bench")
+    a.journal.set_host_state("host1", HostMode.ENABLED, "", "bench")
     moved = sum(int(r.get("bytes") or 0) for r in result.outputs["report"]["rows"])
     return seconds, moved
 
@@ -51,7 +52,7 @@ def main() -> None:
     destroy_all(lab, names)
     boot(lab, "host1", [GuestSpec(name=n) for n in names])
     moves = [(n, "host1", "host2" if i % 2 else "host3") for i, n in enumerate(names)]
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     data: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mbit in (None, args.mbit):

@@ -26,10 +26,12 @@ from bench.labkit import app, bench_lab, boot, destroy_all
 from bench.report import publish
 from evac import hookimpl
 from evac.events import Event
+from evac.evidence import MonitorSettings
 from evac.hypervisor import start_event_loop
 from evac.lab import Lab
 from evac.lab.guests import GuestSpec, console_path
-from evac.monitor import Monitor, MonitorSettings, failover_runbook
+from evac.monitor import Monitor
+from evac.snapshots import Snapshotter
 
 DEAD = "host2"
 SPARES = ("host1", "host3")
@@ -95,7 +97,9 @@ def run_evac(lab: Lab, names: list[str], mode: str, journal: Path) -> dict[str, 
     a = app(lab, journal)
     clock = Clock()
     a.pm.register(Marks(clock, len(names)))
-    monitor = Monitor(a, failover_runbook(a), MonitorSettings())
+    monitor = Monitor(a, a.jobs.host_down, MonitorSettings())
+    snapshots = Snapshotter(a)
+    snapshots.start()
     monitor.start()
     monitor.started.wait(30)
     deadline = time.monotonic() + 30
@@ -109,6 +113,7 @@ def run_evac(lab: Lab, names: list[str], mode: str, journal: Path) -> dict[str, 
         console_ready(lab, names, offsets, clock)
     finally:
         monitor.stop()
+        snapshots.stop()
     return clock.marks
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from evac.states import JobState
+
 TEXT_LIMIT = 2900
 
 
@@ -63,15 +65,16 @@ def preview(host: str, reason: str, plan: dict[str, Any], token: str) -> list[di
         out.append(section("*Stay on the host:*\n" + _table([f"{u['guest']}: {u['reason']}" for u in stuck], 1500)))
     for warning in plan.get("warnings", []):
         out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f":warning: {warning}"}]})
-    value = json.dumps({"host": host, "reason": reason, "token": token})
+    # The buttons carry the preview's token and nothing else: the host, reason and plan a
+    # click starts come from the preview the bot stored under it, never from the click.
     question = f"Live-migrate {len(moves)} guest(s) off *{host}* and keep it in maintenance."
     out.append(
         {
             "type": "actions",
             "block_id": "evac_preview",
             "elements": [
-                button("evac_confirm", "Confirm drain", value, "primary", (f"Drain {host}?", question, "Drain")),
-                button("evac_cancel_preview", "Cancel", value, "danger"),
+                button("evac_confirm", "Confirm drain", token, "primary", (f"Drain {host}?", question, "Drain")),
+                button("evac_cancel_preview", "Cancel", token, "danger"),
             ],
         }
     )
@@ -84,7 +87,7 @@ def bar(done: int, total: int, width: int = 20) -> str:
 
 
 def progress(
-    title: str, job_id: int, done: int, failed: int, total: int, notes: list[str], state: str = "running"
+    title: str, job_id: int, done: int, failed: int, total: int, notes: list[str], state: str = JobState.RUNNING
 ) -> list[dict[str, Any]]:
     counts = f"{done + failed}/{total}" if total else "planning"
     out = [
@@ -94,7 +97,7 @@ def progress(
     ]
     if notes:
         out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "\n".join(notes[-5:])[:TEXT_LIMIT]}]})
-    if state == "running":
+    if state == JobState.RUNNING:
         question = "Running migrations abort (guests stay on their source), then the job rolls back."
         out.append(
             {
@@ -113,23 +116,31 @@ def progress(
     return out
 
 
-def fence_alert(host: str, message: str) -> list[dict[str, Any]]:
+def fence_alert(host: str, message: str, job_id: int) -> list[dict[str, Any]]:
+    """A failover whose fence failed, with a button to restart the host's guests once an
+    operator has powered it off. The button carries the failed job's id and nothing else:
+    the host a click restarts comes from that job in the journal, never from the click."""
     question = f"Confirm only after checking *{host}* is off: if it runs, its guests would run twice."
     return [
-        section(f":rotating_light: *{host} could not be fenced*\n{message}"),
+        section(f":rotating_light: *{host} could not be fenced* (job {job_id})\n{message}"),
         {
             "type": "actions",
             "elements": [
                 button(
                     "evac_fence_manual",
                     f"I powered {host} off: restart its guests",
-                    host,
+                    str(job_id),
                     "danger",
                     (f"Is {host} really off?", question, "It is off"),
                 )
             ],
         },
     ]
+
+
+def alert(job_id: int, message: str) -> str:
+    """Any other alert a job raises: text for the alerts channel, no button."""
+    return f":rotating_light: job {job_id}: {message}"
 
 
 def approval(job_id: int, step: str, text: str, approvers: list[str]) -> list[dict[str, Any]]:

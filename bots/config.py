@@ -32,6 +32,8 @@ class SlackConfig:
     alerts_channel: str = ""
     acl: dict[str, Rule] = field(default_factory=dict)
     api_url: str = ""  # Slack's Web API base URL; set only for a proxy (or a test double)
+    group_cache_seconds: float = 300.0  # how long user-group membership is trusted before asking again
+    preview_seconds: float = 900.0  # how long a drain preview can be confirmed
 
 
 def secret(value: Any, env: str) -> str:
@@ -48,17 +50,36 @@ def parse_slack(data: Mapping | None, source: str) -> SlackConfig:
     where = Where(source)
     data = data if data is not None else Mapping()
     where.reject_unknown(
-        data, ("bot_token", "app_token", "signing_secret", "mode", "port", "alerts_channel", "acl", "api_url"), "slack."
+        data,
+        (
+            "bot_token",
+            "app_token",
+            "signing_secret",
+            "mode",
+            "port",
+            "alerts_channel",
+            "acl",
+            "api_url",
+            "group_cache_seconds",
+            "preview_seconds",
+        ),
+        "slack.",
     )
     for key in ("bot_token", "app_token", "signing_secret"):
+        # Not require_str: its message would quote the value, and this one may be a secret.
         value = data.get(key)
         if value is not None and not (isinstance(value, str) and value.startswith(("env:", "file:"))):
             raise where.error(
                 data.line_of(key), f"slack.{key}", "secrets are given as env:NAME or file:PATH, not inline"
             )
-    mode = data.get("mode", "socket")
+    mode = where.require_str(data, "mode", "slack.mode", "socket")
     if mode not in ("socket", "http"):
         raise where.error(data.line_of("mode"), "slack.mode", f"expected socket or http, got {mode!r}")
+    port = data.get("port", 3000)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise where.error(data.line_of("port"), "slack.port", f"expected a TCP port (0-65535), got {port!r}")
+    cache = _seconds(where, data, "group_cache_seconds", 300, "seconds >= 0 (0: ask Slack on every check)")
+    previews = _seconds(where, data, "preview_seconds", 900, "seconds > 0 (how long a preview can be confirmed)", True)
     acl: dict[str, Rule] = {}
     rules = where.require_mapping(data.get("acl", Mapping()), data.line_of("acl"), "slack.acl")
     for command, raw in rules.items():
@@ -72,7 +93,7 @@ def parse_slack(data: Mapping | None, source: str) -> SlackConfig:
         where.reject_unknown(rule, ("users", "groups", "channels"), f"slack.acl.{command}.")
         for key in ("users", "groups", "channels"):
             ids = rule.get(key, [])
-            if not isinstance(ids, list) or not all(isinstance(i, str) and i[:1] in "UWSCGD" for i in ids):
+            if not isinstance(ids, list) or not all(isinstance(i, str) and i.startswith(tuple("UWSCGD")) for i in ids):
                 raise where.error(
                     rule.line_of(key),
                     f"slack.acl.{command}.{key}",
@@ -85,12 +106,22 @@ def parse_slack(data: Mapping | None, source: str) -> SlackConfig:
         bot_token=secret(data.get("bot_token"), "SLACK_BOT_TOKEN"),
         app_token=secret(data.get("app_token"), "SLACK_APP_TOKEN"),
         signing_secret=secret(data.get("signing_secret"), "SLACK_SIGNING_SECRET"),
-        mode=str(mode),
-        port=int(data.get("port", 3000)),
-        alerts_channel=str(data.get("alerts_channel", "")),
+        mode=mode,
+        port=port,
+        alerts_channel=where.require_str(data, "alerts_channel", "slack.alerts_channel", ""),
         acl=acl,
-        api_url=str(data.get("api_url", "")),
+        api_url=where.require_str(data, "api_url", "slack.api_url", ""),
+        group_cache_seconds=cache,
+        preview_seconds=previews,
     )
+
+
+def _seconds(where: Where, data: Mapping, key: str, default: float, expected: str, positive: bool = False) -> float:
+    """``slack.KEY`` in seconds: a number >= 0 (> 0 when ``positive``)."""
+    value = data.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0 or (positive and value == 0):
+        raise where.error(data.line_of(key), f"slack.{key}", f"expected {expected}, got {value!r}")
+    return float(value)
 
 
 def check_ready(config: SlackConfig) -> None:

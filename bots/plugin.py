@@ -3,44 +3,62 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
-from typing import Any
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from evac import hookimpl
-from evac.yamldoc import Mapping, load_file
+
+if TYPE_CHECKING:
+    from evac.app import App
+
+    from .config import SlackConfig
+    from .slackapp import Bot
+
+log = logging.getLogger("evac.slack")
 
 
-def load_config(path: Path | None) -> Any:
+def slack_settings(app: App) -> SlackConfig:
+    """The ``slack:`` section of the app's config file; without one, the environment alone."""
     from .config import parse_slack
 
-    if path is None:
-        return parse_slack(None, "environment")
-    data = load_file(path)
-    section = data.get("slack") if isinstance(data, Mapping) else None
-    return parse_slack(section, str(path))
+    section = app.settings.sections.get("slack")
+    return section if section is not None else parse_slack(None, "environment")
 
 
-def run(args: argparse.Namespace) -> int:
-    from evac.cli import make_app
+def build(args: argparse.Namespace) -> Bot:
+    """The bot ``evac slack`` runs: on the app every command builds from ``--config`` (with
+    ``--inventory``/``--journal`` over it), so a drain confirmed in Slack lands in the
+    journal ``evac serve`` and ``evac history`` read with the same file."""
+    from evac.app import make_app
 
     from .config import check_ready
     from .slackapp import Bot
 
-    config = load_config(args.config)
+    app = make_app(getattr(args, "config", None), args.pm, args.inventory, args.journal)
+    config = slack_settings(app)
     if args.mode:
-        from dataclasses import replace
-
         config = replace(config, mode=args.mode)
     check_ready(config)
-    bot = Bot(make_app(args), config, client=web_client(config))
-    if config.mode == "socket":
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+    return Bot(app, config, client=web_client(config))
 
-        handler: Any = SocketModeHandler(bot.bolt, config.app_token)
-        handler.start()
-    else:
-        bot.bolt.start(port=config.port, path="/slack/events")
+
+def run(args: argparse.Namespace) -> int:
+    bot = build(args)
+    config = bot.config
+    try:
+        if config.mode == "socket":
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            handler: Any = SocketModeHandler(bot.bolt, config.app_token)
+            handler.start()
+        else:
+            bot.bolt.start(port=config.port, path="/slack/events")
+    finally:
+        grace = bot.evac.settings.shutdown_grace
+        log.info("waiting up to %s s for the jobs started from Slack", grace)
+        bot.evac.jobs.join(grace)  # what is left is in the journal: `evac resume` picks it up
+        bot.close()
     return 0
 
 
@@ -55,12 +73,11 @@ def web_client(config: Any) -> Any:
 
 @hookimpl
 def evac_commands(subparsers: Any) -> None:
-    parser = subparsers.add_parser("slack", help="run the Slack bot (Socket Mode by default, or HTTP)")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=Path(os.environ["EVAC_CONFIG"]) if os.environ.get("EVAC_CONFIG") else None,
-        help="evac.yaml with a slack: section (tokens come from the environment)",
+    parser = subparsers.add_parser(
+        "slack",
+        help="run the Slack bot (Socket Mode by default, or HTTP)",
+        description="The Slack bot on the app `--config` gives: its inventory and journal, and its slack: "
+        "section (tokens come from the environment).",
     )
     parser.add_argument("--mode", choices=("socket", "http"), default=None)
     parser.set_defaults(func=run)

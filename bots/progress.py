@@ -19,11 +19,19 @@ from slack_sdk.errors import SlackApiError
 
 from evac import hookimpl
 from evac.events import Event
+from evac.states import EventKind, ItemState, JobState
 
 from . import blocks
 
 log = logging.getLogger("evac.slack")
 ITEM_STEPS = ("migrate", "restart")
+FENCE_FAILED = "fence_failed"  # the ``kind`` of the alert plugins/failover.py raises when a fence fails
+STARTS = (EventKind.JOB_STARTED, EventKind.JOB_RESUMED)
+HOST_ICONS = {  # host events the alerts channel hears of
+    EventKind.HOST_DOWN: ":red_circle:",
+    EventKind.MONITOR_STORM_BRAKE: ":octagonal_sign:",
+    EventKind.HOST_CLEANED: ":broom:",
+}
 
 
 @dataclass
@@ -98,41 +106,54 @@ class SlackProgress:
             return
         tracked = self.jobs.get(event.job_id)
         if tracked is None:
-            if event.kind in ("job.started", "job.resumed") and self.alerts_channel and not event.data.get("dry_run"):
+            if event.kind in STARTS and self.alerts_channel and not event.data.get("dry_run"):
                 title = f"{event.data.get('runbook')} {event.data.get('target') or ''}".strip()
                 tracked = self.track(event.job_id, self.alerts_channel, f"Automatic: {title}")
             else:
                 return
-        if event.kind == "step.items" and event.step in ITEM_STEPS:
+        if event.kind == EventKind.STEP_ITEMS and event.step in ITEM_STEPS:
             tracked.total = int(event.data.get("count", 0))
             tracked.dirty = True
-        elif event.kind == "item.finished" and event.step in ITEM_STEPS:
-            ok = event.data.get("state") == "succeeded"
+        elif event.kind == EventKind.ITEM_FINISHED and event.step in ITEM_STEPS:
+            ok = event.data.get("state") == ItemState.SUCCEEDED
             tracked.done += ok
             tracked.failed += not ok
             line = self._item_line(event, ok)
             tracked.lines.append(line)
             self.client.chat_postMessage(channel=tracked.channel, thread_ts=tracked.ts, text=line)
             tracked.dirty = True
-        elif event.kind == "progress" and event.data.get("escalation"):
+        elif event.kind == EventKind.PROGRESS and event.data.get("escalation"):
             tracked.notes.append(f"{event.item}: {event.message}")
             tracked.dirty = True
-        elif event.kind == "progress" and event.data.get("level") == "alert":
-            host = str(event.data.get("host", ""))
-            self.client.chat_postMessage(
-                channel=tracked.channel,
-                thread_ts=tracked.ts,
-                text=event.message,
-                blocks=blocks.fence_alert(host, event.message),
-            )
-        elif event.kind == "approval.requested":
+        elif event.kind == EventKind.PROGRESS and event.data.get("level") == "alert":
+            self._alert(event, tracked)
+        elif event.kind == EventKind.APPROVAL_REQUESTED:
             self.client.chat_postMessage(
                 channel=tracked.channel,
                 text=f"Job {event.job_id} waits for approval: {event.message}",
                 blocks=blocks.approval(event.job_id, event.step, event.message, list(event.data.get("approvers", []))),
             )
-        elif event.kind == "job.finished":
+        elif event.kind == EventKind.JOB_FINISHED:
             self._finish(event, tracked)
+
+    def _alert(self, event: Event, tracked: Tracked) -> None:
+        """A fence that failed gets the manual-fence button (in the job's thread); any other
+        alert, or one without a ``kind`` (older plugins, ``notify.log``), is plain text in
+        the alerts channel (the job's thread when there is none)."""
+        if event.data.get("kind") == FENCE_FAILED and event.data.get("host"):
+            host = str(event.data["host"])
+            self.client.chat_postMessage(
+                channel=tracked.channel,
+                thread_ts=tracked.ts,
+                text=event.message,
+                blocks=blocks.fence_alert(host, event.message, event.job_id),
+            )
+        elif self.alerts_channel:
+            self.client.chat_postMessage(channel=self.alerts_channel, text=blocks.alert(event.job_id, event.message))
+        else:
+            self.client.chat_postMessage(
+                channel=tracked.channel, thread_ts=tracked.ts, text=blocks.alert(event.job_id, event.message)
+            )
 
     def _item_line(self, event: Event, ok: bool) -> str:
         if not ok:
@@ -169,7 +190,7 @@ class SlackProgress:
         now = time.monotonic()
         for job_id, tracked in list(self.jobs.items()):
             if tracked.dirty and now - tracked.last_update >= self.min_interval:
-                self._update(job_id, tracked, "running")
+                self._update(job_id, tracked, JobState.RUNNING)
 
     def _update(self, job_id: int, tracked: Tracked, state: str) -> None:
         tracked.dirty = False
@@ -184,9 +205,9 @@ class SlackProgress:
         )
 
     def _host_event(self, event: Event) -> None:
-        if not self.alerts_channel or event.kind not in ("host.down", "monitor.storm_brake", "host.cleaned"):
+        if not self.alerts_channel or event.kind not in HOST_ICONS:
             return
-        icon = {"host.down": ":red_circle:", "monitor.storm_brake": ":octagonal_sign:"}.get(event.kind, ":broom:")
+        icon = HOST_ICONS[EventKind(event.kind)]
         self.client.chat_postMessage(
             channel=self.alerts_channel, text=f"{icon} {event.kind} {event.item}: {event.message}"
         )

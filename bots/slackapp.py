@@ -1,8 +1,15 @@
 """The slack-bolt app: ``/evacuate`` and ``/evac``, buttons, access control and audit.
 
 Every listener acks at once and works afterwards (bolt runs it on its thread pool), so
-Slack never waits 3 s. The bot uses only evac's public API (App, engine, journal) and
-its event stream; the core never imports it.
+Slack never waits 3 s. Jobs are started, cancelled and approved only through the core's
+front door (``app.jobs``), so Slack obeys the same rules as every other channel; the bot
+adds what is Slack's own: who may press what (user IDs, user groups, channels), the plan
+preview and the progress messages. The core never imports it.
+
+Every button re-checks access when pressed, and what a button starts comes from state
+on the server (a preview stored here under its token, for ``slack.preview_seconds``; the
+journal's record of a failover whose fence failed), never from the button's value, which
+anyone can forge.
 """
 
 from __future__ import annotations
@@ -11,17 +18,21 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App as BoltApp
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from evac.app import App
-from evac.errors import ConfigError, EvacError, LockedError
-from evac.fleet import reachable, snapshot
-from evac.runbook import bind_params
+from evac.errors import EvacError, LockedError
+from evac.fleet import snapshot
+from evac.jobs import Actor, Channel, Started
+from evac.journal import JobRecord
+from evac.states import EventKind, ItemState, JobState, StepState
 from evac.stormbrake import release_held
 from evac.yamldoc import suggest
 
@@ -40,6 +51,7 @@ HELP = (
     "`/evac brake [release]` — the storm brake; release it so failover resumes\n"
     "`/evac help` — this text"
 )
+GROUP_EVENTS = ("subteam_members_changed", "subteam_updated")  # a group's members changed: ask again
 
 
 class Bot:
@@ -50,15 +62,12 @@ class Bot:
         evac: App,
         config: SlackConfig,
         client: WebClient | None = None,
-        drain_runbook: str = "maintenance",
-        failover_runbook: str = "host-failure",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.evac = evac
         self.config = config
-        self.drain_runbook = drain_runbook
-        self.failover_runbook = failover_runbook
+        self.clock = clock
         self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack-listener")
-        self.jobs: list[threading.Thread] = []
         self.bolt = BoltApp(
             listener_executor=self.executor,
             token=config.bot_token,
@@ -69,10 +78,14 @@ class Bot:
         )
         self.progress = SlackProgress(self.bolt.client, config.alerts_channel)
         evac.pm.register(self.progress, name="evac.slack.progress")
-        self.previews: dict[str, dict[str, Any]] = {}
+        self.previews: dict[str, dict[str, Any]] = {}  # token -> host, reason, plan, user
         self.started: dict[str, int] = {}  # preview token -> job, so a second click starts nothing
+        self.expires: dict[str, float] = {}  # preview token -> when it can no longer be confirmed
         self._lock = threading.Lock()
-        self._group_cache: dict[str, set[str]] = {}
+        self._groups: dict[str, set[str]] | None = None  # user -> user groups, as of _groups_at
+        self._groups_at = 0.0
+        self._groups_generation = 0  # counts forget_groups: an answer asked for before one is not cached
+        self._groups_lock = threading.Lock()
         self._register()
 
     # ---------------------------------------------------------------- plumbing
@@ -84,28 +97,69 @@ class Bot:
         self.bolt.action("evac_cancel_job")(self._on_cancel_job)
         self.bolt.action("evac_fence_manual")(self._on_fence_manual)
         self.bolt.action("evac_approve")(self._on_approve)
+        for event in GROUP_EVENTS:
+            self.bolt.event(event)(self._on_groups_changed)
+
+    @staticmethod
+    def actor(user: str) -> Actor:
+        return Actor(Channel.SLACK, user)
 
     def groups_of(self, user: str) -> set[str]:
-        """The user groups a user belongs to (usergroups.list with users), cached."""
-        if not self._group_cache:
+        """The user groups a user belongs to (usergroups.list with users), cached for
+        ``slack.group_cache_seconds`` and dropped at once when Slack says a group changed.
+
+        Slack is asked outside the lock, so one slow call holds up no other listener; two
+        listeners may both ask, which is harmless. An answer is cached only if no group
+        changed while it was on its way (it could predate the change)."""
+        with self._groups_lock:
+            if self._groups is not None and self.clock() - self._groups_at < self.config.group_cache_seconds:
+                return set(self._groups.get(user, set()))
+            generation = self._groups_generation
+        asked = self.clock()
+        try:
             response = self.bolt.client.usergroups_list(include_users=True)
-            groups: list[dict[str, Any]] = response.get("usergroups", [])
-            for group in groups:
-                for member in group.get("users", []):
-                    self._group_cache.setdefault(member, set()).add(group["id"])
-        return self._group_cache.get(user, set())
+        except SlackApiError as exc:
+            log.warning("usergroups.list failed: %s; group rules match nobody", exc.response.get("error"))
+            return set()
+        members: dict[str, set[str]] = {}
+        groups: list[dict[str, Any]] = response.get("usergroups", [])
+        for group in groups:
+            for member in group.get("users", []):
+                members.setdefault(member, set()).add(group["id"])
+        with self._groups_lock:
+            if generation == self._groups_generation:
+                self._groups, self._groups_at = members, asked
+        return set(members.get(user, set()))
+
+    @property
+    def groups_cached(self) -> bool:
+        """Whether memberships are held now (False: the next check asks Slack)."""
+        with self._groups_lock:
+            return self._groups is not None
+
+    def forget_groups(self) -> None:
+        """Drop the cached memberships: the next check asks Slack."""
+        with self._groups_lock:
+            self._groups = None
+            self._groups_generation += 1
+
+    def _on_groups_changed(self, event: dict[str, Any]) -> None:
+        log.info("slack %s: user groups are looked up again", event.get("type"))
+        self.forget_groups()
 
     def _check(
         self, command: str, user: str, channel: str, respond: Callable[..., Any], detail: dict[str, Any]
     ) -> bool:
+        """May ``user`` run ``command`` here? A refusal is audited (``COMMAND.refused``) and
+        answered; what an allowed user then does is audited by the front door that does it."""
         ok, why = allowed(self.config.acl, command, user, channel, self.groups_of)
-        self.evac.journal.audit(
-            f"slack:{user}",
-            command if ok else f"{command}.refused",
-            str(detail.get("target", "")),
-            {**detail, "channel": channel, **({} if ok else {"why": why})},
-        )
         if not ok:
+            self.evac.journal.audit(
+                str(self.actor(user)),
+                f"{command}.refused",
+                str(detail.get("target", "")),
+                {**detail, "channel": channel, "why": why},
+            )
             respond(
                 response_type="ephemeral",
                 text=f"Sorry, {why}. Ask an evac admin to add your Slack ID to `slack.acl.{command}`.",
@@ -119,6 +173,24 @@ class Bot:
         close = suggest(name, names).strip()
         respond(response_type="ephemeral", text=f"Unknown host `{name}`. {close or 'Known: ' + ', '.join(names)}")
         return None
+
+    def launch(self, started: Started, channel: str, title: str, token: str = "") -> int:
+        """Follow a job the front door started: its progress message here, then run it."""
+        if token:
+            with self._lock:
+                self.started[token] = started.job
+        try:
+            self.progress.track(started.job, channel, title)
+        except SlackApiError as exc:  # the job is recorded: it runs whether or not Slack shows it
+            log.warning("job %s: no progress message: %s", started.job, exc.response.get("error"))
+        self.evac.jobs.spawn(started)
+        return started.job
+
+    def close(self) -> None:
+        """Finish in-flight listeners, then stop posting progress. Jobs keep running: who
+        owns the app waits for them (``app.jobs.join``)."""
+        self.executor.shutdown(wait=True)
+        self.progress.stop()
 
     # ---------------------------------------------------------------- /evacuate
     def _on_evacuate(self, ack: Callable[..., Any], command: dict[str, Any], respond: Callable[..., Any]) -> None:
@@ -135,35 +207,48 @@ class Bot:
             return
         reason = " ".join(words[1:]) or f"requested by <@{user}>"
         try:
-            plan = self.plan(host)
+            plan = self.evac.jobs.preview_drain(host)
         except EvacError as exc:
             respond(response_type="ephemeral", text=f"Cannot plan a drain of {host}: {exc}")
             return
         token = secrets.token_hex(8)
         with self._lock:
-            self.previews[token] = {"host": host, "reason": reason, "plan": plan, "user": user}
+            self._keep_preview(token, {"host": host, "reason": reason, "plan": plan, "user": user})
         self.bolt.client.chat_postMessage(
             channel=channel, text=f"Drain {host}? (preview)", blocks=blocks.preview(host, reason, plan, token)
         )
 
-    def plan(self, host: str) -> dict[str, Any]:
-        """The same plan the engine runs: the maintenance runbook's own plan step, dry."""
-        book = self.evac.runbook(self.drain_runbook)
-        params = bind_params(book, {"host": host}, self.evac.host_names())
-        result = self.evac.engine.execute(book, params, host, dry_run=True)
-        plan = result.outputs.get("plan")
-        if not plan:
-            raise EvacError(result.error or "no plan")
-        return dict(plan)
+    def _keep_preview(self, token: str, preview: dict[str, Any]) -> None:
+        """Store a preview for ``slack.preview_seconds`` (the caller holds the lock)."""
+        self._drop_expired()
+        self.previews[token] = preview
+        self.expires[token] = self.clock() + self.config.preview_seconds
+
+    def _drop_expired(self) -> None:
+        """Forget previews past their time, and which job their token started (the caller
+        holds the lock). A token whose job is being started now stays until it has one."""
+        now = self.clock()
+        for token in [t for t, at in self.expires.items() if now >= at and self.started.get(t) != 0]:
+            del self.expires[token]
+            self.previews.pop(token, None)
+            self.started.pop(token, None)
+
+    def _preview(self, body: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """The token a preview button carries, and the preview stored under it (None: gone or expired)."""
+        token = _token(body["actions"][0].get("value") or "")
+        with self._lock:
+            self._drop_expired()
+            return token, self.previews.get(token)
 
     def _on_confirm(self, ack: Callable[..., Any], body: dict[str, Any], respond: Callable[..., Any]) -> None:
         ack()
-        value = json.loads(body["actions"][0]["value"])
         user, channel = body["user"]["id"], body["channel"]["id"]
-        host, token = value["host"], value["token"]
-        if not self._check("evacuate", user, channel, respond, {"target": host, "button": "confirm"}):
+        token, preview = self._preview(body)
+        target = preview["host"] if preview else ""
+        if not self._check("evacuate", user, channel, respond, {"target": target, "button": "confirm"}):
             return
         with self._lock:
+            self._drop_expired()
             if token in self.started:
                 job = self.started[token]
                 respond(
@@ -175,103 +260,73 @@ class Bot:
                 respond(response_type="ephemeral", text="This preview expired; run `/evacuate` again.")
                 return
             self.started[token] = 0
+        host, reason = str(preview["host"]), str(preview["reason"])
         try:
-            fresh = self.plan(host)
+            fresh = self.evac.jobs.preview_drain(host)
             if _moves(fresh) != _moves(preview["plan"]):
                 with self._lock:
-                    del self.started[token]
+                    self.started.pop(token, None)
+                    self.previews.pop(token, None)
                     new = secrets.token_hex(8)
-                    self.previews[new] = {**preview, "plan": fresh}
+                    self._keep_preview(new, {**preview, "plan": fresh})
                 self.bolt.client.chat_update(
                     channel=channel,
                     ts=body["message"]["ts"],
                     text=f"Drain {host}? (plan changed)",
-                    blocks=blocks.preview(host, preview["reason"], fresh, new),
+                    blocks=blocks.preview(host, reason, fresh, new),
                 )
                 respond(
                     response_type="ephemeral",
                     text="The fleet changed since this preview; here is the new plan. Confirm again.",
                 )
                 return
-            self.start_job(
-                self.drain_runbook,
-                {"host": host, "reason": preview["reason"]},
-                host,
-                channel,
-                f"Drain {host}",
-                token=token,
-                actor=user,
-            )
+            started = self.evac.jobs.evacuate(host, self.actor(user), reason)
         except LockedError as exc:
             with self._lock:
                 self.started.pop(token, None)
             respond(response_type="ephemeral", text=str(exc))
+            return
         except EvacError as exc:
             with self._lock:
                 self.started.pop(token, None)
             respond(response_type="ephemeral", text=f"Not started: {exc}")
             return
+        what = "Drain" if started.runbook.name == self.evac.settings.runbooks.drain else "Failover"
+        self.launch(started, channel, f"{what} {host}", token=token)
+        with self._lock:
+            self.previews.pop(token, None)
+        note = f"\n:warning: {started.note}" if started.note else ""
         self.bolt.client.chat_update(
             channel=channel,
             ts=body["message"]["ts"],
-            text=f"Drain {host}: confirmed by <@{user}>",
-            blocks=[
-                {
-                    "type": "section",
-                    "text": {"type": "mrkdwn", "text": f"Drain of *{host}* confirmed by <@{user}>; progress below."},
-                }
-            ],
+            text=f"{what} {host}: confirmed by <@{user}>",
+            blocks=[blocks.section(f"{what} of *{host}* confirmed by <@{user}>; progress below.{note}")],
         )
 
-    def start_job(
-        self,
-        runbook: str,
-        given: dict[str, Any],
-        target: str,
-        channel: str,
-        title: str,
-        token: str = "",
-        actor: str = "",
-    ) -> int:
-        book = self.evac.runbook(runbook)
-        params = bind_params(book, given, self.evac.host_names())
-        job = self.evac.engine.submit(book, params, target)
-        if token:
-            with self._lock:
-                self.started[token] = job
-        self.evac.journal.audit(f"slack:{actor}", "run", target, {"job": job, "runbook": runbook})
-        self.progress.track(job, channel, title)
-        thread = threading.Thread(target=self.evac.engine.run, args=(job, book), daemon=True, name=f"slack-job-{job}")
-        thread.start()
-        self.jobs.append(thread)
-        return job
-
-    def close(self, timeout: float = 30) -> None:
-        """Finish in-flight listeners and jobs started here, then stop posting progress."""
-        self.executor.shutdown(wait=True)
-        for thread in self.jobs:
-            thread.join(timeout)
-        self.progress.stop()
-
-    def _on_cancel_preview(self, ack: Callable[..., Any], body: dict[str, Any]) -> None:
+    def _on_cancel_preview(self, ack: Callable[..., Any], body: dict[str, Any], respond: Callable[..., Any]) -> None:
         ack()
-        value = json.loads(body["actions"][0]["value"])
+        user, channel = body["user"]["id"], body["channel"]["id"]
+        token, preview = self._preview(body)
+        target = preview["host"] if preview else ""
+        if not self._check("evacuate", user, channel, respond, {"target": target, "button": "cancel preview"}):
+            return
         with self._lock:
-            self.previews.pop(value["token"], None)
-        self.evac.journal.audit(f"slack:{body['user']['id']}", "preview.cancel", value["host"], {})
+            self._drop_expired()
+            job = self.started.get(token)
+            preview = None if job is not None else self.previews.pop(token, None)
+        if job is not None:
+            text = f"Already started: job {job}; cancel the job instead." if job else "Already being started."
+            respond(response_type="ephemeral", text=text)
+            return
+        if preview is None:
+            respond(response_type="ephemeral", text="This preview is gone already.")
+            return
+        self.evac.journal.audit(str(self.actor(user)), "preview.cancel", preview["host"], {"channel": channel})
         self.bolt.client.chat_update(
-            channel=body["channel"]["id"],
+            channel=channel,
             ts=body["message"]["ts"],
             text="Drain not started",
-            blocks=[
-                {
-                    "type": "section",
-                    "text": {
-                        "type": "mrkdwn",
-                        "text": f"Drain of *{value['host']}* not started (<@{body['user']['id']}>).",
-                    },
-                }
-            ],
+            blocks=[blocks.section(f"Drain of *{preview['host']}* not started (<@{user}>).")],
         )
 
     # ---------------------------------------------------------------- /evac
@@ -306,13 +361,13 @@ class Bot:
     def _status(self, args: list[str], user: str, channel: str, respond: Callable[..., Any]) -> None:
         journal = self.evac.journal
         if args:
-            if not args[0].isdigit() or journal.job(int(args[0])) is None:
+            job_id = _job_id(args[0])
+            job = journal.job(job_id) if job_id is not None else None
+            if job is None:
                 respond(response_type="ephemeral", text=f"No job `{args[0]}`. Usage: `/evac status [JOB]`")
                 return
-            job = journal.job(int(args[0]))
-            assert job is not None
-            done = [e for _, e in journal.events(job.id) if e.kind == "item.finished"]
-            ok = sum(1 for e in done if e.data.get("state") == "succeeded")
+            done = [e for _, e in journal.events(job.id) if e.kind == EventKind.ITEM_FINISHED]
+            ok = sum(1 for e in done if e.data.get("state") == ItemState.SUCCEEDED)
             respond(
                 response_type="ephemeral",
                 text=f"job {job.id} {job.runbook} {job.target}: *{job.state}* "
@@ -326,18 +381,20 @@ class Bot:
         respond(response_type="ephemeral", text="\n".join(lines))
 
     def _cancel(self, args: list[str], user: str, channel: str, respond: Callable[..., Any]) -> None:
-        if len(args) != 1 or not args[0].isdigit():
+        job_id = _job_id(args[0]) if len(args) == 1 else None
+        if job_id is None:
             respond(response_type="ephemeral", text="Usage: `/evac cancel JOB`")
             return
-        self._cancel_job(int(args[0]), user, respond)
+        self._cancel_job(job_id, user, respond)
 
     def _cancel_job(self, job_id: int, user: str, respond: Callable[..., Any]) -> None:
-        job = self.evac.journal.job(job_id)
+        try:
+            job = self.evac.jobs.cancel(job_id, self.actor(user))
+        except EvacError:
+            job = None
         if job is None or job.finished:
             respond(response_type="ephemeral", text=f"Job {job_id} is not running.")
             return
-        self.evac.engine.cancel(job_id)
-        self.evac.journal.audit(f"slack:{user}", "cancel", job.target, {"job": job_id})
         respond(
             response_type="in_channel",
             text=f"<@{user}> cancelled job {job_id}: running migrations abort, then it rolls back.",
@@ -346,9 +403,14 @@ class Bot:
     def _on_cancel_job(self, ack: Callable[..., Any], body: dict[str, Any], respond: Callable[..., Any]) -> None:
         ack()
         user, channel = body["user"]["id"], body["channel"]["id"]
-        job_id = int(body["actions"][0]["value"])
-        if self._check("cancel", user, channel, respond, {"target": str(job_id), "button": "cancel"}):
-            self._cancel_job(job_id, user, respond)
+        value = str(body["actions"][0].get("value") or "")
+        if not self._check("cancel", user, channel, respond, {"target": value, "button": "cancel"}):
+            return
+        job_id = _job_id(value)
+        if job_id is None:
+            respond(response_type="ephemeral", text=f"No job `{value[:40]}`.")
+            return
+        self._cancel_job(job_id, user, respond)
 
     def _hosts(self, args: list[str], user: str, channel: str, respond: Callable[..., Any]) -> None:
         states = self.evac.journal.host_states()
@@ -367,7 +429,7 @@ class Bot:
         elif not args:
             text = f":octagonal_sign: storm brake engaged: {held.reason}" if held else "storm brake: released"
             respond(response_type="ephemeral", text=text)
-        elif release_held(journal, f"slack:{user}") is None:
+        elif release_held(journal, str(self.actor(user))) is None:
             respond(response_type="ephemeral", text="The storm brake is not engaged.")
         else:
             respond(
@@ -380,18 +442,21 @@ class Bot:
         """A runbook's approval gate: its own approvers list decides; without one, the ``approve`` rule."""
         ack()
         user, channel = body["user"]["id"], body["channel"]["id"]
-        value = json.loads(body["actions"][0]["value"])
-        job_id, step = int(value["job"]), str(value["step"])
+        try:
+            value = json.loads(body["actions"][0]["value"])
+            job_id, step = int(value["job"]), str(value["step"])
+        except (ValueError, TypeError, KeyError):
+            respond(response_type="ephemeral", text="This approval button is malformed.")
+            return
         journal = self.evac.journal
-        asked = [e for _, e in journal.events(job_id) if e.kind == "approval.requested" and e.step == step]
+        asked = [e for _, e in journal.events(job_id) if e.kind == EventKind.APPROVAL_REQUESTED and e.step == step]
         if not asked:
             respond(response_type="ephemeral", text=f"Job {job_id} has no approval waiting at step `{step}`.")
             return
         approvers = set(asked[-1].data.get("approvers", []))
         if approvers:
-            ok = user in approvers or bool(self.groups_of(user) & approvers)
-            journal.audit(f"slack:{user}", "approve" if ok else "approve.refused", str(job_id), {"step": step})
-            if not ok:
+            if not (user in approvers or self.groups_of(user) & approvers):
+                journal.audit(str(self.actor(user)), "approve.refused", str(job_id), {"step": step})
                 respond(response_type="ephemeral", text="Sorry, you are not among this step's approvers.")
                 return
         elif not self._check("approve", user, channel, respond, {"target": str(job_id), "step": step}):
@@ -399,37 +464,79 @@ class Bot:
         if journal.approved_by(job_id, step):
             respond(response_type="ephemeral", text=f"Already approved by {journal.approved_by(job_id, step)}.")
             return
-        journal.approve(job_id, step, f"slack:{user}")
+        try:
+            self.evac.jobs.approve(job_id, self.actor(user), step)
+        except EvacError as exc:
+            respond(response_type="ephemeral", text=f"Not approved: {exc}")
+            return
         respond(response_type="in_channel", text=f"<@{user}> approved job {job_id} (step `{step}`).")
 
     # ---------------------------------------------------------------- alerts
     def _on_fence_manual(self, ack: Callable[..., Any], body: dict[str, Any], respond: Callable[..., Any]) -> None:
+        """An operator powered off a host whose fence failed: record it fenced, fail it over.
+
+        The button carries the id of the failover job whose fence failed; the host is that
+        job's target, read from the journal (so this works after a restart of the bot). A
+        value naming anything else (a host, another job) is refused and audited."""
         ack()
         user, channel = body["user"]["id"], body["channel"]["id"]
-        host = body["actions"][0]["value"]
-        if not self._check("fence", user, channel, respond, {"target": host, "button": "manual fence"}):
+        value = str(body["actions"][0].get("value") or "")
+        if not self._check("fence", user, channel, respond, {"target": value, "button": "manual fence"}):
             return
-        spec = self.evac.inventory.host(host)
-        if reachable(spec.uri, 2.0):
-            respond(response_type="ephemeral", text=f"{host} answers on its libvirt port: it is not off. Nothing done.")
+        actor = self.actor(user)
+        job, why = self._fence_failed(value)
+        if job is None:
+            detail = {"button": "manual fence", "value": value, "channel": channel, "why": why}
+            self.evac.journal.audit(str(actor), "fence.manual.refused", value, detail)
+            respond(response_type="ephemeral", text=f"Nothing done: {why}.")
             return
-        self.evac.journal.set_host_state(host, "fenced", f"confirmed off by hand in Slack by {user}", f"slack:{user}")
+        host = job.target
         try:
-            job = self.start_job(
-                self.failover_runbook,
-                {"host": host, "reason": f"manual fence by {user}"},
-                host,
-                channel,
-                f"Restart guests of {host}",
-                actor=user,
-            )
-        except (LockedError, ConfigError) as exc:
+            self.evac.jobs.fence_manually(host, actor, f"confirmed off by hand in Slack by <@{user}> (job {job.id})")
+            started = self.evac.jobs.fail_over(host, actor, f"manual fence by <@{user}> after job {job.id}")
+        except EvacError as exc:
             respond(response_type="ephemeral", text=str(exc))
             return
+        new = self.launch(started, channel, f"Restart guests of {host}")
         respond(
-            response_type="in_channel", text=f"<@{user}> confirmed {host} is off; restarting its guests (job {job})."
+            response_type="in_channel", text=f"<@{user}> confirmed {host} is off; restarting its guests (job {new})."
         )
+
+    def _fence_failed(self, value: str) -> tuple[JobRecord | None, str]:
+        """The failover job a manual-fence button names, if it finished failed at its fence
+        step; else None and why not."""
+        failover = self.evac.settings.runbooks.failover
+        job_id = _job_id(value)
+        job = self.evac.journal.job(job_id) if job_id is not None else None
+        if job is None:
+            return None, f"`{value[:40]}` names no failover job whose fence failed"
+        if job.runbook != failover or job.dry_run or not job.target:
+            return None, f"job {job.id} is a {job.runbook} job, not a failover whose fence failed"
+        if job.state != JobState.FAILED:
+            later = "; try again when it has finished" if not job.finished else ""
+            return None, f"job {job.id} is {job.state}, not failed{later}"
+        step = self.evac.journal.step(job.id, "fence")
+        if step is None or step.state != StepState.FAILED:
+            return None, f"job {job.id} did not fail at its fence step"
+        return job, ""
+
+
+def _job_id(value: str) -> int | None:
+    """A job id typed or carried by a button: ASCII digits that fit the journal, else None."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
 def _moves(plan: dict[str, Any]) -> list[tuple[str, str]]:
     return sorted((m["guest"], m["target"]) for m in plan.get("moves", []))
+
+
+def _token(value: str) -> str:
+    """A preview button's token. Buttons of older versions carried JSON with the host as
+    well; only the token is read from it, so a forged host name changes nothing."""
+    if value.startswith("{"):
+        try:
+            found = json.loads(value)
+        except ValueError:
+            return ""
+        return str(found.get("token", "")) if isinstance(found, dict) else ""
+    return value

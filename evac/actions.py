@@ -11,16 +11,25 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .events import Event
+from .states import EventKind
+
+if TYPE_CHECKING:
+    from .appview import AppView
 
 ACTION_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
 
 @dataclass(eq=False)
 class StepContext:
-    """Everything an action may use; ``inputs`` is the step's rendered ``with``."""
+    """Everything an action may use; ``inputs`` is the step's rendered ``with``.
+
+    ``app`` is the running evac (inventory, journal, plugin manager), typed so an action
+    finds what it needs without string keys; it is None only for an engine built without
+    one (unit tests of actions that need nothing from it).
+    """
 
     job_id: int
     step: str
@@ -31,11 +40,11 @@ class StepContext:
     attempt: int = 1
     abort: threading.Event = field(default_factory=threading.Event)
     emit: Callable[[Event], None] = lambda _e: None
-    services: Mapping[str, Any] = field(default_factory=dict)
+    app: AppView | None = None
 
     def progress(self, message: str, **data: Any) -> None:
         """Report progress of this step (and item) to every observer."""
-        self.emit(Event("progress", self.job_id, self.step, item_key(self.item), message, data))
+        self.emit(Event(EventKind.PROGRESS, self.job_id, self.step, item_key(self.item), message, data))
 
     def check_abort(self) -> None:
         """Raise ``Cancelled`` if the job was cancelled or the step timed out."""

@@ -1,92 +1,124 @@
-"""The assembled application: plugins, journal, inventory and engine, built once.
+"""The assembled application: settings, plugins, journal, inventory, engine and the jobs
+front door, built once.
 
-The CLI, the Slack bot and the service all start from an ``App``, so they load plugins,
-find runbooks and open the journal the same way.
+The CLI, the Slack bot and the service all start from an ``App`` made by
+:func:`make_app`, so they read one config, load plugins, find runbooks and open the
+journal the same way.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import pluggy
 
+from .config import ServiceConfig, default_config, settings
 from .engine import Engine
 from .errors import ConfigError
+from .fencing import fence_methods, legacy_fence_agent_plugins
 from .inventory import Inventory, load_inventory
+from .jobs import Jobs
 from .journal import Journal
 from .plugins import plugin_manager, runbook_dirs
 from .runbook import Runbook, load_runbook
 from .sqlitejournal import SqliteJournal
 from .yamldoc import suggest
 
-DEFAULT_JOURNAL = Path("/var/lib/evac/journal.db")
 
-
-def default_inventory_path() -> Path:
-    if os.environ.get("EVAC_INVENTORY"):
-        return Path(os.environ["EVAC_INVENTORY"])
-    system = Path("/etc/evac/hosts.yaml")
-    if system.exists():
-        return system
-    from .lab.rig import DEFAULT_DIR
-
-    return DEFAULT_DIR / "hosts.yaml"
-
-
-def default_journal_path(inventory: Path | None = None) -> Path:
-    """``$EVAC_JOURNAL``; else the local lab's own journal when the inventory is the lab's
-    (so ``evac lab down`` forgets a lab completely); else ``/var/lib/evac/journal.db``."""
-    if os.environ.get("EVAC_JOURNAL"):
-        return Path(os.environ["EVAC_JOURNAL"])
-    if inventory is not None and inventory.name == "hosts.yaml" and (inventory.parent / "lab.json").exists():
-        return inventory.parent / "journal.db"
-    return DEFAULT_JOURNAL
+def make_app(
+    config: Path | None = None,
+    pm: pluggy.PluginManager | None = None,
+    inventory: Path | None = None,
+    journal: Path | None = None,
+) -> App:
+    """The app for a config file (``--config``, ``$EVAC_CONFIG``, ``/etc/evac/evac.yaml``)
+    or the defaults, with ``--inventory``/``--journal`` over either."""
+    pm = pm or plugin_manager()
+    return App.from_config(settings(config, pm, inventory, journal), pm)
 
 
 @dataclass
 class App:
-    inventory_path: Path = field(default_factory=default_inventory_path)
-    journal_path: Path = field(default_factory=default_journal_path)
+    inventory_path: Path = field(default_factory=lambda: default_config().inventory)
+    journal_path: Path | None = None
     pm: pluggy.PluginManager = field(default_factory=plugin_manager)
-    extra_services: dict[str, Any] = field(default_factory=dict)
+    config: ServiceConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.config is None:
+            self.config = default_config(self.inventory_path, self.journal_path)
+        self.journal_path = self.journal_path or self.config.journal
+
+    @classmethod
+    def from_config(cls, config: ServiceConfig, pm: pluggy.PluginManager | None = None) -> App:
+        return cls(
+            inventory_path=config.inventory, journal_path=config.journal, pm=pm or plugin_manager(), config=config
+        )
+
+    @property
+    def settings(self) -> ServiceConfig:
+        assert self.config is not None
+        return self.config
 
     @cached_property
     def journal(self) -> Journal:
+        assert self.journal_path is not None
         return SqliteJournal(self.journal_path)
 
     @cached_property
     def inventory(self) -> Inventory:
-        return load_inventory(self.inventory_path)
+        """The inventory, its ``fence:`` entries checked against the registered methods
+        once the plugins it asks for (the lab's fence) are registered."""
+        self._register_plugins(load_inventory(self.inventory_path))
+        legacy = bool(legacy_fence_agent_plugins(self.pm))
+        return load_inventory(self.inventory_path, fence_methods(self.pm), allow_unlisted_methods=legacy)
+
+    def _register_plugins(self, inventory: Inventory) -> None:
+        """Plugins an inventory asks for (the lab's fence), opted in like ``pytest -p``."""
+        for name in inventory.plugins:
+            if self.pm.is_blocked(name) or self.pm.has_plugin(name):
+                continue
+            try:
+                module = importlib.import_module(name)
+            except ImportError as exc:
+                raise ConfigError(f"{inventory.source}: plugins: cannot import '{name}': {exc}") from None
+            self.pm.register(module, name=name)
 
     @cached_property
     def engine(self) -> Engine:
-        services = {"app": self, "journal": self.journal, **self.extra_services}
-        return Engine(self.pm, self.journal, services=services)
+        return Engine(self.pm, self.journal, app=self)
+
+    @cached_property
+    def jobs(self) -> Jobs:
+        """The one front door for starting, cancelling and approving jobs."""
+        return Jobs(self)
 
     def runbook_paths(self) -> dict[str, Path]:
-        """Every runbook found, by name; the core's own first, then plugins' in order."""
+        """Every registered runbook, by name; the core's own first, then plugins' in order."""
         found: dict[str, Path] = {}
         for directory in runbook_dirs(self.pm):
             for path in sorted(Path(directory).glob("*.yaml")):
                 found.setdefault(path.stem, path)
         return found
 
-    def runbook(self, name_or_path: str) -> Runbook:
+    def runbook(self, name: str) -> Runbook:
+        """A registered runbook by name. Files are for the CLI alone (:meth:`runbook_file`)."""
+        known = self.runbook_paths()
+        if name not in known:
+            raise ConfigError(f"unknown runbook '{name}'{suggest(name, known)}; known: {', '.join(known) or 'none'}")
+        return load_runbook(known[name])
+
+    def runbook_file(self, name_or_path: str) -> Runbook:
+        """A runbook by name, or from a YAML file (the CLI's ``evac run FILE``)."""
         path = Path(name_or_path)
         if path.suffix in (".yaml", ".yml") or path.exists():
             if not path.exists():
                 raise ConfigError(f"{path}: no such runbook file")
             return load_runbook(path)
-        known = self.runbook_paths()
-        if name_or_path not in known:
-            raise ConfigError(
-                f"unknown runbook '{name_or_path}'{suggest(name_or_path, known)}; known: {', '.join(known) or 'none'}"
-            )
-        return load_runbook(known[name_or_path])
+        return self.runbook(name_or_path)
 
     def host_names(self) -> list[str] | None:
         """Inventory host names, or None where no inventory exists (params of type host go unchecked)."""

@@ -10,7 +10,10 @@ Semantics in short (``docs/runbooks.md`` has the full text):
 - a failure with ``on_failure: abort`` (the default), a handler list, or a cancel aborts
   the job: rollbacks of the steps reached run in reverse order;
 - everything is in the journal, so ``resume`` continues a job whose controller died,
-  skipping what finished and re-running (idempotent) calls that were in flight.
+  skipping what finished and re-running (idempotent) calls that were in flight;
+- any exception inside a step (a ``when``, ``with``, ``for_each`` or ``concurrency``
+  template that does not render, a bug in an action or in the engine) fails that step
+  like an action's error: a job never stays ``running`` with its lock held.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 import tenacity
@@ -30,12 +33,17 @@ from .actions import Action, StepContext, item_key
 from .errors import Cancelled, ConfigError, EvacError, Incomplete, StepTimeout
 from .events import Event
 from .journal import Journal
-from .plugins import collect_actions, error_classes
+from .plugins import collect_actions, error_classes, notify
 from .retrypolicy import retrying
 from .runbook import Runbook, Step, check_runbook
-from .templating import render, truthy
+from .states import EventKind, ItemState, JobState, StepState
+from .templating import TemplateError, render, truthy
+
+if TYPE_CHECKING:
+    from .appview import AppView
 
 log = logging.getLogger("evac.engine")
+DONE = (StepState.SUCCEEDED, StepState.SKIPPED, StepState.PARTIAL)
 
 
 class StepFailed(EvacError):
@@ -50,10 +58,15 @@ class Interrupted(EvacError):
     """The service is stopping: the job stays ``running`` in the journal for the next start."""
 
 
+def describe(exc: BaseException) -> str:
+    """An error as one line: evac's own errors speak for themselves, others name their type."""
+    return str(exc) if isinstance(exc, EvacError) else f"{type(exc).__name__}: {exc}"
+
+
 @dataclass
 class JobResult:
     job_id: int
-    state: str
+    state: JobState
     error: str = ""
     outputs: dict[str, Any] = field(default_factory=dict)
 
@@ -80,7 +93,7 @@ class Engine:
         self,
         pm: pluggy.PluginManager,
         journal: Journal,
-        services: Mapping[str, Any] | None = None,
+        app: AppView | None = None,
         sleep: Callable[[float], None] = time.sleep,
         poll_interval: float = 0.2,
     ) -> None:
@@ -88,7 +101,7 @@ class Engine:
         self.journal = journal
         self.actions: dict[str, Action] = collect_actions(pm)
         self.errors = error_classes(pm)
-        self.services = dict(services or {})
+        self.app = app  # what actions see as ``ctx.app``
         self.sleep = sleep
         self.poll_interval = poll_interval
         self._runs: dict[int, _Run] = {}
@@ -117,7 +130,7 @@ class Engine:
         self.journal.request_cancel(job_id)
         run = self._runs.get(job_id)
         if run and not run.cancelled.is_set():
-            self._emit(Event("job.cancel_requested", job_id))
+            self._emit(Event(EventKind.JOB_CANCEL_REQUESTED, job_id))
             run.cancel()
 
     def shutdown(self, abort_in_flight: bool = False) -> None:
@@ -147,7 +160,7 @@ class Engine:
         resumed = bool(self.journal.events(job_id))
         self._emit(
             Event(
-                "job.resumed" if resumed else "job.started",
+                EventKind.JOB_RESUMED if resumed else EventKind.JOB_STARTED,
                 job_id,
                 data={"runbook": runbook.name, "params": job.params, "target": job.target, "dry_run": job.dry_run},
             )
@@ -156,131 +169,163 @@ class Engine:
         try:
             state, error = self._run_steps(run, runbook, context, job.dry_run)
         except Interrupted as exc:
-            self._emit(Event("job.interrupted", job_id, message=str(exc)))
-            return JobResult(job_id, "interrupted", str(exc), context["steps"])
+            self._emit(Event(EventKind.JOB_INTERRUPTED, job_id, message=str(exc)))
+            return JobResult(job_id, JobState.INTERRUPTED, str(exc), context["steps"])
+        except Exception as exc:  # the last guard: whatever broke, the job ends and its lock is freed
+            log.exception("job %s: the engine failed outside any step", job_id)
+            state, error = JobState.FAILED, f"engine error: {describe(exc)}"
         finally:
             run.finished.set()
             self._runs.pop(job_id, None)
         self.journal.finish_job(job_id, state, error)
-        self._emit(Event("job.finished", job_id, message=error, data={"state": state}))
+        self._emit(Event(EventKind.JOB_FINISHED, job_id, message=error, data={"state": state}))
         return JobResult(job_id, state, error, context["steps"])
 
     # ---------------------------------------------------------------- steps
-    def _run_steps(self, run: _Run, runbook: Runbook, context: dict[str, Any], dry_run: bool) -> tuple[str, str]:
+    def _run_steps(self, run: _Run, runbook: Runbook, context: dict[str, Any], dry_run: bool) -> tuple[JobState, str]:
         reached: list[Step] = []
-        state, error = "succeeded", ""
+        state, error = JobState.SUCCEEDED, ""
         for step in runbook.steps:
             if self._stopping.is_set():
                 raise Interrupted(f"service stopping before step '{step.id}'")
             if run.cancelled.is_set():
-                state, error = "cancelled", "cancelled by operator"
+                state, error = JobState.CANCELLED, "cancelled by operator"
                 break
             reached.append(step)
             try:
                 step_state = self._step(run, step, context, dry_run)
             except Cancelled as exc:
-                state, error = "cancelled", str(exc) or "cancelled by operator"
+                state, error = JobState.CANCELLED, str(exc) or "cancelled by operator"
                 break
-            except StepFailed as exc:
-                error = f"step '{step.id}': {exc}"
+            except Interrupted:
+                raise
+            except Exception as exc:  # StepFailed, or a failure around the step (approval, journal)
+                if not isinstance(exc, StepFailed):
+                    log.exception("job %s: step '%s' failed outside its action", run.job_id, step.id)
+                error = f"step '{step.id}': {describe(exc)}"
                 if step.on_failure == "handle":
                     for handler in step.handler:
                         self._step_quietly(run, handler, context, dry_run)
-                state = "failed"
+                state = JobState.FAILED
                 break
-            if step_state == "partial":
-                state = "partial"
-        if state in ("failed", "cancelled"):
+            if step_state == StepState.PARTIAL:
+                state = JobState.PARTIAL
+        if state in (JobState.FAILED, JobState.CANCELLED):
             self._rollback(run, reached, context, dry_run)
         return state, error
 
-    def _step(self, run: _Run, step: Step, context: dict[str, Any], dry_run: bool, force: bool = False) -> str:
-        """Run one step to its end; returns its state or raises StepFailed/Cancelled."""
+    def _step(self, run: _Run, step: Step, context: dict[str, Any], dry_run: bool, force: bool = False) -> StepState:
+        """Run one step to its end; returns its state or raises StepFailed/Cancelled.
+
+        Any other exception in the step becomes a failed step too, journaled with its error,
+        so ``on_failure`` and rollback handle a template error or a bug like any failure.
+        """
         job_id = run.job_id
         record = self.journal.step(job_id, step.id)
-        if record and record.state in ("succeeded", "skipped", "partial"):
+        if record and record.state in DONE:
             context["steps"][step.id] = record.outputs
-            return record.state
-        if record and record.state == "failed":
+            return StepState(record.state)
+        if record and record.state == StepState.FAILED:
             context["steps"][step.id] = record.outputs
             if step.on_failure == "continue":
-                return "partial"
+                return StepState.PARTIAL
             raise StepFailed(record.error, record.outputs)
-        if step.when is not None and not truthy(step.when, context):
-            self.journal.save_step(job_id, step.id, "skipped", {})
-            self._emit(Event("step.skipped", job_id, step.id, message=f"when: {step.when}"))
+        try:
+            skip = step.when is not None and not truthy(step.when, context)
+        except Exception as exc:
+            return self._fail_step(run, step, context, StepFailed(f"when: {describe(exc)}"), time.monotonic())
+        if skip:
+            self.journal.save_step(job_id, step.id, StepState.SKIPPED, {})
+            self._emit(Event(EventKind.STEP_SKIPPED, job_id, step.id, message=f"when: {step.when}"))
             context["steps"][step.id] = {}
-            return "skipped"
+            return StepState.SKIPPED
         if step.approval and not dry_run:
             self._await_approval(run, step)
-        self.journal.save_step(job_id, step.id, "running", {})
-        self._emit(Event("step.started", job_id, step.id, data={"action": step.action}))
+        self.journal.save_step(job_id, step.id, StepState.RUNNING, {})
+        self._emit(Event(EventKind.STEP_STARTED, job_id, step.id, data={"action": step.action}))
         started = time.monotonic()
         try:
             if step.for_each is not None:
                 outputs, state = self._for_each(run, step, context, dry_run, force)
             else:
-                outputs, state = self._call(run, step, context, None, dry_run, force), "succeeded"
+                outputs, state = self._call(run, step, context, None, dry_run, force), StepState.SUCCEEDED
         except StepFailed as exc:
-            self._finish_step(run, step, "failed", exc.outputs, str(exc), started)
-            context["steps"][step.id] = exc.outputs
-            if step.on_failure == "continue":
-                return "partial"
-            raise
+            return self._fail_step(run, step, context, exc, started)
         except Cancelled:
             if self._stopping.is_set() and not run.cancelled.is_set():
                 raise Interrupted(f"service stopping during step '{step.id}'") from None
-            self._finish_step(run, step, "cancelled", {}, "cancelled", started)
+            self._finish_step(run, step, StepState.CANCELLED, {}, "cancelled", started)
             raise
+        except Interrupted:
+            raise
+        except Exception as exc:
+            log.exception("job %s: step '%s' failed in the engine", job_id, step.id)
+            return self._fail_step(run, step, context, StepFailed(describe(exc)), started)
         context["steps"][step.id] = outputs
         self._finish_step(run, step, state, outputs, "", started)
         return state
 
+    def _fail_step(
+        self, run: _Run, step: Step, context: dict[str, Any], failure: StepFailed, started: float
+    ) -> StepState:
+        """Journal the step failed; ``partial`` under ``on_failure: continue``, else raise ``failure``."""
+        self._finish_step(run, step, StepState.FAILED, failure.outputs, str(failure), started)
+        context["steps"][step.id] = failure.outputs
+        if step.on_failure == "continue":
+            return StepState.PARTIAL
+        raise failure
+
     def _finish_step(
-        self, run: _Run, step: Step, state: str, outputs: dict[str, Any], error: str, started: float
+        self, run: _Run, step: Step, state: StepState, outputs: dict[str, Any], error: str, started: float
     ) -> None:
         self.journal.save_step(run.job_id, step.id, state, outputs, error)
         data = {"state": state, "seconds": round(time.monotonic() - started, 3)}
-        self._emit(Event("step.finished", run.job_id, step.id, message=error, data=data))
+        self._emit(Event(EventKind.STEP_FINISHED, run.job_id, step.id, message=error, data=data))
 
     def _step_quietly(self, run: _Run, step: Step, context: dict[str, Any], dry_run: bool) -> None:
         """Handlers and rollbacks: run even after a cancel; their failure is reported, not raised."""
         try:
             self._step(run, step, context, dry_run, force=True)
-        except EvacError as exc:
-            self._emit(Event("step.failed", run.job_id, step.id, message=str(exc)))
+        except Exception as exc:
+            if not isinstance(exc, EvacError):
+                log.exception("job %s: handler or rollback step '%s' failed", run.job_id, step.id)
+            self._emit(Event(EventKind.STEP_FAILED, run.job_id, step.id, message=describe(exc)))
 
     def _rollback(self, run: _Run, reached: list[Step], context: dict[str, Any], dry_run: bool) -> None:
         steps = [rb for step in reversed(reached) for rb in step.rollback]
         if not steps:
             return
-        self._emit(Event("rollback.started", run.job_id, data={"steps": [s.id for s in steps]}))
+        self._emit(Event(EventKind.ROLLBACK_STARTED, run.job_id, data={"steps": [s.id for s in steps]}))
         for step in steps:
             self._step_quietly(run, step, context, dry_run)
-        self._emit(Event("rollback.finished", run.job_id))
+        self._emit(Event(EventKind.ROLLBACK_FINISHED, run.job_id))
 
     def _await_approval(self, run: _Run, step: Step) -> None:
         assert step.approval is not None
         if self.journal.approved_by(run.job_id, step.id) is None:
             data = {"text": step.approval.text, "approvers": list(step.approval.approvers)}
-            self._emit(Event("approval.requested", run.job_id, step.id, message=step.approval.text, data=data))
+            self._emit(Event(EventKind.APPROVAL_REQUESTED, run.job_id, step.id, message=step.approval.text, data=data))
         while (actor := self.journal.approved_by(run.job_id, step.id)) is None:
             if run.cancelled.wait(self.poll_interval):
                 raise Cancelled(f"cancelled while step '{step.id}' waited for approval")
             if self._stopping.is_set():
                 raise Interrupted(f"service stopping while step '{step.id}' waited for approval")
-        self._emit(Event("approval.granted", run.job_id, step.id, data={"by": actor}))
+        self._emit(Event(EventKind.APPROVAL_GRANTED, run.job_id, step.id, data={"by": actor}))
 
     # ---------------------------------------------------------------- items
     def _for_each(
         self, run: _Run, step: Step, context: dict[str, Any], dry_run: bool, force: bool
-    ) -> tuple[dict[str, Any], str]:
-        items = render(step.for_each, context)
+    ) -> tuple[dict[str, Any], StepState]:
+        try:
+            items = render(step.for_each, context)
+        except TemplateError as exc:
+            raise StepFailed(f"for_each: {exc}") from None
         if isinstance(items, dict):
             items = list(items.values())
         if not isinstance(items, list):
             raise StepFailed(f"for_each: expected a list, got {type(items).__name__}")
-        self._emit(Event("step.items", run.job_id, step.id, data={"count": len(items)}))
+        limit = self._concurrency(step, context)
+        self._emit(Event(EventKind.STEP_ITEMS, run.job_id, step.id, data={"count": len(items)}))
         done = self.journal.items(run.job_id, step.id)
         results: dict[str, Any] = {}
         failed: dict[str, str] = {}
@@ -288,7 +333,7 @@ class Engine:
         for item in items:
             key = item_key(item)
             record = done.get(key)
-            if record and record.state == "succeeded":
+            if record and record.state == ItemState.SUCCEEDED:
                 results[key] = record.outputs
             else:
                 todo.append((key, item))
@@ -297,23 +342,18 @@ class Engine:
         def one(key: str, item: Any) -> None:
             if (stop.is_set() or run.cancelled.is_set() or self._stopping.is_set()) and not force:
                 return
-            self._emit(Event("item.started", run.job_id, step.id, key))
+            self._emit(Event(EventKind.ITEM_STARTED, run.job_id, step.id, key))
             try:
                 results[key] = self._call(run, step, context, item, dry_run, force)
-                data = {"state": "succeeded", "outputs": results[key]}
-                self._emit(Event("item.finished", run.job_id, step.id, key, data=data))
+                data = {"state": ItemState.SUCCEEDED, "outputs": results[key]}
+                self._emit(Event(EventKind.ITEM_FINISHED, run.job_id, step.id, key, data=data))
             except StepFailed as exc:
                 failed[key] = str(exc)
-                self._emit(Event("item.finished", run.job_id, step.id, key, str(exc), {"state": "failed"}))
+                data = {"state": ItemState.FAILED}
+                self._emit(Event(EventKind.ITEM_FINISHED, run.job_id, step.id, key, str(exc), data))
                 if step.on_failure != "continue":
                     stop.set()
 
-        try:
-            limit = int(render(step.concurrency, context))
-        except (TypeError, ValueError):
-            limit = 0
-        if limit < 1:
-            raise StepFailed(f"concurrency: expected a whole number >= 1, got {render(step.concurrency, context)!r}")
         with ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"job{run.job_id}-{step.id}") as pool:
             pending: set[Future[None]] = {pool.submit(one, key, item) for key, item in todo}
             while pending:
@@ -327,10 +367,24 @@ class Engine:
             raise Cancelled(f"cancelled during step '{step.id}'")
         if failed:
             if step.on_failure == "continue":
-                return outputs, "partial"
+                return outputs, StepState.PARTIAL
             first = next(iter(failed.items()))
             raise StepFailed(f"{len(failed)} of {len(items)} items failed; {first[0]}: {first[1]}", outputs)
-        return outputs, "succeeded"
+        return outputs, StepState.SUCCEEDED
+
+    @staticmethod
+    def _concurrency(step: Step, context: dict[str, Any]) -> int:
+        try:
+            value = render(step.concurrency, context)
+        except TemplateError as exc:
+            raise StepFailed(f"concurrency: {exc}") from None
+        try:
+            limit = int(value)
+        except (TypeError, ValueError):
+            limit = 0
+        if limit < 1:
+            raise StepFailed(f"concurrency: expected a whole number >= 1, got {value!r}")
+        return limit
 
     def _call(
         self, run: _Run, step: Step, context: dict[str, Any], item: Any, dry_run: bool, force: bool
@@ -345,7 +399,7 @@ class Engine:
             wait_s = state.next_action.sleep if state.next_action else 0
             self._emit(
                 Event(
-                    "item.retry",
+                    EventKind.ITEM_RETRY,
                     run.job_id,
                     step.id,
                     key,
@@ -364,32 +418,40 @@ class Engine:
                     ctx = StepContext(
                         job_id=run.job_id,
                         step=step.id,
-                        inputs=render(step.inputs, scope),
+                        inputs=self._inputs(step, scope),
                         params=context["params"],
                         item=item,
                         dry_run=dry_run,
                         attempt=attempts,
                         emit=self._emit,
-                        services=self.services,
+                        app=self.app,
                     )
                     if key:
-                        self.journal.save_item(run.job_id, step.id, key, "running", {}, attempts=attempts)
+                        self.journal.save_item(run.job_id, step.id, key, ItemState.RUNNING, {}, attempts=attempts)
                     outputs = dict(self._invoke(run, ctx, action, step.timeout, force) or {})
         except Cancelled:
             raise
         except ConfigError as exc:  # a template error: retrying cannot help
-            self._save_item(run, step, key, "failed", {}, str(exc), attempts)
+            self._save_item(run, step, key, ItemState.FAILED, {}, str(exc), attempts)
             raise StepFailed(str(exc)) from None
         except Exception as exc:
-            message = str(exc) if isinstance(exc, EvacError) else f"{type(exc).__name__}: {exc}"
+            message = describe(exc)
             kept = dict(exc.outputs) if isinstance(exc, Incomplete) else {}
-            self._save_item(run, step, key, "failed", kept, message, attempts)
+            self._save_item(run, step, key, ItemState.FAILED, kept, message, attempts)
             raise StepFailed(message, kept) from None
-        self._save_item(run, step, key, "succeeded", outputs, "", attempts)
+        self._save_item(run, step, key, ItemState.SUCCEEDED, outputs, "", attempts)
         return outputs
 
+    @staticmethod
+    def _inputs(step: Step, scope: dict[str, Any]) -> dict[str, Any]:
+        """The step's ``with``, rendered afresh for each attempt (an action may change its copy)."""
+        try:
+            return dict(render(step.inputs, scope))
+        except TemplateError as exc:
+            raise TemplateError(f"with: {exc}") from None
+
     def _save_item(
-        self, run: _Run, step: Step, key: str, state: str, outputs: dict[str, Any], error: str, attempts: int
+        self, run: _Run, step: Step, key: str, state: ItemState, outputs: dict[str, Any], error: str, attempts: int
     ) -> None:
         if key:
             self.journal.save_item(run.job_id, step.id, key, state, outputs, error, attempts)
@@ -434,14 +496,11 @@ class Engine:
     # ---------------------------------------------------------------- events and cancel
     def _emit(self, event: Event) -> None:
         self.journal.add_event(event)
-        try:
-            self.pm.hook.evac_event(event=event)
-        except Exception:
-            log.exception("an evac_event observer failed on %s", event.kind)
+        notify(self.pm, event)
 
     def _watch_cancel(self, run: _Run) -> None:
         while not run.finished.wait(self.poll_interval):
             job = self.journal.job(run.job_id)
             if job and job.cancel_requested and not run.cancelled.is_set():
-                self._emit(Event("job.cancel_requested", run.job_id))
+                self._emit(Event(EventKind.JOB_CANCEL_REQUESTED, run.job_id))
                 run.cancel()

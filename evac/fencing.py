@@ -4,22 +4,39 @@ Nothing a dead host ran may start elsewhere until it is fenced: this module is t
 way evac declares a host fenced. Each method in the host's inventory ``fence:`` list is
 tried in order (e.g. redfish, then a PDU, then ssh); a method counts only when the power
 is read back as off afterwards, since some agents report success before the node is off.
+
+A plugin provides a method by returning a :class:`FenceMethod` from
+``evac_fence_methods()``: its name, the settings it takes (checked with file:line when the
+inventory loads) and a factory that builds a :class:`FenceAgent` for one host. The older
+``evac_fence_agent(host, method, options)`` hook still works, but its methods cannot be
+listed or checked before a fence is needed.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, cast, runtime_checkable
 
 import pluggy
 
-from .errors import EvacError, FencingError
+from .errors import ConfigError, EvacError, FencingError
 from .inventory import FenceSpec, HostSpec
 
+METHOD_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
+
+@runtime_checkable
 class FenceAgent(Protocol):
+    """What a fence method's factory returns: one host's power switch.
+
+    ``power_off()`` switches the host off hard (no graceful shutdown) and raises
+    ``FencingError`` (or any exception) when it cannot; ``power_state()`` reads the power
+    back. evac polls ``power_state()`` until it says ``off``: an agent that reports
+    success while the power stays on does not count, and the next method is tried.
+    """
+
     def power_off(self) -> None:
         """Switch the host off hard (no graceful shutdown)."""
         ...
@@ -27,6 +44,68 @@ class FenceAgent(Protocol):
     def power_state(self) -> str:
         """``on``, ``off`` or ``unknown``."""
         ...
+
+
+@dataclass(frozen=True)
+class FenceMethod:
+    """A fence method a plugin registers through ``evac_fence_methods``.
+
+    ``factory(host, settings)`` builds the agent for one host from its inventory entry
+    (``settings`` is the entry without ``method``); it should not talk to the hardware yet.
+    ``required`` and ``optional`` name the settings the entry may have: the inventory
+    loader rejects a missing required one and an unknown one, naming file:line and field.
+    ``optional=None`` accepts any other setting (the ``agent`` method passes them on).
+    """
+
+    name: str
+    factory: Callable[[HostSpec, Mapping[str, Any]], FenceAgent]
+    description: str = ""
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] | None = ()
+
+    def __post_init__(self) -> None:
+        if not self.name or not set(self.name) <= METHOD_NAME_CHARS:
+            raise ValueError(f"fence method name {self.name!r}: expected a lowercase word, like redfish")
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        """Every setting the method names (required first)."""
+        return (*self.required, *(self.optional or ()))
+
+
+def registered_fence_methods(pm: pluggy.PluginManager) -> list[tuple[str, FenceMethod]]:
+    """(plugin name, method) for every registration through ``evac_fence_methods``, duplicates included."""
+    hook = getattr(pm.hook, "evac_fence_methods", None)
+    if hook is None:  # no plugin implements it (and no spec declares it)
+        return []
+    pairs: list[tuple[str, FenceMethod]] = []
+    for impl in reversed(hook.get_hookimpls()):
+        methods = cast("Iterable[FenceMethod] | None", impl.function())
+        pairs.extend((impl.plugin_name, method) for method in methods or ())
+    return pairs
+
+
+def fence_methods(pm: pluggy.PluginManager) -> dict[str, FenceMethod]:
+    """Every registered fence method by name; a name registered twice is an error naming both plugins.
+
+    Pass it to ``load_inventory(path, fence_methods=...)`` so a bad ``fence:`` entry is
+    reported when the inventory loads, not when a host dies.
+    """
+    found: dict[str, tuple[FenceMethod, str]] = {}
+    for plugin, method in registered_fence_methods(pm):
+        if method.name in found:
+            raise ConfigError(
+                f"fence method '{method.name}' is registered by two plugins: '{found[method.name][1]}' and '{plugin}'"
+                " (block one with EVAC_BLOCK_PLUGINS)"
+            )
+        found[method.name] = (method, plugin)
+    return {name: pair[0] for name, pair in sorted(found.items())}
+
+
+def legacy_fence_agent_plugins(pm: pluggy.PluginManager) -> list[str]:
+    """Plugins that provide agents through ``evac_fence_agent``: their method names cannot be
+    listed, so the inventory cannot call a method it does not know a mistake while they load."""
+    return sorted({impl.plugin_name for impl in pm.hook.evac_fence_agent.get_hookimpls()})
 
 
 @dataclass(frozen=True)
@@ -46,6 +125,11 @@ class FenceResult:
 
 
 def agent_for(pm: pluggy.PluginManager, host: HostSpec, spec: FenceSpec) -> FenceAgent:
+    """The agent for one entry of ``host``'s fence chain: a registered method's factory,
+    else the first ``evac_fence_agent`` implementation that answers."""
+    method = fence_methods(pm).get(spec.method)
+    if method is not None:
+        return method.factory(host, spec.options)
     agent: FenceAgent | None = pm.hook.evac_fence_agent(host=host, method=spec.method, options=spec.options)
     if agent is None:
         raise FencingError(f"{host.name}: no plugin provides fence method '{spec.method}'")

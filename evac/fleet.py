@@ -19,6 +19,7 @@ from .inventory import HostSpec, Inventory
 from .journal import HostState
 from .model import HostStatus
 from .placement import HostView
+from .states import Health, HostMode
 
 DEFAULT_PORTS = {"qemu+tcp": 16509, "qemu+tls": 16514, "qemu+ssh": 22, "qemu+libssh": 22, "qemu+libssh2": 22}
 
@@ -61,7 +62,7 @@ def read_host(inventory: Inventory, spec: HostSpec, timeout: float = 1.0) -> Hos
             return HostStatus(
                 name=spec.name,
                 uri=spec.uri,
-                state="up",
+                state=Health.UP,
                 capacity=hv.capacity(),
                 guests=hv.guests(inventory.is_shared),
                 tags=spec.tags,
@@ -76,7 +77,7 @@ def snapshot(inventory: Inventory, timeout: float = 1.0, skip: Iterable[str] = (
 
     def one(spec: HostSpec) -> HostStatus:
         if spec.name in skipped:
-            return HostStatus(spec.name, spec.uri, "down", error="skipped (fenced)", tags=spec.tags)
+            return HostStatus(spec.name, spec.uri, Health.DOWN, error="skipped (fenced)", tags=spec.tags)
         return read_host(inventory, spec, timeout)
 
     with ThreadPoolExecutor(max_workers=min(32, len(inventory.hosts))) as pool:
@@ -94,7 +95,7 @@ def read_bridges(inventory: Inventory, hosts: tuple[HostStatus, ...]) -> dict[st
         except EvacError:
             return None
 
-    up = [inventory.host(h.name) for h in hosts if h.state == "up"]
+    up = [inventory.host(h.name) for h in hosts if h.state == Health.UP]
     if not up:
         return {}
     with ThreadPoolExecutor(max_workers=min(32, len(up))) as pool:
@@ -114,7 +115,11 @@ def host_views(
         cap = status.capacity
         recorded = states.get(status.name)
         # evac's own record wins for a reachable host, and always for a fenced one (it is not probed)
-        state = recorded.state if recorded and (status.state == "up" or recorded.state == "fenced") else status.state
+        state = (
+            recorded.state
+            if recorded and (status.state == Health.UP or recorded.state == HostMode.FENCED)
+            else status.state
+        )
         found = bridges.get(status.name)
         views.append(
             HostView(

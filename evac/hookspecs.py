@@ -4,6 +4,7 @@ fails when one lacks a docstring with an example, or a test that calls it.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,9 +13,12 @@ from .hooks import hookspec
 
 if TYPE_CHECKING:
     from .actions import Action, StepContext
+    from .appview import AppView, ServicePart
+    from .config import ServiceConfig
     from .convergence import ConvergencePolicy, MigrationTuning
     from .events import Event
-    from .fencing import FenceAgent
+    from .evidence import EvidenceSource, MonitorSettings
+    from .fencing import FenceAgent, FenceMethod
     from .inventory import HostSpec
     from .model import Guest
 
@@ -159,6 +163,8 @@ def evac_convergence_policy(guest: Guest, options: Mapping[str, Any]) -> Converg
 def evac_fence_agent(host: HostSpec, method: str, options: Mapping[str, Any]) -> FenceAgent | None:
     """The agent that powers ``host`` off by ``method`` (one entry of its ``fence:`` chain).
 
+    The older way, for agents whose method names cannot be listed: prefer
+    :func:`evac_fence_methods`, which ``evac plugins`` lists and the inventory checks.
     ``firstresult``: return None to defer when ``method`` is not yours. The agent has
     ``power_off()`` and ``power_state() -> "on" | "off" | "unknown"``; evac confirms
     ``off`` before it restarts anything, and tries the next method on any failure.
@@ -174,12 +180,30 @@ def evac_fence_agent(host: HostSpec, method: str, options: Mapping[str, Any]) ->
 
 
 @hookspec
-def evac_commands(subparsers: Any) -> None:
+def evac_fence_methods() -> Sequence[FenceMethod]:
+    """Register fence methods: the names an inventory host's ``fence:`` entries may use.
+
+    Return a sequence of :class:`evac.FenceMethod` (name, required and optional settings,
+    and ``factory(host, settings)`` building an :class:`evac.FenceAgent`). Two plugins
+    registering one name is an error naming both; ``evac plugins`` lists them and the
+    inventory loader checks each entry's settings against them (file:line).
+
+    Example::
+
+        @hookimpl
+        def evac_fence_methods():
+            return [FenceMethod("pdu", lambda host, s: PduOutlet(s["url"], s["outlet"]), required=("url", "outlet"))]
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def evac_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add subcommands to the ``evac`` command line (``subparsers`` is argparse's).
 
     Set ``func`` on each parser: it receives the parsed arguments; ``evac.cli.make_app(args)``
-    gives the application. The Slack bot adds ``evac slack`` this way, so the core never
-    imports it.
+    gives the application (read from ``--config``, which every command takes). The
+    Slack bot adds ``evac slack`` this way, so the core never imports it.
 
     Example::
 
@@ -207,12 +231,14 @@ def evac_config_sections() -> Mapping[str, Callable[[Any, str], Any]]:
 
 
 @hookspec
-def evac_services(app: Any, config: Any) -> Sequence[Any]:
+def evac_services(app: AppView, config: ServiceConfig) -> Sequence[ServicePart]:
     """Long-running parts ``evac serve`` starts beside the monitor and the HTTP API.
 
-    Return objects with ``start()``, ``stop()`` and optionally ``routes()`` (a mapping
-    of HTTP path to ``handler(method, headers, body) -> (status, headers, body)``
-    mounted on the service's HTTP server). ``config`` is the parsed ``ServiceConfig``.
+    Return :class:`evac.appview.ServicePart` objects: ``start()``, ``stop()`` and
+    optionally ``routes()`` (a mapping of HTTP path to
+    ``handler(method, headers, body) -> (status, headers, body)`` mounted on the
+    service's HTTP server). ``config`` is the parsed ``ServiceConfig``, plugins' sections
+    in ``config.sections``.
 
     Example::
 
@@ -220,5 +246,28 @@ def evac_services(app: Any, config: Any) -> Sequence[Any]:
         def evac_services(app, config):
             section = config.sections.get("slack")
             return [SlackService(app, section)] if section else []
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def evac_evidence_sources(app: AppView, settings: MonitorSettings) -> Sequence[EvidenceSource]:
+    """Sources of evidence the monitor weighs about every host, beside its own.
+
+    The monitor's own are ``libvirt`` (its keepalive connection), ``probe`` (the host's
+    libvirt and SSH ports) and ``power`` (the BMC, through the first fence method). A
+    source has a unique ``name`` (a name given twice is an error), a
+    :class:`evac.evidence.Rule` (is a loss proof alone, or one of the two independent
+    losses ``down`` needs; how many dead verdicts in a row confirm it) and
+    ``watch(host, report)``: a watch the host's thread polls every ``watch.every``
+    seconds, or None for a host the source cannot tell about. A watch may also push
+    evidence from its own thread through ``report`` (an etcd watch of agents' leases);
+    the host's thread wakes at once. ``settings`` is the monitor's ``MonitorSettings``.
+
+    Example::
+
+        @hookimpl
+        def evac_evidence_sources(app, settings):
+            return [LeaseSource(etcd_client(app), rule=Rule(confirm=1))]
     """
     raise NotImplementedError

@@ -15,14 +15,15 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .config import WebhookSettings
+from .app import App
+from .config import ServiceConfig, WebhookSettings
 from .errors import ConfigError, LockedError
-
-if TYPE_CHECKING:
-    from .service import Service
+from .jobs import Actor, Channel, Started
+from .metrics import Metrics
 
 log = logging.getLogger("evac.http")
 Handler = Callable[[str, Mapping[str, str], bytes], tuple[int, dict[str, str], bytes]]
@@ -80,8 +81,18 @@ def host_from_label(value: str) -> str:
     return match.group(1) or match.group(2)
 
 
+class Served(Protocol):
+    """What the HTTP API needs of the process serving it (``evac serve``'s ``Service``)."""
+
+    app: App
+    config: ServiceConfig
+    metrics: Metrics
+
+    def health(self) -> dict[str, Any]: ...
+
+
 class HttpApi:
-    def __init__(self, service: Service, address: str, port: int, settings: WebhookSettings) -> None:
+    def __init__(self, service: Served, address: str, port: int, settings: WebhookSettings) -> None:
         self.service = service
         self.settings = settings
         self.accepting = True
@@ -188,6 +199,7 @@ class HttpApi:
         alerts = _field(data, "alerts", list, "")
         outcome: dict[str, list[Any]] = {"accepted": [], "ignored": [], "resolved": []}
         journal = self.service.app.journal
+        jobs = self.service.app.jobs
         for index, alert in enumerate(alerts):
             where = f"alerts[{index}]"
             status = _field(alert, "status", str, where)
@@ -197,7 +209,7 @@ class HttpApi:
             if not isinstance(raw, str):
                 outcome["ignored"].append({"alert": name, "why": f"no '{self.settings.host_label}' label"})
                 continue
-            host = self.service.host_named(host_from_label(raw))
+            host = self._host_named(host_from_label(raw))
             if host is None:
                 journal.audit("alertmanager", "alert.unknown_host", raw, {"alertname": name, "status": status})
                 outcome["ignored"].append({"alert": name, "label": raw, "why": "unknown host"})
@@ -210,7 +222,8 @@ class HttpApi:
                 outcome["ignored"].append({"alert": name, "host": host, "why": "alertname not in webhooks.alertnames"})
             else:
                 journal.audit("alertmanager", "alert.firing", host, {"alertname": name})
-                outcome["accepted"].append(self._start("host-failure", host, f"alert {name}", "alertmanager"))
+                actor = Actor(Channel.ALERTMANAGER, name)
+                outcome["accepted"].append(self._start(host, partial(jobs.fail_over, host, actor, f"alert {name}")))
         self.service.metrics.webhooks.labels("alertmanager", "202").inc()
         return _json(202, outcome)
 
@@ -221,23 +234,36 @@ class HttpApi:
         mode = _field(data, "mode", str, "", required=False) or "drain"
         if mode not in ("drain", "failover"):
             raise BadRequest(400, f"mode: expected drain or failover, got {mode!r}")
-        host = self.service.host_named(raw)
+        host = self._host_named(raw)
         if host is None:
             self.service.app.journal.audit("webhook", "evacuate.unknown_host", raw, {"reason": reason})
             self.service.metrics.webhooks.labels("evacuate", "404").inc()
             return _json(404, {"error": f"unknown host '{raw}'", "ignored": True})
-        started = self._start("maintenance" if mode == "drain" else "host-failure", host, reason, "webhook")
+        jobs, actor = self.service.app.jobs, Actor(Channel.WEBHOOK, "evacuate")
+        if mode == "drain":
+            started = self._start(host, lambda: jobs.evacuate(host, actor, reason))
+        else:
+            started = self._start(host, lambda: jobs.fail_over(host, actor, reason))
         self.service.metrics.webhooks.labels("evacuate", "202").inc()
         return _json(202 if "job" in started else 409, started)
 
-    def _start(self, runbook: str, host: str, reason: str, actor: str) -> dict[str, Any]:
+    def _start(self, host: str, record: Callable[[], Started]) -> dict[str, Any]:
+        """Record the job through the front door, then run it in the background."""
         try:
-            job = self.service.start_job(runbook, {"host": host, "reason": reason}, host, actor)
+            started = record()
         except LockedError as exc:
             return {"host": host, "error": str(exc)}
         except ConfigError as exc:
             raise BadRequest(400, str(exc)) from None
-        return {"host": host, "job": job}
+        self.service.app.jobs.spawn(started)
+        return {"host": host, "job": started.job, "runbook": started.runbook.name}
+
+    def _host_named(self, name: str) -> str | None:
+        """An inventory host by name or address (alerts often carry the address)."""
+        for spec in self.service.app.inventory.hosts:
+            if name in (spec.name, spec.address):
+                return spec.name
+        return None
 
 
 def _json(status: int, value: Any) -> tuple[int, dict[str, str], bytes]:

@@ -69,6 +69,15 @@ MIGRATE_FLAGS = {
 }
 
 
+def state_name(state: int, reason: int) -> str:
+    """A guest's state; one shut off by a fault (its QEMU killed or failed) reads ``crashed``,
+    like a guest panic, so it is never mistaken for one an operator stopped."""
+    faults = (libvirt.VIR_DOMAIN_SHUTOFF_CRASHED, libvirt.VIR_DOMAIN_SHUTOFF_FAILED)
+    if state == libvirt.VIR_DOMAIN_SHUTOFF and reason in faults:
+        return "crashed"
+    return STATES.get(state, str(state))
+
+
 def error_class(code: int) -> type[EvacError]:
     """Which evac exception a libvirt error code becomes."""
     if code in UNREACHABLE_CODES:
@@ -157,6 +166,16 @@ class Hypervisor:
 
         self._conn.registerCloseCallback(fire, None)
 
+    def on_lifecycle(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(guest)`` on every lifecycle event of a guest of this host
+        (defined, started, stopped, crashed, migrated...)."""
+
+        def fire(_conn: Any, dom: Any, _event: int, _detail: int, _opaque: Any) -> None:
+            callback(dom.name())
+
+        with mapped_errors(f"{self.name}: subscribing to guest events"):
+            self._conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, fire, None)
+
     def alive(self) -> bool:
         try:
             return bool(self._conn.isAlive())
@@ -193,9 +212,9 @@ class Hypervisor:
     def _guest(self, dom: Any, is_shared: Callable[[str | None], bool]) -> Guest:
         with mapped_errors(f"{self.name}: reading guest"):
             xml = dom.XMLDesc(0)
-            state, _reason = dom.state()
+            state, reason = dom.state()
             persistent = bool(dom.isPersistent())
-        return parse_guest(xml, self.name, STATES.get(state, str(state)), persistent, is_shared)
+        return parse_guest(xml, self.name, state_name(state, reason), persistent, is_shared)
 
     def _lookup(self, name: str) -> Any:
         with mapped_errors(f"{self.name}: guest '{name}'"):

@@ -1,20 +1,36 @@
 """The fleet as the operator declares it (``hosts.yaml``), validated with file:line errors.
 
 The inventory says what should exist and how to reach it; what actually runs there is
-read live through the hypervisor adapter.
+read live through the hypervisor adapter. Given the registered fence methods
+(``evac.fencing.fence_methods(pm)``), each ``fence:`` entry is checked too: the method
+exists, its required settings are there, and it has no setting the method does not know.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import ConfigError
 from .networks import Networks
 from .yamldoc import Mapping, Sequence, Where, load_file, suggest
+
+
+class MethodSettings(Protocol):
+    """What the loader checks a ``fence:`` entry against: a registered method's settings
+    (``evac.fencing.FenceMethod`` is one; ``optional=None`` accepts any other)."""
+
+    @property
+    def required(self) -> tuple[str, ...]: ...
+    @property
+    def optional(self) -> tuple[str, ...] | None: ...
+    @property
+    def settings(self) -> tuple[str, ...]: ...
+
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 URI = re.compile(r"^[a-z0-9+]+://[^\s/]*/[a-z]+(\?\S*)?$")  # transport://[user@]host[:port]/system[?options]
@@ -57,6 +73,7 @@ class Inventory:
     hosts: tuple[HostSpec, ...]
     shared_storage: tuple[str, ...] = ()
     source: str = "<memory>"
+    plugins: tuple[str, ...] = ()  # plugin modules this fleet needs (the lab's fence), opted in by name
 
     def host(self, name: str) -> HostSpec:
         for spec in self.hosts:
@@ -76,18 +93,38 @@ class Inventory:
         )
 
 
-TOP_FIELDS = ("hosts", "shared_storage")
+TOP_FIELDS = ("hosts", "shared_storage", "plugins")
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 HOST_FIELDS = ("name", "uri", "address", "ssh", "fence", "tags", "reserved", "capacity", "spare", "networks")
 SSH_FIELDS = ("host", "user", "port", "key", "known_hosts")
 RESERVED_FIELDS = ("memory_mib", "cpus")
 
 
-def load_inventory(path: Path | str) -> Inventory:
-    return parse_inventory(load_file(path), str(path))
+def load_inventory(
+    path: Path | str,
+    fence_methods: AbcMapping[str, MethodSettings] | None = None,
+    *,
+    allow_unlisted_methods: bool = False,
+) -> Inventory:
+    """Load and check ``hosts.yaml``; every problem is a ``ConfigError`` naming file:line and field.
+
+    ``fence_methods`` (``evac.fencing.fence_methods(pm)``) turns on the checks of ``fence:``
+    entries; None skips them. ``allow_unlisted_methods`` lets a method no registration
+    names pass: a plugin may still provide it through the older ``evac_fence_agent`` hook
+    (``evac.fencing.legacy_fence_agent_plugins(pm)`` says whether one is loaded).
+    """
+    return parse_inventory(load_file(path), str(path), fence_methods, allow_unlisted_methods=allow_unlisted_methods)
 
 
-def parse_inventory(data: Any, source: str) -> Inventory:
+def parse_inventory(
+    data: Any,
+    source: str,
+    fence_methods: AbcMapping[str, MethodSettings] | None = None,
+    *,
+    allow_unlisted_methods: bool = False,
+) -> Inventory:
     where = Where(source)
+    fence_check = _FenceCheck(fence_methods, allow_unlisted_methods)
     top = where.require_mapping(data, 1, "inventory")
     where.reject_unknown(top, TOP_FIELDS, "")
     if "hosts" not in top:
@@ -98,7 +135,7 @@ def parse_inventory(data: Any, source: str) -> Inventory:
     hosts: list[HostSpec] = []
     seen: dict[str, int] = {}
     for index, entry in enumerate(entries):
-        spec = _parse_host(where, entry, entries.line_of(index), f"hosts[{index}]")
+        spec = _parse_host(where, entry, entries.line_of(index), f"hosts[{index}]", fence_check)
         line = entries.line_of(index)
         if spec.name in seen:
             raise where.error(
@@ -112,26 +149,36 @@ def parse_inventory(data: Any, source: str) -> Inventory:
     for index, item in enumerate(shared_list):
         if not isinstance(item, str) or not item.startswith("/"):
             raise where.error(shared_list.line_of(index), f"shared_storage[{index}]", "expected an absolute path")
-    return Inventory(hosts=tuple(hosts), shared_storage=tuple(shared_list), source=source)
+    plugin_list = where.require_sequence(top.get("plugins", Sequence()), top.line_of("plugins"), "plugins")
+    for index, item in enumerate(plugin_list):
+        if not isinstance(item, str) or not MODULE_NAME.fullmatch(item):
+            raise where.error(
+                plugin_list.line_of(index), f"plugins[{index}]", "expected a module name (evac.lab.plugin)"
+            )
+    return Inventory(hosts=tuple(hosts), shared_storage=tuple(shared_list), source=source, plugins=tuple(plugin_list))
 
 
-def _parse_host(where: Where, entry: Any, line: int, field: str) -> HostSpec:
+@dataclass(frozen=True)
+class _FenceCheck:
+    methods: AbcMapping[str, MethodSettings] | None
+    allow_unlisted: bool
+
+
+def _parse_host(where: Where, entry: Any, line: int, field: str, fence_check: _FenceCheck) -> HostSpec:
     host = where.require_mapping(entry, line, field)
     where.reject_unknown(host, HOST_FIELDS, f"{field}.")
     for required in ("name", "uri"):
         if required not in host:
             raise where.error(host.line, f"{field}.{required}", "required field missing")
-    name = host["name"]
-    if not isinstance(name, str) or not HOST_NAME.match(name):
+    name = where.require_str(host, "name", f"{field}.name", "")
+    if not HOST_NAME.match(name):
         raise where.error(host.line_of("name"), f"{field}.name", f"invalid host name {name!r}")
-    uri = host["uri"]
-    if not isinstance(uri, str) or not URI.match(uri):
+    uri = where.require_str(host, "uri", f"{field}.uri", "")
+    if not URI.match(uri):
         raise where.error(
             host.line_of("uri"), f"{field}.uri", f"expected a libvirt URI like qemu+tcp://HOST/system, got {uri!r}"
         )
-    address = host.get("address")
-    if address is not None and not isinstance(address, str):
-        raise where.error(host.line_of("address"), f"{field}.address", "expected a string")
+    address = where.require_str(host, "address", f"{field}.address") if host.get("address") is not None else None
     reserved = host.get("reserved", Mapping())
     if "reserved" in host:
         reserved = where.require_mapping(reserved, host.line_of("reserved"), f"{field}.reserved")
@@ -151,7 +198,7 @@ def _parse_host(where: Where, entry: Any, line: int, field: str) -> HostSpec:
         uri=uri,
         address=address,
         ssh=_parse_ssh(where, host, field, address),
-        fence=_parse_fence(where, host, field),
+        fence=_parse_fence(where, host, field, fence_check),
         tags=tuple(tags),
         reserved_memory_mib=_count(where, reserved, "memory_mib", f"{field}.reserved"),
         reserved_cpus=_count(where, reserved, "cpus", f"{field}.reserved"),
@@ -185,25 +232,22 @@ def _parse_ssh(where: Where, host: Mapping, field: str, address: str | None) -> 
         return None
     ssh = where.require_mapping(host["ssh"], host.line_of("ssh"), f"{field}.ssh")
     where.reject_unknown(ssh, SSH_FIELDS, f"{field}.ssh.")
-    target = ssh.get("host", address)
-    if not isinstance(target, str):
+    target = where.require_str(ssh, "host", f"{field}.ssh.host") if "host" in ssh else address
+    if target is None:
         raise where.error(ssh.line, f"{field}.ssh.host", "required when the host has no address")
     port = ssh.get("port", 22)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise where.error(ssh.line_of("port"), f"{field}.ssh.port", f"expected a port number, got {port!r}")
-    for key in ("user", "key", "known_hosts"):
-        if key in ssh and not isinstance(ssh[key], str):
-            raise where.error(ssh.line_of(key), f"{field}.ssh.{key}", "expected a string")
     return SshSpec(
         host=target,
-        user=ssh.get("user", "root"),
+        user=where.require_str(ssh, "user", f"{field}.ssh.user", "root"),
         port=port,
-        key=ssh.get("key"),
-        known_hosts=ssh.get("known_hosts"),
+        key=where.require_str(ssh, "key", f"{field}.ssh.key"),
+        known_hosts=where.require_str(ssh, "known_hosts", f"{field}.ssh.known_hosts"),
     )
 
 
-def _parse_fence(where: Where, host: Mapping, field: str) -> tuple[FenceSpec, ...]:
+def _parse_fence(where: Where, host: Mapping, field: str, check: _FenceCheck) -> tuple[FenceSpec, ...]:
     if "fence" not in host:
         return ()
     methods = where.require_sequence(host["fence"], host.line_of("fence"), f"{field}.fence")
@@ -211,11 +255,41 @@ def _parse_fence(where: Where, host: Mapping, field: str) -> tuple[FenceSpec, ..
     for index, item in enumerate(methods):
         item_field = f"{field}.fence[{index}]"
         entry = where.require_mapping(item, methods.line_of(index), item_field)
-        method = entry.get("method")
-        if not isinstance(method, str) or not method:
+        if entry.get("method") in (None, ""):
             raise where.error(entry.line, f"{item_field}.method", "required: the fence method's name")
+        method = where.require_str(entry, "method", f"{item_field}.method", "")
+        if check.methods is not None:
+            _check_fence_entry(where, entry, method, item_field, check)
         specs.append(FenceSpec(method=method, options={k: v for k, v in entry.items() if k != "method"}))
     return tuple(specs)
+
+
+def _check_fence_entry(where: Where, entry: Mapping, name: str, field: str, check: _FenceCheck) -> None:
+    assert check.methods is not None
+    method = check.methods.get(name)
+    if method is None:
+        if check.allow_unlisted:
+            return
+        known = sorted(check.methods)
+        raise where.error(
+            entry.line_of("method"),
+            f"{field}.method",
+            f"unknown fence method '{name}'{suggest(name, known)}; known: {', '.join(known) or 'none'}",
+        )
+    for key in method.required:
+        if key not in entry:
+            raise where.error(entry.line, f"{field}.{key}", f"required by fence method '{name}'")
+    if method.optional is None:
+        return
+    allowed = ["method", *method.settings]
+    for key in entry:
+        if key not in allowed:
+            raise where.error(
+                entry.line_of(key),
+                f"{field}.{key}",
+                f"unknown setting for fence method '{name}'{suggest(key, allowed)}; "
+                f"it takes: {', '.join(method.settings) or 'none'}",
+            )
 
 
 def _count(where: Where, data: Mapping, key: str, field: str) -> int:

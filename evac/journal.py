@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .events import Event
-
-TERMINAL = ("succeeded", "failed", "cancelled", "partial")
+from .states import TERMINAL, HostMode, ItemState, JobState, StepState
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class JobRecord:
     source: str
     params: dict[str, Any]
     target: str
-    state: str  # running, succeeded, failed, cancelled, partial
+    state: JobState
     dry_run: bool
     lock: str | None
     owner: str
@@ -37,7 +36,7 @@ class JobRecord:
     def orphaned(self) -> bool:
         """Running, but the process that ran it is gone: nothing moves until ``evac resume``
         (or the next start of ``evac serve``) takes it over."""
-        return self.state == "running" and not owner_alive(self.owner)
+        return self.state == JobState.RUNNING and not owner_alive(self.owner)
 
     @property
     def finished(self) -> bool:
@@ -47,7 +46,7 @@ class JobRecord:
 @dataclass(frozen=True)
 class StepRecord:
     step: str
-    state: str  # running, succeeded, failed, skipped, partial
+    state: StepState
     outputs: dict[str, Any]
     error: str = ""
 
@@ -55,7 +54,7 @@ class StepRecord:
 @dataclass(frozen=True)
 class ItemRecord:
     key: str
-    state: str  # running, succeeded, failed
+    state: ItemState
     outputs: dict[str, Any]
     error: str = ""
     attempts: int = 0
@@ -66,7 +65,7 @@ class HostState:
     """Evac's own view of a host, kept across runs: ``maintenance`` hosts take no guests."""
 
     host: str
-    state: str  # enabled, maintenance, fenced
+    state: HostMode
     reason: str
     actor: str
     since: float
@@ -104,16 +103,23 @@ class Journal(Protocol):
         """Take over a job whose owner is dead; False if a live process owns it."""
         ...
 
-    def finish_job(self, job_id: int, state: str, error: str = "") -> None:
-        """Record the final state and release the job's lock."""
+    def finish_job(self, job_id: int, state: JobState, error: str = "") -> None:
+        """Record the final state, release the job's lock and forget its facts."""
         ...
 
     def request_cancel(self, job_id: int) -> None: ...
     def step(self, job_id: int, step: str) -> StepRecord | None: ...
-    def save_step(self, job_id: int, step: str, state: str, outputs: dict[str, Any], error: str = "") -> None: ...
+    def save_step(self, job_id: int, step: str, state: StepState, outputs: dict[str, Any], error: str = "") -> None: ...
     def items(self, job_id: int, step: str) -> dict[str, ItemRecord]: ...
     def save_item(
-        self, job_id: int, step: str, key: str, state: str, outputs: dict[str, Any], error: str = "", attempts: int = 0
+        self,
+        job_id: int,
+        step: str,
+        key: str,
+        state: ItemState,
+        outputs: dict[str, Any],
+        error: str = "",
+        attempts: int = 0,
     ) -> None: ...
     def add_event(self, event: Event) -> None: ...
     def events(self, job_id: int, after: int = 0) -> list[tuple[int, Event]]: ...
@@ -121,7 +127,7 @@ class Journal(Protocol):
     def approved_by(self, job_id: int, step: str) -> str | None: ...
     def audit(self, actor: str, action: str, target: str, detail: dict[str, Any] | None = None) -> None: ...
     def audit_log(self, limit: int = 100) -> list[AuditRecord]: ...
-    def set_host_state(self, host: str, state: str, reason: str, actor: str) -> None: ...
+    def set_host_state(self, host: str, state: HostMode, reason: str, actor: str) -> None: ...
     def host_states(self) -> dict[str, HostState]: ...
     def engage_brake(self, reason: str) -> None: ...
     def release_brake(self) -> bool:
@@ -143,11 +149,26 @@ class Journal(Protocol):
         """The last snapshot of the host's guest definitions: a dead host cannot be asked."""
         ...
 
-    def remember(self, key: str, value: str) -> None:
-        """A small fact learned from experience (what a guest's last migration needed)."""
+    def snapshot_taken(self, host: str) -> float | None:
+        """When the host's last snapshot was saved (epoch seconds); None: never. A snapshot
+        of no guests is a real empty host, which only this tells from an unknown one."""
+        ...
+
+    def remember(self, key: str, value: str, job: int | None = None) -> None:
+        """A small fact learned from experience (what a guest's last migration needed).
+        With ``job``, the fact belongs to that job and is forgotten when it finishes."""
         ...
 
     def recall(self, key: str) -> str | None: ...
+    def first_seen(self, key: str, ttl: float) -> bool:
+        """True the first time ``key`` is seen within ``ttl`` seconds, False for a repeat:
+        a webhook's nonce, an alert's fingerprint. Shared by every evac process on this
+        journal, so a replay sent to another replica is a repeat too."""
+        ...
+
+    def forget(self, key: str) -> None:
+        """Drop a fact that no longer holds (a guest's failed targets once it landed)."""
+        ...
 
 
 def current_owner() -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .events import Event
 from .hooks import hookimpl
+from .states import EventKind
 
 
 class JsonLines(logging.Formatter):
@@ -45,12 +46,12 @@ class EventLog:
 
     @hookimpl
     def evac_event(self, event: Event) -> None:
-        if event.kind == "progress" and not event.data.get("escalation") and event.data.get("level") != "alert":
+        if event.kind == EventKind.PROGRESS and not event.data.get("escalation") and event.data.get("level") != "alert":
             return  # per-second migration progress stays out of the log
         fields = {"event": event.kind, "job": event.job_id, "step": event.step, "item": event.item}
         level = (
             logging.WARNING
-            if event.kind in ("host.down", "monitor.storm_brake") or event.data.get("level") == "alert"
+            if event.kind in (EventKind.HOST_DOWN, EventKind.MONITOR_STORM_BRAKE) or event.data.get("level") == "alert"
             else logging.INFO
         )
         self.log.log(

@@ -9,8 +9,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from .events import Event
 from .hooks import hookimpl
 from .journal import Journal
+from .states import EventKind, Health, ItemState
 
-HOST_STATES = ("up", "suspect", "down")
+# The health each host event reports: one gauge per (host, health), 1 for the current one.
+HOST_HEALTH = {EventKind.HOST_UP: Health.UP, EventKind.HOST_SUSPECT: Health.SUSPECT, EventKind.HOST_DOWN: Health.DOWN}
 
 
 class Metrics:
@@ -56,24 +58,25 @@ class Metrics:
 
     def _observe(self, event: Event) -> None:
         kind = event.kind
-        if kind in ("job.started", "job.resumed") and not event.data.get("dry_run"):
+        if kind in (EventKind.JOB_STARTED, EventKind.JOB_RESUMED) and not event.data.get("dry_run"):
             self._runbooks[event.job_id] = str(event.data.get("runbook"))
             self.running.inc()
-        elif kind == "job.finished" and event.job_id in self._runbooks:
+        elif kind == EventKind.JOB_FINISHED and event.job_id in self._runbooks:
             self.jobs.labels(self._runbooks.pop(event.job_id), str(event.data.get("state"))).inc()
             self.running.dec()
-        elif kind == "step.started":
+        elif kind == EventKind.STEP_STARTED:
             self._actions[(event.job_id, event.step)] = str(event.data.get("action"))
-        elif kind == "item.finished" and self._actions.get((event.job_id, event.step)) == "vm.live_migrate":
-            ok = event.data.get("state") == "succeeded"
-            self.migrations.labels("succeeded" if ok else "failed").inc()
+        elif kind == EventKind.ITEM_FINISHED and self._actions.get((event.job_id, event.step)) == "vm.live_migrate":
+            ok = event.data.get("state") == ItemState.SUCCEEDED
+            self.migrations.labels(ItemState.SUCCEEDED if ok else ItemState.FAILED).inc()
             out = event.data.get("outputs") or {}
             if ok and out.get("seconds"):
                 self.duration.observe(float(out["seconds"]))
             if ok and out.get("downtime_ms") is not None:
                 self.downtime.observe(float(out["downtime_ms"]) / 1000)
-        elif kind == "step.finished" and self._actions.get((event.job_id, event.step)) == "host.fence":
+        elif kind == EventKind.STEP_FINISHED and self._actions.get((event.job_id, event.step)) == "host.fence":
             self.fences.labels(str(event.data.get("state"))).inc()
-        elif kind in ("host.up", "host.suspect", "host.down"):
-            for state in HOST_STATES:
-                self.hosts.labels(event.item, state).set(1 if kind == f"host.{state}" else 0)
+        elif kind in HOST_HEALTH:
+            health = HOST_HEALTH[EventKind(kind)]
+            for state in Health:
+                self.hosts.labels(event.item, state).set(1 if state == health else 0)

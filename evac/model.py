@@ -59,7 +59,7 @@ class HostStatus:
 
     name: str
     uri: str
-    state: str  # up, unreachable
+    state: str  # Health.UP, Health.DOWN (not probed: fenced), or "unreachable"
     capacity: Capacity | None = None
     guests: tuple[Guest, ...] = ()
     error: str = ""

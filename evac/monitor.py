@@ -1,14 +1,16 @@
-"""The monitor: watches every host, snapshots its guests, and reports hosts that died.
+"""The monitor: watches every host and reports hosts that died.
 
-One thread per host keeps a libvirt connection with keepalive and a close callback
-(which wakes the thread at once: no fixed sleeps stand between a failure and its
-detection), probes the host's ports, and asks the BMC where the first fence method can
-tell. :class:`evac.health.HostHealth` turns those signals into up / suspect / down.
+One thread per host polls the host's evidence sources (:mod:`evac.evidence`): the
+monitor's own libvirt connection with keepalive, a port probe and the BMC's power
+reading, plus any a plugin adds through ``evac_evidence_sources``. A source may also
+push evidence (libvirt's close callback), which wakes the thread at once: no fixed
+sleeps stand between a failure and its detection. :class:`evac.health.HostHealth`
+weighs the evidence into up / suspect / down.
 
-While a host is up its running guests' definitions are saved to the journal, so they
-can be restarted after it dies. A host in maintenance is watched but never failed
-over; a fenced host that comes back has its stale definitions of guests now running
-elsewhere removed, and stays out of service until an operator enables it.
+A host in maintenance is watched but never failed over; a fenced host that comes back
+has its stale definitions of guests now running elsewhere removed, and stays out of
+service until an operator enables it. Saving guests' definitions while hosts are up is
+not the monitor's job: it runs whether or not the monitor does.
 """
 
 from __future__ import annotations
@@ -16,44 +18,83 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from .app import App
-from .errors import EvacError, LockedError
+from .errors import ConfigError, EvacError, HostUnreachable
 from .events import Event
+from .evidence import (
+    Connection,
+    Evidence,
+    EvidenceSource,
+    LibvirtSource,
+    MonitorSettings,
+    PowerSource,
+    ProbeSource,
+    Rule,
+    Watch,
+)
 from .fencing import agent_for
-from .fleet import answers, reachable
+from .fleet import answers, reachable, snapshot
 from .health import HostHealth
 from .hypervisor import Hypervisor
 from .inventory import HostSpec
-from .runbook import Runbook, bind_params
+from .journal import HostState
+from .model import Guest
+from .plugins import notify
+from .states import EventKind, Health, HostMode
 from .stormbrake import StormBrake
 
 log = logging.getLogger("evac.monitor")
 
+HEALTH_EVENTS = {Health.UP: EventKind.HOST_UP, Health.SUSPECT: EventKind.HOST_SUSPECT, Health.DOWN: EventKind.HOST_DOWN}
 
-@dataclass(frozen=True)
-class MonitorSettings:
-    interval: float = 0.5  # between probes
-    suspect_interval: float = 0.1  # between probes while a host is suspect: confirm fast
-    probe_timeout: float = 1.0
-    keepalive: tuple[int, int] = (1, 3)  # libvirt keepalive: interval s, missed replies
-    confirm_misses: int = 2
-    snapshot_every: float = 5.0
-    power_every: float = 2.0  # BMC polls (0: never)
-    settle: float = 0.5  # wait before failing over, so hosts failing together engage the storm brake
-    settle_max: float = 6.0  # ...and up to this long while other hosts are still only suspect
+
+class HostConnection(Connection, Protocol):
+    """What the monitor needs of a libvirt connection: the keepalive source's part, and
+    enough to clean a fenced host that comes back. :class:`Hypervisor` is one."""
+
+    def guests(self, is_shared: Callable[[str | None], bool] = ...) -> tuple[Guest, ...]: ...
+
+    def destroy(self, name: str) -> None: ...
+
+    def undefine(self, name: str) -> None: ...
+
+
+def connect_libvirt(spec: HostSpec, settings: MonitorSettings) -> Hypervisor:
+    """The real connection. ``libvirt.open`` has no connect timeout, so a short TCP probe
+    first keeps a silent host from stalling its thread."""
+    if not reachable(spec.uri, settings.probe_timeout):
+        raise HostUnreachable(f"{spec.name}: {spec.uri} does not answer")
+    return Hypervisor.connect(spec.name, spec.uri, keepalive=settings.keepalive)
+
+
+def bmc_power(app: App, spec: HostSpec) -> str:
+    """The power state read through the host's first fence method: on, off or unknown."""
+    if not spec.fence:
+        return "unknown"
+    try:
+        return agent_for(app.pm, spec, spec.fence[0]).power_state()
+    except Exception:  # a BMC that does not answer is no signal either way
+        return "unknown"
 
 
 class Monitor:
+    """Watches every inventory host. ``probe``, ``connect`` and ``power`` feed the built-in
+    evidence sources; they default to the real port probe, libvirt and BMC, and unit
+    specs replace them to drive the monitor without a fleet."""
+
     def __init__(
         self,
         app: App,
         on_down: Callable[[str, str], None],
         settings: MonitorSettings = MonitorSettings(),
         brake: StormBrake | None = None,
+        *,
+        probe: Callable[[HostSpec], bool] | None = None,
+        connect: Callable[[HostSpec], HostConnection] | None = None,
+        power: Callable[[HostSpec], str] | None = None,
     ) -> None:
         self.app = app
         self.on_down = on_down
@@ -62,13 +103,38 @@ class Monitor:
         held = app.journal.brake()
         if held:  # an engaged brake holds across restarts until an operator releases it
             self.brake.engaged, self.brake.reason = True, held.reason
-        self.health = {h.name: HostHealth(h.name, settings.confirm_misses) for h in app.inventory.hosts}
+        self._probe = probe or (lambda spec: answers(spec, settings.probe_timeout))
+        self._connect_to = connect or (lambda spec: connect_libvirt(spec, settings))
+        self._power = power or (lambda spec: bmc_power(app, spec))
+        self.sources = self._collect_sources()
+        rules = {source.name: source.rule for source in self.sources}
+        self.health = {h.name: HostHealth(h.name, rules) for h in app.inventory.hosts}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._ready_count = 0
         self.started = threading.Event()
+
+    def _collect_sources(self) -> list[EvidenceSource]:
+        """The built-in sources, then plugins'; a name given twice is an error naming both."""
+        own: list[EvidenceSource] = [
+            LibvirtSource(self._connect),
+            ProbeSource(self._probe, rule=Rule(confirm=self.settings.confirm_misses)),
+            PowerSource(self._power, every=self.settings.power_every),
+        ]
+        found: Sequence[Sequence[EvidenceSource]] = self.app.pm.hook.evac_evidence_sources(
+            app=self.app, settings=self.settings
+        )
+        sources: dict[str, EvidenceSource] = {}
+        for source in [*own, *(s for batch in found for s in batch)]:
+            if source.name in sources:
+                raise ConfigError(
+                    f"evidence source '{source.name}' is given twice: by {_origin(sources[source.name])}"
+                    f" and {_origin(source)} (block one with EVAC_BLOCK_PLUGINS)"
+                )
+            sources[source.name] = source
+        return list(sources.values())
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -80,14 +146,14 @@ class Monitor:
         thread.start()
         self._threads.append(thread)
         if self.brake.engaged:
-            self._emit("monitor.storm_brake", "", f"still engaged: {self.brake.reason}")
+            self._emit(EventKind.MONITOR_STORM_BRAKE, "", f"still engaged: {self.brake.reason}")
 
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
             thread.join(10)
 
-    def state(self, host: str) -> str:
+    def state(self, host: str) -> Health:
         return self.health[host].state
 
     def _watch_brake(self) -> None:
@@ -100,7 +166,7 @@ class Monitor:
             if released:
                 held_back = self._held_back()
                 self._emit(
-                    "monitor.brake_released",
+                    EventKind.MONITOR_BRAKE_RELEASED,
                     "",
                     "storm brake released by an operator"
                     + (f"; failing over {', '.join(held_back)}" if held_back else ""),
@@ -115,45 +181,53 @@ class Monitor:
             return [
                 name
                 for name, health in self.health.items()
-                if health.state == "down" and name not in states  # not in maintenance, not fenced yet
+                if health.state is Health.DOWN and _exempt(states.get(name)) is None
             ]
 
     # ---------------------------------------------------------------- one host
     def _watch(self, spec: HostSpec) -> None:
         wake = threading.Event()
-        hv: Hypervisor | None = None
-        last_snapshot = last_power = 0.0
+
+        def report(evidence: Evidence) -> None:
+            self._take(spec, evidence)
+            wake.set()
+
+        watches: list[Watch] = []
+        for source in self.sources:
+            watch = source.watch(spec, report)
+            if watch is not None:
+                watches.append(watch)
+        polled = [-float("inf")] * len(watches)
         first = True
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if hv is None and reachable(spec.uri, self.settings.probe_timeout):
-                hv = self._connect(spec, wake)
-                if hv is not None:
-                    self._observe(spec, "libvirt", True, now)
-                    self._on_reconnect(spec, hv)
-                    last_snapshot = 0.0
-            elif hv is not None and not hv.alive():
-                hv.close()
-                hv = None
-            if hv is None:
-                self._observe(spec, "libvirt", False, now, "no connection")
-            self._observe(spec, "probe", self._probe(spec), time.monotonic())
-            if self.settings.power_every and now - last_power >= self.settings.power_every:
-                last_power = now
-                power = self._power(spec)
-                if power in ("on", "off"):
-                    self._observe(spec, "power", power == "on", time.monotonic())
-            if hv is not None and now - last_snapshot >= self.settings.snapshot_every:
-                last_snapshot = now
-                self._snapshot(spec, hv)
-            if first:
-                first = False
-                self._ready()
-            suspect = self.health[spec.name].state == "suspect"
-            wake.wait(self.settings.suspect_interval if suspect else self.settings.interval)
-            wake.clear()
-        if hv is not None:
-            hv.close()
+        try:
+            while not self._stop.is_set():
+                for index, watch in enumerate(watches):
+                    now = time.monotonic()
+                    if now - polled[index] < watch.every:
+                        continue
+                    polled[index] = now
+                    evidence = self._poll(spec, watch)
+                    if evidence is not None:
+                        self._take(spec, evidence)
+                if first:
+                    first = False
+                    self._ready()
+                suspect = self.health[spec.name].state is Health.SUSPECT
+                wake.wait(self.settings.suspect_interval if suspect else self.settings.interval)
+                wake.clear()
+        finally:
+            for watch in watches:
+                try:
+                    watch.close()
+                except Exception:
+                    log.exception("closing a watch on %s", spec.name)
+
+    def _poll(self, spec: HostSpec, watch: Watch) -> Evidence | None:
+        try:
+            return watch.poll()
+        except Exception:  # a broken plugin source is no evidence, and must not end the watch
+            log.exception("polling evidence about %s", spec.name)
+            return None
 
     def _ready(self) -> None:
         with self._lock:
@@ -161,51 +235,23 @@ class Monitor:
             if self._ready_count == len(self.health):
                 self.started.set()
 
-    def _connect(self, spec: HostSpec, wake: threading.Event) -> Hypervisor | None:
+    def _connect(self, spec: HostSpec) -> HostConnection:
+        """Connect for the libvirt source; a fenced host that answers again is cleaned first."""
+        conn = self._connect_to(spec)
         try:
-            hv = Hypervisor.connect(spec.name, spec.uri, keepalive=self.settings.keepalive)
-        except EvacError:
-            return None
+            self._on_reconnect(spec, conn)
+        except EvacError as exc:
+            log.warning("cleaning %s after it came back: %s", spec.name, exc)
+        return conn
 
-        def closed(reason: str) -> None:
-            self._observe(spec, "libvirt", False, time.monotonic(), reason)
-            wake.set()
-
-        hv.on_close(closed)
-        return hv
-
-    def _probe(self, spec: HostSpec) -> bool:
-        return answers(spec, self.settings.probe_timeout)
-
-    def _power(self, spec: HostSpec) -> str:
-        if not spec.fence:
-            return "unknown"
-        try:
-            return agent_for(self.app.pm, spec, spec.fence[0]).power_state()
-        except Exception:  # a BMC that does not answer is no signal either way
-            return "unknown"
-
-    def _snapshot(self, spec: HostSpec, hv: Hypervisor) -> None:
-        try:
-            definitions = {
-                g.name: hv.domain_xml(g.name, migratable=True)
-                for g in hv.guests(self.app.inventory.is_shared)
-                if g.state in ("running", "paused")
-            }
-        except EvacError:
-            return
-        self.app.journal.save_definitions(spec.name, definitions)
-
-    def _on_reconnect(self, spec: HostSpec, hv: Hypervisor) -> None:
+    def _on_reconnect(self, spec: HostSpec, hv: HostConnection) -> None:
         state = self.app.journal.host_states().get(spec.name)
-        if not state or state.state != "fenced":
+        if not state or state.state != HostMode.FENCED:
             return
-        from .fleet import snapshot
-
         elsewhere = {
             g.name
             for h in snapshot(self.app.inventory)
-            if h.name != spec.name and h.state == "up"
+            if h.name != spec.name and h.state == Health.UP
             for g in h.guests
             if g.state in ("running", "paused")
         }
@@ -215,31 +261,42 @@ class Monitor:
                     if guest.state in ("running", "paused"):
                         hv.destroy(guest.name)  # cannot happen after a real fence; never leave two
                     hv.undefine(guest.name)
-                    self._emit("host.cleaned", spec.name, f"{spec.name}: removed stale definition of {guest.name}")
+                    self._emit(
+                        EventKind.HOST_CLEANED, spec.name, f"{spec.name}: removed stale definition of {guest.name}"
+                    )
                 except EvacError as exc:
                     log.warning("cleaning %s on %s: %s", guest.name, spec.name, exc)
 
     # ---------------------------------------------------------------- transitions
-    def _observe(self, spec: HostSpec, signal: str, ok: bool, now: float, detail: str = "") -> None:
+    def _take(self, spec: HostSpec, evidence: Evidence) -> None:
+        if evidence.host != spec.name:
+            log.warning(
+                "evidence from %s about %s dropped: its watch is %s's", evidence.source, evidence.host, spec.name
+            )
+            return
+        self._observe(evidence)
+
+    def _observe(self, evidence: Evidence) -> None:
+        host = evidence.host
         with self._lock:
-            health = self.health[spec.name]
-            changed = health.observe(signal, ok, now, detail)
+            health = self.health[host]
+            changed = health.observe(evidence)
             if changed is None:
                 return
             self._changed.notify_all()
             reason = health.reason
-            self._emit(f"host.{changed}", spec.name, reason)
-            if changed != "down":
+            self._emit(HEALTH_EVENTS[changed], host, reason)
+            if changed is not Health.DOWN:
                 return
-            state = self.app.journal.host_states().get(spec.name)
-            if state and state.state in ("maintenance", "fenced"):
-                self._emit("host.ignored", spec.name, f"{spec.name} is in {state.state}: no failover")
+            exempt = _exempt(self.app.journal.host_states().get(host))
+            if exempt is not None:
+                self._emit(EventKind.HOST_IGNORED, host, f"{host} is in {exempt}: no failover")
                 return
-            if not self.brake.host_down(spec.name, now, len(self.health)):
+            if not self.brake.host_down(host, evidence.at, len(self.health)):
                 self.app.journal.engage_brake(self.brake.reason)
-                self._emit("monitor.storm_brake", spec.name, self.brake.reason)
+                self._emit(EventKind.MONITOR_STORM_BRAKE, host, self.brake.reason)
                 return
-        self._spawn_fail_over(spec.name, reason)
+        self._spawn_fail_over(host, reason)
 
     def _spawn_fail_over(self, host: str, reason: str) -> None:
         threading.Thread(target=self._fail_over, args=(host, reason), daemon=True, name=f"failover-{host}").start()
@@ -251,46 +308,32 @@ class Monitor:
             return
         deadline = time.monotonic() + self.settings.settle_max
         with self._changed:
-            while any(h.state == "suspect" for name, h in self.health.items() if name != host):
+            while any(h.state is Health.SUSPECT for name, h in self.health.items() if name != host):
                 left = deadline - time.monotonic()
                 if left <= 0 or self._stop.is_set():
                     break
                 self._changed.wait(left)
             if self.brake.engaged:
-                self._emit("monitor.storm_brake", host, f"{host} not failed over: {self.brake.reason}")
+                self._emit(EventKind.MONITOR_STORM_BRAKE, host, f"{host} not failed over: {self.brake.reason}")
                 return
         self.on_down(host, reason)
 
-    def _emit(self, kind: str, host: str, message: str) -> None:
+    def _emit(self, kind: EventKind, host: str, message: str) -> None:
         event = Event(kind, 0, item=host, message=message, data={"host": host})
         try:
             self.app.journal.add_event(event)
-            self.app.pm.hook.evac_event(event=event)
         except Exception:
-            log.exception("observer failed on %s", kind)
+            log.exception("journal failed to record %s", kind)
+        notify(self.app.pm, event)
 
 
-def failover_runbook(app: App, runbook: str = "host-failure") -> Callable[[str, str], None]:
-    """What the monitor does with a down host: run the host-failure runbook once for it."""
-
-    def on_down(host: str, reason: str) -> None:
-        book = app.runbook(runbook)
-        params = bind_params(book, failover_params(book, host, reason), app.host_names())
-        try:
-            job = app.engine.submit(book, params, host)
-        except LockedError as exc:
-            log.info("failover of %s not started: %s", host, exc)
-            return
-        app.journal.audit("monitor", "failover", host, {"job": job, "reason": reason})
-        app.engine.run(job, book)
-
-    return on_down
+def _exempt(state: HostState | None) -> HostMode | None:
+    """The mode that keeps a host from automatic failover (maintenance, fenced), if any."""
+    if state is None or state.state not in (HostMode.MAINTENANCE, HostMode.FENCED):
+        return None
+    return HostMode(state.state)
 
 
-def failover_params(book: Runbook, host: str, reason: str) -> dict[str, Any]:
-    """What the monitor tells a failover runbook. Its own verdict rests on two signals
-    seconds old, so one last reachability check before the fence is enough."""
-    given: dict[str, Any] = {"host": host, "reason": reason}
-    if any(p.name == "checks" for p in book.params):
-        given["checks"] = 1
-    return given
+def _origin(source: object) -> str:
+    kind = type(source)
+    return f"{kind.__module__}.{kind.__qualname__}"

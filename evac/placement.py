@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, replace
 
 from .model import Guest
 from .networks import Networks, bridge_on
+from .states import Health
 
-PLACEABLE_STATES = ("up",)
+PLACEABLE_STATES = (Health.UP,)
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class HostView:
     """A host as placement sees it. ``bridges`` None: unknown, not checked."""
 
     name: str
-    state: str  # up, maintenance, down, unreachable
+    state: str  # Health.UP or DOWN, a HostMode (maintenance, fenced), or "unreachable"
     memory_mib: int
     cpus: int
     guests: tuple[Guest, ...] = ()

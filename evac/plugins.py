@@ -8,7 +8,10 @@ is blocked by its name through ``$EVAC_BLOCK_PLUGINS`` or the ``blocked`` argume
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -19,7 +22,14 @@ import pluggy
 from . import hookspecs
 from .actions import Action, StepContext
 from .errors import ERROR_CLASSES, ConfigError
+from .events import Event
 from .hooks import NAME, hookimpl
+
+log = logging.getLogger("evac.plugins")
+# Observers that already failed, per plugin manager: the first failure is logged with its
+# traceback, later ones at debug level, so one broken observer cannot flood the log.
+_failed_observers: weakref.WeakKeyDictionary[pluggy.PluginManager, set[str]] = weakref.WeakKeyDictionary()
+_failed_lock = threading.Lock()
 
 
 class CoreStep:
@@ -97,3 +107,34 @@ def runbook_dirs(pm: pluggy.PluginManager) -> list[Path]:
     for found in reversed(pm.hook.evac_runbook_dirs()):
         dirs.extend(found)
     return dirs
+
+
+def notify(pm: pluggy.PluginManager, event: Event) -> None:
+    """Deliver ``event`` to every ``evac_event`` observer, each on its own.
+
+    A plain hook call stops at the first observer that raises, so the Slack bot would miss
+    events because a metrics plugin broke. Here each failure is logged (once per plugin)
+    and the others still get the event. Observers run in pluggy's order (``tryfirst``,
+    then last registered first); a wrapper impl of ``evac_event`` is not supported.
+    """
+    arguments = {"event": event}
+    for impl in reversed(pm.hook.evac_event.get_hookimpls()):
+        if impl.hookwrapper or impl.wrapper:
+            continue
+        try:
+            # the way pluggy calls an impl: it may take fewer arguments than the spec names
+            keywords = {name: arguments[name] for name in impl.kwargnames if name in arguments}
+            impl.function(*(arguments[name] for name in impl.argnames), **keywords)
+        except Exception:
+            with _failed_lock:
+                seen = _failed_observers.setdefault(pm, set())
+                first = impl.plugin_name not in seen
+                seen.add(impl.plugin_name)
+            if first:
+                log.exception(
+                    "evac_event observer '%s' failed on %s (further failures of it are logged at debug level)",
+                    impl.plugin_name,
+                    event.kind,
+                )
+            else:
+                log.debug("evac_event observer '%s' failed on %s", impl.plugin_name, event.kind, exc_info=True)

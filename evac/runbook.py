@@ -15,7 +15,7 @@ from typing import Any
 
 from .actions import ACTION_NAME, Action
 from .errors import ConfigError
-from .templating import check_syntax
+from .templating import as_condition, check_syntax, names_used
 from .yamldoc import Mapping, Sequence, Where, load_file, suggest
 
 PARAM_TYPES = ("string", "integer", "number", "boolean", "list", "host")
@@ -37,6 +37,11 @@ TOP_FIELDS = ("name", "description", "params", "defaults", "steps", "lock")
 DEFAULT_FIELDS = ("retry", "timeout", "concurrency", "on_failure")
 RETRY_FIELDS = ("attempts", "wait", "on")
 STEP_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+# What templates may read: the engine's step context (``item`` only in a for_each step's
+# ``with``, the one place the engine adds it), and what ``Engine.submit`` renders a lock with.
+STEP_NAMES = ("params", "steps", "job")
+ITEM_NAMES = (*STEP_NAMES, "item")
+LOCK_NAMES = ("params", "target")
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,9 @@ class Step:
     rollback: tuple[Step, ...] = ()
     approval: Approval | None = None
     description: str = ""
+    # Line of each templated field ("when", "for_each", "concurrency", "with.KEY"), so the
+    # checks that need the plugins or the whole runbook still point at the right line.
+    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,7 @@ class Runbook:
     params: tuple[Param, ...] = ()
     description: str = ""
     lock: str | None = None
+    lock_line: int = 0
 
     def all_steps(self) -> list[Step]:
         """Main steps with their handlers and rollbacks, for checks that span them all."""
@@ -145,6 +154,7 @@ def parse_runbook(data: Any, source: str) -> Runbook:
         params=params,
         description=str(top.get("description", "")),
         lock=lock,
+        lock_line=top.line_of("lock") if lock is not None else 0,
     )
 
 
@@ -218,11 +228,14 @@ def _step(where: Where, raw: Any, line: int, field_name: str, defaults: Mapping,
         )
     inputs = step.get("with", Mapping())
     where.require_mapping(inputs, step.line_of("with"), f"{label}: with")
+    lines = {key: step.line_of(key) for key in ("when", "for_each", "concurrency") if key in step}
     for key, value in inputs.items():
+        lines[f"with.{key}"] = inputs.line_of(key)
         _check_template(where, value, inputs.line_of(key), f"{label}: with.{key}")
-    for key in ("when", "for_each"):
-        if key in step:
-            _check_template(where, step[key], step.line_of(key), f"{label}: {key}")
+    if "when" in step:
+        _check_template(where, as_condition(step["when"]), step.line_of("when"), f"{label}: when")
+    if "for_each" in step:
+        _check_template(where, step["for_each"], step.line_of("for_each"), f"{label}: for_each")
     if "for_each" in step and not isinstance(step["for_each"], str | list):
         raise where.error(step.line_of("for_each"), f"{label}: for_each", "expected a list or a template")
     concurrency = step.get("concurrency", defaults.get("concurrency", 1))
@@ -270,6 +283,7 @@ def _step(where: Where, raw: Any, line: int, field_name: str, defaults: Mapping,
         rollback=rollback,
         approval=approval,
         description=str(step.get("description", "")),
+        lines=lines,
     )
 
 
@@ -342,13 +356,42 @@ def _check_template(where: Where, value: Any, line: int, field_name: str) -> Non
         raise where.error(line, field_name, f"template error: {problem}")
 
 
-def check_runbook(runbook: Runbook, actions: AbcMapping[str, Action], error_names: set[str]) -> list[ConfigError]:
-    """Checks that need the plugins: action names, their inputs, retry error classes.
+def check_names(runbook: Runbook) -> list[ConfigError]:
+    """Names templates read that will not exist at run time (``when: nosuch``, ``{{ parms.x }}``).
 
-    Returns every problem found, so ``evac runbook validate`` can list them all.
+    Without this check such a runbook is accepted and fails only when the step is reached,
+    after earlier steps have changed the fleet.
     """
     where = Where(runbook.source)
-    problems = []
+    problems: list[ConfigError] = []
+
+    def check(value: Any, line: int, field_name: str, known: tuple[str, ...]) -> None:
+        for name in sorted(names_used(value) - set(known)):
+            hint = "; item exists only in the 'with' of a step with for_each" if name == "item" else ""
+            message = f"unknown name '{name}'{suggest(name, known)} (known: {', '.join(known)}){hint}"
+            problems.append(where.error(line, field_name, message))
+
+    if runbook.lock is not None:
+        check(runbook.lock, runbook.lock_line, "lock", LOCK_NAMES)
+    for step in runbook.all_steps():
+        label = f"step '{step.id}'"
+        check(as_condition(step.when), step.lines.get("when", step.line), f"{label}: when", STEP_NAMES)
+        check(step.for_each, step.lines.get("for_each", step.line), f"{label}: for_each", STEP_NAMES)
+        check(step.concurrency, step.lines.get("concurrency", step.line), f"{label}: concurrency", STEP_NAMES)
+        known = ITEM_NAMES if step.for_each is not None else STEP_NAMES
+        for key, value in step.inputs.items():
+            check(value, step.lines.get(f"with.{key}", step.line), f"{label}: with.{key}", known)
+    return problems
+
+
+def check_runbook(runbook: Runbook, actions: AbcMapping[str, Action], error_names: set[str]) -> list[ConfigError]:
+    """Checks beyond the YAML: template names, action names and inputs, retry error classes.
+
+    Returns every problem found, so ``evac runbook validate`` can list them all (and
+    ``Engine.submit`` refuses a runbook with any, before a job exists).
+    """
+    where = Where(runbook.source)
+    problems = check_names(runbook)
     for step in runbook.all_steps():
         label = f"step '{step.id}'"
         action = actions.get(step.action)

@@ -16,6 +16,7 @@ from typing import Any
 from .errors import LockedError
 from .events import Event
 from .journal import AuditRecord, BrakeState, HostState, ItemRecord, JobRecord, StepRecord, current_owner, owner_alive
+from .states import HostMode, ItemState, JobState, StepState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -46,7 +47,9 @@ CREATE TABLE IF NOT EXISTS slots (
     slot TEXT NOT NULL, holder TEXT NOT NULL, owner TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (slot, holder));
 CREATE TABLE IF NOT EXISTS definitions (
     host TEXT NOT NULL, guest TEXT NOT NULL, xml TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (host, guest));
-CREATE TABLE IF NOT EXISTS learned (key TEXT PRIMARY KEY, value TEXT NOT NULL, ts REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (host TEXT PRIMARY KEY, ts REAL NOT NULL, guests INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS learned (key TEXT PRIMARY KEY, value TEXT NOT NULL, ts REAL NOT NULL, job_id INTEGER);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT NOT NULL, detail TEXT NOT NULL);
@@ -65,6 +68,9 @@ class SqliteJournal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(learned)")}
+            if "job_id" not in columns:  # journals from before job-scoped facts
+                self._db.execute("ALTER TABLE learned ADD COLUMN job_id INTEGER")
 
     def close(self) -> None:
         self._db.close()
@@ -94,8 +100,19 @@ class SqliteJournal:
                         raise LockedError(f"already running: job {held['job_id']} holds {lock}")
                 cur = self._db.execute(
                     "INSERT INTO jobs (runbook, source, params, target, state, dry_run, lock, owner, created, updated)"
-                    " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-                    (runbook, source, json.dumps(params), target, int(dry_run), lock, self._owner, now, now),
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        runbook,
+                        source,
+                        json.dumps(params),
+                        target,
+                        JobState.RUNNING,
+                        int(dry_run),
+                        lock,
+                        self._owner,
+                        now,
+                        now,
+                    ),
                 )
                 job_id = int(cur.lastrowid or 0)
                 if lock:
@@ -114,14 +131,14 @@ class SqliteJournal:
         return [_job(r) for r in self._read("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))]
 
     def unfinished_jobs(self) -> list[JobRecord]:
-        return [_job(r) for r in self._read("SELECT * FROM jobs WHERE state = 'running' ORDER BY id")]
+        return [_job(r) for r in self._read("SELECT * FROM jobs WHERE state = ? ORDER BY id", (JobState.RUNNING,))]
 
     def claim(self, job_id: int) -> bool:
         with self._mutex:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute("SELECT owner, state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                ok = row is not None and row["state"] == "running"
+                ok = row is not None and row["state"] == JobState.RUNNING
                 ok = ok and (row["owner"] == self._owner or not owner_alive(row["owner"]))
                 if ok:
                     self._db.execute(
@@ -133,13 +150,14 @@ class SqliteJournal:
                 raise
         return bool(ok)
 
-    def finish_job(self, job_id: int, state: str, error: str = "") -> None:
+    def finish_job(self, job_id: int, state: JobState, error: str = "") -> None:
         with self._mutex:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
                 "UPDATE jobs SET state = ?, error = ?, updated = ? WHERE id = ?", (state, error, time.time(), job_id)
             )
             self._db.execute("DELETE FROM locks WHERE job_id = ?", (job_id,))
+            self._db.execute("DELETE FROM learned WHERE job_id = ?", (job_id,))
             self._db.execute("COMMIT")
 
     def request_cancel(self, job_id: int) -> None:
@@ -151,9 +169,9 @@ class SqliteJournal:
         if not rows:
             return None
         r = rows[0]
-        return StepRecord(r["step"], r["state"], json.loads(r["outputs"]), r["error"])
+        return StepRecord(r["step"], StepState(r["state"]), json.loads(r["outputs"]), r["error"])
 
-    def save_step(self, job_id: int, step: str, state: str, outputs: dict[str, Any], error: str = "") -> None:
+    def save_step(self, job_id: int, step: str, state: StepState, outputs: dict[str, Any], error: str = "") -> None:
         self._write(
             "INSERT OR REPLACE INTO steps (job_id, step, state, outputs, error, updated) VALUES (?, ?, ?, ?, ?, ?)",
             (job_id, step, state, json.dumps(outputs, default=str), error, time.time()),
@@ -162,12 +180,19 @@ class SqliteJournal:
     def items(self, job_id: int, step: str) -> dict[str, ItemRecord]:
         rows = self._read("SELECT * FROM items WHERE job_id = ? AND step = ?", (job_id, step))
         return {
-            r["key"]: ItemRecord(r["key"], r["state"], json.loads(r["outputs"]), r["error"], r["attempts"])
+            r["key"]: ItemRecord(r["key"], ItemState(r["state"]), json.loads(r["outputs"]), r["error"], r["attempts"])
             for r in rows
         }
 
     def save_item(
-        self, job_id: int, step: str, key: str, state: str, outputs: dict[str, Any], error: str = "", attempts: int = 0
+        self,
+        job_id: int,
+        step: str,
+        key: str,
+        state: ItemState,
+        outputs: dict[str, Any],
+        error: str = "",
+        attempts: int = 0,
     ) -> None:
         self._write(
             "INSERT OR REPLACE INTO items (job_id, step, key, state, outputs, error, attempts, updated)"
@@ -218,8 +243,8 @@ class SqliteJournal:
         return [AuditRecord(r["ts"], r["actor"], r["action"], r["target"], json.loads(r["detail"])) for r in rows]
 
     # ---------------------------------------------------------------- host states
-    def set_host_state(self, host: str, state: str, reason: str, actor: str) -> None:
-        if state == "enabled":
+    def set_host_state(self, host: str, state: HostMode, reason: str, actor: str) -> None:
+        if state == HostMode.ENABLED:
             self._write("DELETE FROM host_states WHERE host = ?", (host,))
             return
         self._write(
@@ -229,7 +254,9 @@ class SqliteJournal:
 
     def host_states(self) -> dict[str, HostState]:
         rows = self._read("SELECT * FROM host_states")
-        return {r["host"]: HostState(r["host"], r["state"], r["reason"], r["actor"], r["since"]) for r in rows}
+        return {
+            r["host"]: HostState(r["host"], HostMode(r["state"]), r["reason"], r["actor"], r["since"]) for r in rows
+        }
 
     # ---------------------------------------------------------------- storm brake
     def engage_brake(self, reason: str) -> None:
@@ -276,13 +303,42 @@ class SqliteJournal:
                 "INSERT INTO definitions (host, guest, xml, ts) VALUES (?, ?, ?, ?)",
                 [(host, name, xml, now) for name, xml in definitions.items()],
             )
+            self._db.execute(
+                "INSERT OR REPLACE INTO snapshots (host, ts, guests) VALUES (?, ?, ?)", (host, now, len(definitions))
+            )
             self._db.execute("COMMIT")
 
     def definitions(self, host: str) -> dict[str, str]:
         return {r["guest"]: r["xml"] for r in self._read("SELECT guest, xml FROM definitions WHERE host = ?", (host,))}
 
-    def remember(self, key: str, value: str) -> None:
-        self._write("INSERT OR REPLACE INTO learned (key, value, ts) VALUES (?, ?, ?)", (key, value, time.time()))
+    def snapshot_taken(self, host: str) -> float | None:
+        rows = self._read("SELECT ts FROM snapshots WHERE host = ?", (host,))
+        if rows:
+            return float(rows[0]["ts"])
+        older = self._read("SELECT MAX(ts) AS ts FROM definitions WHERE host = ?", (host,))  # journals before 0.2
+        return float(older[0]["ts"]) if older and older[0]["ts"] is not None else None
+
+    def remember(self, key: str, value: str, job: int | None = None) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO learned (key, value, ts, job_id) VALUES (?, ?, ?, ?)",
+            (key, value, time.time(), job),
+        )
+
+    def first_seen(self, key: str, ttl: float) -> bool:
+        now = time.time()
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM seen WHERE expires < ?", (now,))
+                fresh = self._db.execute(
+                    "INSERT OR IGNORE INTO seen (key, expires) VALUES (?, ?)", (key, now + ttl)
+                ).rowcount
+            finally:
+                self._db.execute("COMMIT")
+        return bool(fresh)
+
+    def forget(self, key: str) -> None:
+        self._write("DELETE FROM learned WHERE key = ?", (key,))
 
     def recall(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM learned WHERE key = ?", (key,))
@@ -296,7 +352,7 @@ def _job(r: sqlite3.Row) -> JobRecord:
         source=r["source"],
         params=json.loads(r["params"]),
         target=r["target"],
-        state=r["state"],
+        state=JobState(r["state"]),
         dry_run=bool(r["dry_run"]),
         lock=r["lock"],
         owner=r["owner"],

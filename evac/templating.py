@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import ConfigError
@@ -25,6 +26,36 @@ class TemplateError(ConfigError):
 
 def is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def as_condition(expression: Any) -> Any:
+    """A ``when`` value as a template: a bare expression (``params.force``) is wrapped in ``{{ }}``.
+
+    Shared by the engine and the checks, so ``validate`` reads ``when`` the way a run does.
+    """
+    if isinstance(expression, bool) or expression is None:
+        return expression
+    text = str(expression)
+    return text if is_template(text) else "{{ " + text + " }}"
+
+
+def names_used(value: Any) -> set[str]:
+    """The context names templates in ``value`` read (recursively), minus Jinja's own globals.
+
+    A template that does not parse reads nothing here: ``check_syntax`` reports it.
+    """
+    if isinstance(value, dict | list):
+        found: set[str] = set()
+        for inner in value.values() if isinstance(value, dict) else value:
+            found |= names_used(inner)
+        return found
+    if not is_template(value):
+        return set()
+    try:
+        parsed = ENV.parse(value)
+    except jinja2.TemplateSyntaxError:
+        return set()
+    return set(meta.find_undeclared_variables(parsed)) - set(ENV.globals)
 
 
 def check_syntax(value: Any) -> str | None:
@@ -74,10 +105,7 @@ def truthy(expression: Any, context: dict[str, Any]) -> bool:
     """A ``when`` condition: a bare expression or a ``{{ }}`` template."""
     if isinstance(expression, bool):
         return expression
-    text = str(expression)
-    if not is_template(text):
-        text = "{{ " + text + " }}"
-    result = render(text, context)
+    result = render(as_condition(expression), context)
     if isinstance(result, str):
         return result.strip().lower() not in ("", "false", "0", "none", "no")
     return bool(result)

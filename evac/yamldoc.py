@@ -1,7 +1,9 @@
 """YAML that remembers line numbers, so every bad-input message can name file:line.
 
 Mappings load as :class:`Mapping` (a ``dict``) and sequences as :class:`Sequence`
-(a ``list``); both carry the line of each entry. Scalars stay plain Python values.
+(a ``list``); both carry the line of each entry. Scalars stay plain Python values, but a
+mapping remembers the text of every value YAML 1.1 read as a boolean (``off``, ``no``,
+``yes``, ``on``...), so :meth:`Where.require_str` can say why ``mode: off`` is not a string.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import yaml
 
@@ -19,9 +21,14 @@ from .errors import ConfigError
 class Mapping(dict[str, Any]):
     line: int = 0
     lines: dict[str, int] = {}  # noqa: RUF012 - replaced per instance by the loader
+    bool_texts: dict[str, str] = {}  # noqa: RUF012 - key -> the text YAML read as a boolean
 
     def line_of(self, key: str) -> int:
         return self.lines.get(key, self.line)
+
+    def bool_text(self, key: str) -> str | None:
+        """The original text of ``key``'s value when YAML read it as a boolean (``off``), else None."""
+        return self.bool_texts.get(key)
 
 
 class Sequence(list[Any]):
@@ -36,11 +43,15 @@ class _Loader(yaml.SafeLoader):
     pass
 
 
+BOOL_TAG = "tag:yaml.org,2002:bool"
+
+
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> Mapping:
     loader.flatten_mapping(node)
     result = Mapping()
     result.line = node.start_mark.line + 1
     result.lines = {}
+    result.bool_texts = {}
     for key_node, value_node in node.value:
         # Keys are names: take their text, so YAML 1.1 never turns "on" or "yes" into True.
         if isinstance(key_node, yaml.ScalarNode):
@@ -51,6 +62,8 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> Mapping:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
         result[key] = loader.construct_object(value_node, deep=True)
         result.lines[key] = key_node.start_mark.line + 1
+        if isinstance(value_node, yaml.ScalarNode) and value_node.tag == BOOL_TAG:
+            result.bool_texts[key] = value_node.value
     return result
 
 
@@ -104,6 +117,31 @@ class Where:
         if not isinstance(value, Sequence):
             raise self.error(line, field, f"expected a list, got {_kind(value)}")
         return value
+
+    @overload
+    def require_str(self, data: Mapping, key: str, field: str, default: str) -> str: ...
+
+    @overload
+    def require_str(self, data: Mapping, key: str, field: str, default: None = None) -> str | None: ...
+
+    def require_str(self, data: Mapping, key: str, field: str, default: str | None = None) -> str | None:
+        """``data[key]`` as a string (``default`` when absent); an error naming file:line and
+        ``field`` otherwise. A YAML 1.1 boolean gets the fix in the message::
+
+            evac.yaml:12: slack.mode: expected a string; YAML reads off as false — quote it: "off"
+        """
+        if key not in data:
+            return default
+        value = data[key]
+        if isinstance(value, str):
+            return value
+        text = data.bool_text(key)
+        if isinstance(value, bool) and text is not None:
+            reads = "true" if value else "false"
+            raise self.error(
+                data.line_of(key), field, f'expected a string; YAML reads {text} as {reads} — quote it: "{text}"'
+            )
+        raise self.error(data.line_of(key), field, f"expected a string, got {_kind(value)}")
 
     def reject_unknown(self, data: Mapping, allowed: Iterable[str], field: str) -> None:
         allowed = list(allowed)

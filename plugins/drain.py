@@ -11,29 +11,31 @@ from dataclasses import asdict
 from typing import Any
 
 from evac import Action, StepContext, hookimpl
-from evac.app import App
+from evac.appview import AppView
 from evac.errors import EvacError, Incomplete, NotFound
 from evac.fleet import host_views, read_bridges, snapshot
 from evac.hypervisor import Hypervisor
 from evac.model import Guest
 from evac.placement import HostView, Policy, plan_drain
+from evac.states import Health, HostMode
 
 
-def app_of(ctx: StepContext) -> App:
-    app = ctx.services["app"]
-    assert isinstance(app, App)
-    return app
+def app_of(ctx: StepContext) -> AppView:
+    """The running evac; an engine built without one (a bare unit test) cannot run these actions."""
+    if ctx.app is None:
+        raise EvacError(f"step '{ctx.step}': this action needs the evac app (build the Engine with app=...)")
+    return ctx.app
 
 
-def fleet(app: App) -> list[HostView]:
+def fleet(app: AppView) -> list[HostView]:
     """The placement view of the fleet; hosts evac fenced are not probed (they are off)."""
     states = app.journal.host_states()
-    fenced = {h for h, s in states.items() if s.state == "fenced"}
+    fenced = {h for h, s in states.items() if s.state == HostMode.FENCED}
     statuses = snapshot(app.inventory, skip=fenced)
     return host_views(app.inventory, statuses, states, read_bridges(app.inventory, statuses))
 
 
-def chooser(app: App) -> Any:
+def chooser(app: AppView) -> Any:
     def choose(guest: Guest, candidates: list[str]) -> str | None:
         answer: str | None = app.pm.hook.evac_choose_target(guest=guest, candidates=candidates)
         return answer
@@ -54,15 +56,15 @@ def disable(ctx: StepContext) -> Mapping[str, Any]:
     app = app_of(ctx)
     host = app.inventory.host(str(ctx.inputs["host"])).name
     before = app.journal.host_states().get(host)
-    app.journal.set_host_state(host, "maintenance", str(ctx.inputs.get("reason", "")), f"job:{ctx.job_id}")
+    app.journal.set_host_state(host, HostMode.MAINTENANCE, str(ctx.inputs.get("reason", "")), f"job:{ctx.job_id}")
     ctx.progress(f"{host} in maintenance: placement and monitoring leave it alone")
-    return {"host": host, "was": before.state if before else "enabled"}
+    return {"host": host, "was": before.state if before else HostMode.ENABLED}
 
 
 def enable(ctx: StepContext) -> Mapping[str, Any]:
     app = app_of(ctx)
     host = app.inventory.host(str(ctx.inputs["host"])).name
-    app.journal.set_host_state(host, "enabled", "", f"job:{ctx.job_id}")
+    app.journal.set_host_state(host, HostMode.ENABLED, "", f"job:{ctx.job_id}")
     ctx.progress(f"{host} enabled")
     return {"host": host}
 
@@ -73,7 +75,7 @@ def plan(ctx: StepContext) -> Mapping[str, Any]:
     source = app.inventory.host(str(ctx.inputs["host"])).name
     views = fleet(app)
     by_name = {v.name: v for v in views}
-    if by_name[source].state in ("unreachable", "down"):
+    if by_name[source].state in ("unreachable", Health.DOWN):
         raise EvacError(f"{source} is unreachable: a drain needs the host up (for a dead host, run host-failure)")
     drain = plan_drain(views, source, policy(ctx.inputs), chooser(app))
     for warning in drain.warnings:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from evac import Action, StepContext, hookimpl
-from evac.app import App
+from evac.appview import AppView
 from evac.domainxml import parse_guest, with_bridges
 from evac.errors import DiskInUse, EvacError, FencingError, Incomplete
 from evac.fencing import fence_host
@@ -21,6 +21,7 @@ from evac.hypervisor import Hypervisor
 from evac.model import Guest
 from evac.networks import guest_renames
 from evac.placement import place
+from evac.states import HostMode
 
 from .drain import app_of, fleet, policy
 
@@ -43,22 +44,24 @@ def fence(ctx: StepContext) -> Mapping[str, Any]:
     app = app_of(ctx)
     spec = app.inventory.host(str(ctx.inputs["host"]))
     state = app.journal.host_states().get(spec.name)
-    if state and state.state == "fenced":
+    if state and state.state == HostMode.FENCED:
         return {"host": spec.name, "method": "already fenced", "by": state.actor, "seconds": 0}
     try:
         result = fence_host(app.pm, spec, confirm_timeout=float(ctx.inputs.get("confirm_timeout", 30)))
     except FencingError as exc:
-        ctx.progress(f"ALERT: {exc}", level="alert", host=spec.name)
+        ctx.progress(f"ALERT: {exc}", level="alert", kind="fence_failed", host=spec.name)
+        app.journal.audit(f"job:{ctx.job_id}", "fence.failed", spec.name, {"error": str(exc)})
         raise
     for attempt in result.attempts:
         if not attempt.ok:
             ctx.progress(f"fence method {attempt.method} failed: {attempt.detail}")
-    app.journal.set_host_state(spec.name, "fenced", f"fenced by {result.method}", f"job:{ctx.job_id}")
+    app.journal.set_host_state(spec.name, HostMode.FENCED, f"fenced by {result.method}", f"job:{ctx.job_id}")
+    app.journal.audit(f"job:{ctx.job_id}", "fence", spec.name, {"method": result.method, "seconds": result.seconds})
     ctx.progress(f"{spec.name} fenced by {result.method} in {result.seconds:.2f} s")
     return {"host": spec.name, "method": result.method, "seconds": round(result.seconds, 3)}
 
 
-def snapshot_guests(app: App, host: str) -> list[Guest]:
+def snapshot_guests(app: AppView, host: str) -> list[Guest]:
     return [
         parse_guest(xml, host, "running", True, app.inventory.is_shared)
         for xml in app.journal.definitions(host).values()
@@ -68,6 +71,15 @@ def snapshot_guests(app: App, host: str) -> list[Guest]:
 def plan_restart(ctx: StepContext) -> Mapping[str, Any]:
     app = app_of(ctx)
     host = app.inventory.host(str(ctx.inputs["host"])).name
+    taken = app.journal.snapshot_taken(host)
+    if taken is None:
+        message = (
+            f"ALERT: evac has no snapshot of what ran on {host} (no evac process reached {host} since this "
+            f"journal began), so nothing was restarted. Find its guests (disks on shared storage) and start "
+            f"them elsewhere by hand; `evac serve` snapshots every host it can reach, from its start on"
+        )
+        ctx.progress(message, level="alert", kind="no_snapshot", host=host)
+        raise EvacError(message.removeprefix("ALERT: "))
     guests = snapshot_guests(app, host)
     lost = [g for g in guests if g.local_disks]
     movable = [g for g in guests if not g.local_disks]
@@ -95,10 +107,11 @@ def plan_restart(ctx: StepContext) -> Mapping[str, Any]:
         ],
         "unrecoverable": unrecoverable,
         "snapshot_guests": len(guests),
+        "snapshot_age": round(max(0.0, time.time() - taken), 1),
     }
 
 
-def running_somewhere(app: App, name: str, skip: str) -> str | None:
+def running_somewhere(app: AppView, name: str, skip: str) -> str | None:
     for spec in app.inventory.hosts:
         if spec.name == skip or not reachable(spec.uri, 0.5):
             continue
@@ -118,7 +131,7 @@ def restart(ctx: StepContext) -> Mapping[str, Any]:
     name = str(ctx.inputs["guest"])
     target = app.inventory.host(str(ctx.inputs["target"]))
     state = app.journal.host_states().get(failed)
-    if not state or state.state != "fenced":
+    if not state or state.state != HostMode.FENCED:
         raise FencingError(f"{name}: {failed} is not fenced; refusing to start its guest elsewhere")
     already = running_somewhere(app, name, skip=failed)
     if already:
@@ -172,9 +185,14 @@ def report(ctx: StepContext) -> Mapping[str, Any]:
             {"guest": lost["guest"], "priority": 0, "to": "", "result": "unrecoverable", "detail": lost["reason"]}
         )
     ok = sum(1 for r in rows if r["result"] == "restarted")
-    summary = f"{host} failed: {ok} of {len(rows)} guests restarted elsewhere"
+    known, age = planned.get("snapshot_guests", len(rows)), planned.get("snapshot_age")
+    seen = f"{known} guest(s) known from a snapshot {age} s old" if age is not None else f"{known} guest(s) known"
+    if rows:
+        summary = f"{host} failed: {ok} of {len(rows)} guests restarted elsewhere ({seen})"
+    else:
+        summary = f"{host} failed: it ran no guests, nothing to restart ({seen})"
     ctx.progress(summary)
-    outputs = {"host": host, "rows": rows, "summary": summary}
+    outputs = {"host": host, "rows": rows, "summary": summary, "snapshot_guests": known, "snapshot_age": age}
     if ok < len(rows) and not ctx.dry_run:
         raise Incomplete(summary, outputs)
     return outputs

@@ -13,9 +13,8 @@ import subprocess
 from collections.abc import Mapping
 from typing import Any
 
-from evac import hookimpl
+from evac import FenceMethod, hookimpl
 from evac.errors import ConfigError, FencingError
-from evac.inventory import HostSpec
 
 
 class FenceAgentProcess:
@@ -53,5 +52,13 @@ class FenceAgentProcess:
 
 
 @hookimpl
-def evac_fence_agent(host: HostSpec, method: str, options: Mapping[str, Any]) -> FenceAgentProcess | None:
-    return FenceAgentProcess(host.name, options) if method == "agent" else None
+def evac_fence_methods() -> list[FenceMethod]:
+    return [
+        FenceMethod(
+            "agent",
+            lambda host, settings: FenceAgentProcess(host.name, settings),
+            description="Any fence-agents agent (fence_ipmilan, fence_apc_snmp, ...) through its stdin protocol.",
+            required=("agent",),
+            optional=None,  # every other setting is passed to the agent as is
+        )
+    ]

@@ -18,9 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from evac import hookimpl
+from evac import FenceMethod, hookimpl
 from evac.errors import ConfigError, FencingError
-from evac.inventory import HostSpec
 
 
 class Redfish:
@@ -78,5 +77,13 @@ class Redfish:
 
 
 @hookimpl
-def evac_fence_agent(host: HostSpec, method: str, options: Mapping[str, Any]) -> Redfish | None:
-    return Redfish(host.name, options) if method == "redfish" else None
+def evac_fence_methods() -> list[FenceMethod]:
+    return [
+        FenceMethod(
+            "redfish",
+            lambda host, settings: Redfish(host.name, settings),
+            description="ComputerSystem.Reset ForceOff through the host's BMC, confirmed by PowerState.",
+            required=("url",),
+            optional=("system", "username", "password", "password_file", "password_env", "verify_tls", "timeout"),
+        )
+    ]

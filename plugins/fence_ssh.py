@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from evac import hookimpl
+from evac import FenceMethod, hookimpl
 from evac.errors import ConfigError, HostUnreachable
 from evac.inventory import HostSpec, SshSpec
 from evac.remote import run
@@ -40,10 +40,19 @@ class SshPowerOff:
             return "off"
 
 
-@hookimpl
-def evac_fence_agent(host: HostSpec, method: str, options: Mapping[str, Any]) -> SshPowerOff | None:
-    if method != "ssh":
-        return None
+def ssh_power_off(host: HostSpec, settings: Mapping[str, Any]) -> SshPowerOff:
     if host.ssh is None:
         raise ConfigError(f"{host.name}: fence method ssh needs the host's ssh settings")
-    return SshPowerOff(host.ssh, str(options.get("command", "echo o > /proc/sysrq-trigger")))
+    return SshPowerOff(host.ssh, str(settings.get("command", "echo o > /proc/sysrq-trigger")))
+
+
+@hookimpl
+def evac_fence_methods() -> list[FenceMethod]:
+    return [
+        FenceMethod(
+            "ssh",
+            ssh_power_off,
+            description="The host powers itself off over SSH (weak: put it last in a chain).",
+            optional=("command",),
+        )
+    ]

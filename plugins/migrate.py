@@ -4,19 +4,21 @@ The call is idempotent: it first looks where the guest really is. It holds a slo
 source (outgoing) and the target (incoming), kept in the journal, so that migrations from
 every evac process stay within per-host limits; samples the job's statistics into progress
 events; lets the convergence policy escalate; aborts on cancel (the guest stays on its
-source). A failed target is remembered with its cause, so a retry of the step picks
-another host and the report says why.
+source). A failed target is remembered in the journal with its cause, per job and guest,
+so a retry of the step (in this process or in the one that resumes the job) picks another
+host and the report says why.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from evac import Action, StepContext, hookimpl
-from evac.app import App
+from evac.appview import AppView
 from evac.convergence import ConvergencePolicy, Escalation, MigrationTuning, Sample
 from evac.errors import Cancelled, ConfigError, EvacError, MigrationError, NotFound
 from evac.hypervisor import Hypervisor
@@ -80,7 +82,27 @@ class HostSlots:
         self.taken.clear()
 
 
-FAILED_TARGETS: dict[tuple[int, str], dict[str, str]] = {}  # (job, guest) -> target -> why
+class FailedTargets:
+    """The targets one guest of one job failed to reach, with why, kept in the journal so a
+    resumed job (same id, another process) still avoids them and still reports why. They
+    belong to the job: the journal forgets them when it finishes, however it ends."""
+
+    def __init__(self, journal: Journal, job_id: int, guest: str) -> None:
+        self.journal = journal
+        self.job_id = job_id
+        self.key = f"failed-targets:{job_id}:{guest}"
+
+    def load(self) -> dict[str, str]:
+        """Target -> why it failed; empty when nothing failed (or the guest has landed)."""
+        raw = self.journal.recall(self.key)
+        return dict(json.loads(raw)) if raw else {}
+
+    def add(self, target: str, why: str) -> None:
+        self.journal.remember(self.key, json.dumps({**self.load(), target: why}, sort_keys=True), job=self.job_id)
+
+    def clear(self) -> None:
+        """The guest landed: nothing is left to avoid."""
+        self.journal.forget(self.key)
 
 
 def merge_tuning(answers: list[MigrationTuning | None]) -> MigrationTuning:
@@ -112,7 +134,7 @@ def sample(stats: Mapping[str, Any], started: float) -> Sample:
     )
 
 
-def locate(app: App, name: str, hosts: list[HostSpec]) -> dict[str, Guest]:
+def locate(app: AppView, name: str, hosts: list[HostSpec]) -> dict[str, Guest]:
     found = {}
     for spec in hosts:
         try:
@@ -129,7 +151,8 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
     inv = app.inventory
     name = str(ctx.inputs["guest"])
     source = inv.host(str(ctx.inputs["source"]))
-    failed = FAILED_TARGETS.setdefault((ctx.job_id, name), {})
+    failed_targets = FailedTargets(app.journal, ctx.job_id, name)
+    failed = failed_targets.load()
     target = inv.host(str(ctx.inputs["target"]))
     if target.name in failed:
         target = retarget(ctx, app, name, source.name, failed)
@@ -140,6 +163,7 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
         if source.name in where:  # a crash between the switch-over and the undefine
             with Hypervisor.connect(source.name, source.uri) as hv:
                 hv.undefine(name)
+        failed_targets.clear()
         return {"guest": name, "source": source.name, "target": target.name, "already": True, "seconds": 0}
     guest = where.get(source.name)
     if guest is None:
@@ -158,17 +182,17 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
         ctx.progress(f"{source.name} -> {target.name} ({', '.join(flags) or 'plain'})", flags=flags)
         result = run_migration(ctx, guest, source, target, tuning, flags, conv)
     except MigrationError as exc:
-        failed[target.name] = str(exc)
+        failed_targets.add(target.name, str(exc))
         raise
     finally:
         slots.release()
-    FAILED_TARGETS.pop((ctx.job_id, name), None)
+    failed_targets.clear()
     needed = "postcopy" if any(e.startswith("postcopy") for e in result["escalations"]) else "plain"
     app.journal.remember(f"convergence:{name}", needed)
     return {"guest": name, "source": source.name, "target": target.name, "notes": list(tuning.notes), **result}
 
 
-def retarget(ctx: StepContext, app: App, name: str, source: str, failed: dict[str, str]) -> HostSpec:
+def retarget(ctx: StepContext, app: AppView, name: str, source: str, failed: dict[str, str]) -> HostSpec:
     """A new target for a retry, excluding hosts this guest already failed to reach."""
     views = fleet(app)
     guest = next((g for v in views if v.name == source for g in v.guests if g.name == name), None)

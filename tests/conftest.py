@@ -1,4 +1,8 @@
-"""Shared test policy: under CI=true a missing real part fails the run; elsewhere it skips."""
+"""Shared test policy: under CI=true a missing real part fails the run; elsewhere it skips.
+
+Every test under ``tests/integration`` carries the ``integration`` marker, so
+``pytest -m integration`` runs the lab tests and ``pytest -m "not integration"`` the rest.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+INTEGRATION = (Path(__file__).parent / "integration").resolve()
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection looks at the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under ``tests/integration`` (a ``pytestmark`` in a conftest marks nothing)."""
+    for item in items:
+        if item.path.resolve().is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.integration)
 
 
 def require(condition: bool, why: str) -> None:

@@ -1,7 +1,8 @@
 """A local stand-in for Slack's Web API (the way slack-bolt tests itself): it answers
 ``auth.test``, ``chat.*``, ``usergroups.list``, ``files.*`` and ``apps.connections.open``
-and records every call, and it takes ``response_url`` posts. Plus signed request bodies
-for the app, and Slack's end of a Socket Mode WebSocket."""
+and records every call, and it takes ``response_url`` posts (``held`` makes a method slow
+until the test lets it answer). Plus signed request bodies for the app, and Slack's end
+of a Socket Mode WebSocket."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from hashlib import sha256
@@ -34,6 +35,7 @@ class SlackMock:
         self.calls: list[Call] = []
         self.groups = groups or {}
         self.socket_url = ""  # what apps.connections.open hands out (Socket Mode)
+        self.held: dict[str, threading.Event] = {}  # method -> answered once the test sets it (a slow Slack)
         self.cond = threading.Condition()
         self._ts = itertools.count(1)
         mock = self
@@ -52,6 +54,9 @@ class SlackMock:
                 else:
                     args = {k: v[0] for k, v in parse_qs(raw).items()}
                 mock.record(method, args)
+                gate = mock.held.get(method)
+                if gate is not None:
+                    gate.wait(30)
                 body = json.dumps(mock.answer(method, args)).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -120,7 +125,7 @@ def signed(
 ) -> BoltRequest:
     ts = str(timestamp if timestamp is not None else int(time.time()))
     digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), sha256).hexdigest()
-    headers = {
+    headers: dict[str, str | Sequence[str]] = {
         "content-type": ["application/x-www-form-urlencoded"],
         "x-slack-request-timestamp": [ts],
         "x-slack-signature": [signature or f"v0={digest}"],
@@ -162,6 +167,30 @@ def action_body(action: str, value: str, user: str, response_url: str, channel: 
         "actions": [{"action_id": action, "block_id": "b", "value": value, "type": "button", "action_ts": "1"}],
     }
     return urlencode({"payload": json.dumps(payload)})
+
+
+def event_body(event: dict[str, Any], event_id: str = "Ev1") -> str:
+    """An Events API delivery (``event_callback``) as Slack posts it: JSON."""
+    return json.dumps(
+        {
+            "token": "legacy",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "event": {"event_ts": f"{time.time():.6f}", **event},
+        }
+    )
+
+
+def button_value(call: Call, action: str) -> str:
+    """The value of the button ``action`` in a recorded message's blocks."""
+    blocks = call.args["blocks"]
+    blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+    return str(
+        next(e for b in blocks if b["type"] == "actions" for e in b["elements"] if e["action_id"] == action)["value"]
+    )
 
 
 class SlackSocket:

@@ -9,10 +9,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pluggy
 
-from ..app import App, default_inventory_path, default_journal_path
+from .. import app as evac_app
+from ..app import App
 from ..errors import ConfigError, EvacError
 from ..plugins import plugin_manager
 from . import failover, hosts, jobs, lab, maintenance, plugins, runbooks, serve
@@ -26,10 +28,17 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
     parser = Parser(prog="evac", description="Evacuation and HA for libvirt/KVM fleets.")
     parser.set_defaults(pm=pm)
     parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="evac.yaml: inventory, journal and settings for every command "
+        "(default: $EVAC_CONFIG, /etc/evac/evac.yaml if present, else the documented defaults)",
+    )
+    parser.add_argument(
         "--inventory",
         type=Path,
         default=None,
-        help="hosts.yaml (default: $EVAC_INVENTORY, /etc/evac/hosts.yaml, then the local lab's)",
+        help="hosts.yaml, over the config's (default: $EVAC_INVENTORY, /etc/evac/hosts.yaml, then the local lab's)",
     )
     parser.add_argument(
         "--journal",
@@ -41,12 +50,26 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
     for module in COMMANDS:
         module.register(sub)
     pm.hook.evac_commands(subparsers=sub)
+    _config_on_every_command(sub)
     return parser
 
 
+def _config_on_every_command(sub: argparse._SubParsersAction[Any]) -> None:
+    """``evac serve --config F`` as well as ``evac --config F serve``, on every command
+    (plugins' included); a command's own ``--config`` keeps its help."""
+    for command in sub.choices.values():
+        if "--config" not in command._option_string_actions:
+            command.add_argument(
+                "--config", type=Path, default=argparse.SUPPRESS, help="evac.yaml (as `evac --config`)"
+            )
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _config_on_every_command(action)
+
+
 def make_app(args: argparse.Namespace) -> App:
-    inventory = args.inventory or default_inventory_path()
-    return App(inventory_path=inventory, journal_path=args.journal or default_journal_path(inventory), pm=args.pm)
+    """The app for the parsed command line: ``--config`` with ``--inventory``/``--journal`` over it."""
+    return evac_app.make_app(args.config, args.pm, args.inventory, args.journal)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,13 +6,13 @@ import argparse
 import time
 from typing import Any
 
-from ..errors import ConfigError, FencingError
+from ..errors import ConfigError
 from ..events import Event
-from ..fencing import fence_host
+from ..evidence import MonitorSettings
 from ..hooks import hookimpl
-from ..monitor import Monitor, MonitorSettings, failover_runbook
-from ..runbook import bind_params
-from ..stormbrake import StormBrake, release_held
+from ..monitor import Monitor
+from ..snapshots import Snapshotter
+from ..stormbrake import StormBrake
 from .output import console
 from .progress import TerminalProgress
 from .signals import until_signalled
@@ -24,7 +24,6 @@ def register(sub: Any) -> None:
     monitor.add_argument("--no-failover", action="store_true", help="only report host states")
     monitor.add_argument("--max-down", type=int, default=1, help="hosts down within the window before the storm brake")
     monitor.add_argument("--window", type=float, default=120.0, help="storm brake window in seconds")
-    monitor.add_argument("--runbook", default="host-failure")
     monitor.set_defaults(func=cmd_monitor)
 
     fence = sub.add_parser("fence", help="fence a host now (then fail it over)")
@@ -57,15 +56,19 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     app = make_app(args)
     app.pm.register(HostEvents())
     app.pm.register(TerminalProgress(console))
-    app.runbook(args.runbook)  # a missing runbook is an error now, not at the first failure
-    on_down = (lambda host, reason: None) if args.no_failover else failover_runbook(app, args.runbook)
+    app.jobs.check()  # a missing runbook is an error now, not at the first failure
+
+    on_down = (lambda host, reason: None) if args.no_failover else app.jobs.host_down
     monitor = Monitor(
         app, on_down, MonitorSettings(interval=args.interval), StormBrake(args.max_down, window=args.window)
     )
+    snapshots = Snapshotter(app, every=app.settings.snapshots.every)
+    snapshots.start()
     monitor.start()
     console.print(f"watching {len(app.inventory.hosts)} hosts; Ctrl-C stops")
     until_signalled()
     monitor.stop()
+    snapshots.stop()
     return 0
 
 
@@ -78,24 +81,14 @@ def cmd_fence(args: argparse.Namespace) -> int:
     if not args.yes and not args.confirm_manually:
         raise ConfigError(f"fence: powering {spec.name} off is final; confirm with --yes")
     if args.confirm_manually:
-        app.journal.set_host_state(spec.name, "fenced", "confirmed off by hand", actor())
-        app.journal.audit(actor(), "fence.manual", spec.name, {})
+        app.jobs.fence_manually(spec.name, actor())
         console.print(f"{spec.name} recorded as fenced (by hand, {actor()})")
     else:
-        try:
-            result = fence_host(app.pm, spec)
-        except FencingError as exc:
-            app.journal.audit(actor(), "fence.failed", spec.name, {"error": str(exc)})
-            raise
-        app.journal.set_host_state(spec.name, "fenced", f"fenced by {result.method}", actor())
-        app.journal.audit(actor(), "fence", spec.name, {"method": result.method, "seconds": result.seconds})
+        result = app.jobs.fence(spec.name, actor())
         console.print(f"{spec.name} fenced by {result.method} in {result.seconds:.2f} s")
     if args.no_failover:
         return 0
-    runbook = app.runbook("host-failure")
-    params = bind_params(runbook, {"host": spec.name, "reason": "fenced by operator"}, app.host_names())
-    args.dry_run, args.approve, args.json = False, False, False
-    return execute(app, runbook, params, spec.name, args)[0]
+    return execute(app, app.jobs.fail_over(spec.name, actor(), "fenced by operator"), args)[0]
 
 
 def cmd_brake(args: argparse.Namespace) -> int:
@@ -112,7 +105,7 @@ def cmd_brake(args: argparse.Namespace) -> int:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.since))
         console.print(f"storm brake: ENGAGED since {since}: {held.reason}", highlight=False)
         return 1
-    if release_held(app.journal, actor()) is None:
+    if app.jobs.release_brake(actor()) is None:
         console.print("storm brake: was not engaged")
         return 0
     console.print("storm brake released: automatic failover resumes, and hosts still down fail over now")

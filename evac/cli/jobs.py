@@ -12,9 +12,10 @@ from typing import Any
 from ..app import App
 from ..engine import JobResult
 from ..errors import ConfigError
-from ..fleet import reachable
+from ..jobs import Actor, Channel, Started
 from ..journal import JobRecord
-from ..runbook import Runbook, bind_params
+from ..params import parse_cli_params
+from ..states import EventKind, JobState
 from . import signals
 from .output import console, print_json, print_table
 from .progress import TerminalProgress
@@ -30,7 +31,7 @@ def register(sub: Any) -> None:
 
     evacuate = sub.add_parser("evacuate", help="drain a host (runs the maintenance runbook)")
     evacuate.add_argument("host")
-    evacuate.add_argument("--runbook", default="maintenance")
+    evacuate.add_argument("--runbook", default=None, help="(default: the config's runbooks.drain)")
     evacuate.add_argument("--reason", default="")
     evacuate.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     evacuate.add_argument("--force", action="store_true", help="drain even if the host is already in maintenance")
@@ -68,57 +69,39 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON, no progress")
 
 
-def actor() -> str:
-    return f"cli:{getpass.getuser()}"
-
-
-def parse_params(pairs: list[str]) -> dict[str, str]:
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--param: expected KEY=VALUE, got {pair!r}")
-        params[key] = value
-    return params
+def actor() -> Actor:
+    return Actor(Channel.CLI, getpass.getuser())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import make_app
 
     app = make_app(args)
-    runbook = app.runbook(args.runbook)
-    params = bind_params(runbook, parse_params(args.param), app.host_names())
-    return execute(app, runbook, params, args.target, args)[0]
+    given = parse_cli_params(app.runbook_file(args.runbook), args.param)
+    started = app.jobs.start(args.runbook, given, actor(), args.target, dry_run=args.dry_run, approve=args.approve)
+    return execute(app, started, args)[0]
 
 
 def cmd_evacuate(args: argparse.Namespace) -> int:
     from . import make_app
 
     app = make_app(args)
-    spec = app.inventory.host(args.host)  # unknown host: a clear error before anything starts
-    host = spec.name
-    if args.runbook == "maintenance" and not reachable(spec.uri, timeout=2.0):
-        console.print(f"{host} does not answer: running host-failure (confirm down, fence, restart elsewhere)")
-        args.runbook = "host-failure"
-    runbook = app.runbook(args.runbook)
-    given: dict[str, Any] = {**parse_params(args.param), "host": host}
-    if args.reason and any(p.name == "reason" for p in runbook.params):
-        given["reason"] = args.reason
-    params = bind_params(runbook, given, app.host_names())
-    state = app.journal.host_states().get(host)
-    if runbook.name == "maintenance" and state and not (args.force or args.dry_run):
-        raise ConfigError(
-            f"evacuate: {host} is already in {state.state} ({state.actor}, {state.reason or 'no reason'}); "
-            f"--force drains what is left, `evac host enable {host}` ends the maintenance"
-        )
+    host = app.inventory.host(args.host).name  # unknown host: a clear error before anything starts
+    runbook, note = (args.runbook, "") if args.runbook else app.jobs.evacuation(host)
+    given = parse_cli_params(app.runbook_file(runbook), args.param)
+    if note:
+        console.print(note)
     if not (args.dry_run or args.yes):
         if not sys.stdin.isatty():
             raise ConfigError("evacuate: confirm with --yes (or look first with --dry-run)")
-        answer = input(f"Drain {host} with runbook '{runbook.name}'? [y/N] ")
+        answer = input(f"Evacuate {host} with runbook '{runbook}'? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             console.print("not started")
             return 1
-    code, result = execute(app, runbook, params, host, args)
+    started = app.jobs.evacuate(
+        host, actor(), args.reason, given, force=args.force, dry_run=args.dry_run, runbook=runbook
+    )
+    code, result = execute(app, started, args)
     if result and not args.json:
         print_drain(result, args.dry_run)
     return code
@@ -160,39 +143,25 @@ def print_drain(result: JobResult, dry_run: bool) -> None:
         console.print(f"[yellow]warning:[/] {warning}")
 
 
-def execute(
-    app: App, runbook: Runbook, params: dict[str, Any], target: str, args: argparse.Namespace
-) -> tuple[int, JobResult | None]:
+def execute(app: App, started: Started, args: argparse.Namespace) -> tuple[int, JobResult | None]:
     """Run a job in a worker thread, so Ctrl-C cancels it cleanly (with rollback)."""
-    engine = app.engine
-    if not args.json:
+    if not getattr(args, "json", False):
         app.pm.register(TerminalProgress(console))
-    job_id = engine.submit(runbook, params, target, args.dry_run)
-    app.journal.audit(
-        actor(),
-        "dry-run" if args.dry_run else "run",
-        target or runbook.name,
-        {"job": job_id, "runbook": runbook.name, "params": params},
-    )
-    if args.approve:
-        for step in runbook.all_steps():
-            if step.approval:
-                app.journal.approve(job_id, step.id, actor())
     results: list[JobResult] = []
-    worker = threading.Thread(target=lambda: results.append(engine.run(job_id, runbook)), name=f"job-{job_id}")
+    worker = threading.Thread(target=lambda: results.append(app.jobs.run(started)), name=f"job-{started.job}")
     worker.start()
     try:
         signals.join(worker)
     except KeyboardInterrupt:
-        console.print(f"cancelling job {job_id} (rolling back; Ctrl-C again leaves it for `evac resume`)")
-        engine.cancel(job_id)
+        console.print(f"cancelling job {started.job} (rolling back; Ctrl-C again leaves it for `evac resume`)")
+        app.jobs.cancel(started.job, actor())
         signals.join(worker)
     if not results:
         return 1, None
     result = results[0]
-    if args.json:
+    if getattr(args, "json", False):
         print_json({"job": result.job_id, "state": result.state, "error": result.error, "steps": result.outputs})
-    return (0 if result.state == "succeeded" else 1), result
+    return (0 if result.state == JobState.SUCCEEDED else 1), result
 
 
 def _job_row(job: JobRecord) -> tuple[Any, ...]:
@@ -233,10 +202,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     print_table(f"job {job.id}", COLUMNS, [_job_row(job)])
     steps = []
     for event in events:
-        if event.kind == "step.finished":
+        if event.kind == EventKind.STEP_FINISHED:
             steps.append((event.step, event.data.get("state"), event.data.get("seconds"), event.message))
     print_table("steps", ("step", "state", "seconds", "error"), steps)
-    items = [(e.step, e.item, e.data.get("state"), e.message) for e in events if e.kind == "item.finished"]
+    items = [(e.step, e.item, e.data.get("state"), e.message) for e in events if e.kind == EventKind.ITEM_FINISHED]
     if items:
         print_table("items", ("step", "item", "state", "detail"), items)
     return 0
@@ -256,53 +225,38 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from . import make_app
 
-    journal = make_app(args).journal
-    job = journal.job(args.job)
-    if job is None:
-        raise ConfigError(f"cancel: no job {args.job}")
+    job = make_app(args).jobs.cancel(args.job, actor())
     if job.finished:
         console.print(f"job {job.id} already {job.state}")
-        return 0
-    journal.request_cancel(job.id)
-    journal.audit(actor(), "cancel", job.target or job.runbook, {"job": job.id})
-    console.print(f"job {job.id}: cancel requested; it stops new work, aborts what runs and rolls back")
+    else:
+        console.print(f"job {job.id}: cancel requested; it stops new work, aborts what runs and rolls back")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from ..runbook import load_runbook
     from . import make_app
 
     app = make_app(args)
     if not args.json:
         app.pm.register(TerminalProgress(console))
-    outcomes = []
-    for job in app.journal.unfinished_jobs():
-        if not app.journal.claim(job.id):
-            outcomes.append({"job": job.id, "state": "running elsewhere"})
-            continue
-        app.journal.audit(actor(), "resume", job.target or job.runbook, {"job": job.id})
-        result = app.engine.run(job.id, load_runbook(job.source))
-        outcomes.append({"job": job.id, "state": result.state, "error": result.error})
+    claimed = app.jobs.resumable(actor())
+    ours = {started.job for started in claimed}
+    outcomes: list[dict[str, Any]] = [
+        {"job": job.id, "state": "running elsewhere"} for job in app.journal.unfinished_jobs() if job.id not in ours
+    ]
+    for started in claimed:
+        result = app.jobs.run(started)
+        outcomes.append({"job": started.job, "state": result.state, "error": result.error})
     if args.json:
         print_json(outcomes)
     elif not outcomes:
         console.print("nothing to resume")
-    return 0 if all(o["state"] in ("succeeded", "running elsewhere") for o in outcomes) else 1
+    return 0 if all(o["state"] in (JobState.SUCCEEDED, "running elsewhere") for o in outcomes) else 1
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
     from . import make_app
 
-    journal = make_app(args).journal
-    if journal.job(args.job) is None:
-        raise ConfigError(f"approve: no job {args.job}")
-    asked = [e.step for _, e in journal.events(args.job) if e.kind == "approval.requested"]
-    steps = [args.step] if args.step else [s for s in asked if journal.approved_by(args.job, s) is None]
-    if not steps:
-        raise ConfigError(f"approve: job {args.job} has no step waiting for approval")
-    for step in steps:
-        journal.approve(args.job, step, actor())
-        journal.audit(actor(), "approve", str(args.job), {"step": step})
+    for step in make_app(args).jobs.approve(args.job, actor(), args.step):
         console.print(f"job {args.job}: step {step} approved")
     return 0

@@ -1,4 +1,8 @@
-"""``evac lab``: bring the local multi-host lab up and down, and inject faults."""
+"""``evac lab``: bring the local multi-host lab up and down, and inject faults.
+
+A development tool, like ``pytest --fixtures``: it imports ``evac.lab`` only when one of
+its verbs runs, so the rest of the CLI (and a production install) never loads the lab.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,20 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..lab import Lab
-from ..lab.guests import GuestSpec, build_assets, create_guest, default_guest_names, wait_console
-from ..lab.rig import DEFAULT_DIR
 from .output import console, print_json, print_table
 from .parser import Parser
+
+if TYPE_CHECKING:
+    from ..lab import Lab
 
 
 def register(sub: Any) -> None:
     lab = sub.add_parser("lab", help="a local multi-host libvirt lab (root)")
-    lab.add_argument("--lab-dir", type=Path, default=DEFAULT_DIR, help="lab state directory (default %(default)s)")
+    lab.add_argument(
+        "--lab-dir", type=Path, default=None, help="lab state directory (default: $EVAC_LAB_DIR, else /tmp/evac-lab)"
+    )
     verbs = lab.add_subparsers(dest="verb", required=True, parser_class=Parser)
     up = verbs.add_parser("up", help="create or repair the lab")
     up.add_argument("--hosts", type=int, default=3)
@@ -54,8 +60,18 @@ def register(sub: Any) -> None:
     guest.set_defaults(func=cmd_add_guest)
 
 
+def open_lab(args: argparse.Namespace) -> Lab:
+    """The lab at ``--lab-dir`` (else the default one), importing the lab only now."""
+    from ..lab import Lab
+    from ..lab.layout import DEFAULT_DIR
+
+    return Lab.open(args.lab_dir or DEFAULT_DIR)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    lab = Lab.open(args.lab_dir)
+    from ..lab.guests import build_assets
+
+    lab = open_lab(args)
     if args.guests_per_host < 0:
         from ..errors import ConfigError
 
@@ -78,6 +94,7 @@ def start_default_guests(lab: Lab, per_host: int) -> list[str]:
     """Create the missing ``hostN-vmM`` guests (ones migrated elsewhere count as present)."""
     from ..fleet import snapshot
     from ..inventory import load_inventory
+    from ..lab.guests import GuestSpec, create_guest, default_guest_names, wait_console
 
     existing = {g.name for h in snapshot(load_inventory(lab.inventory_file)) for g in h.guests}
     todo = [
@@ -99,13 +116,13 @@ def start_default_guests(lab: Lab, per_host: int) -> list[str]:
 
 def cmd_down(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    Lab.open(args.lab_dir).down()
+    open_lab(args).down()
     console.print(f"lab down in {time.monotonic() - t0:.2f} s")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rows = Lab.open(args.lab_dir).status()
+    rows = open_lab(args).status()
     if args.json:
         print_json(rows)
         return 0
@@ -115,7 +132,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
-    lab = Lab.open(args.lab_dir)
+    lab = open_lab(args)
     action = {
         "kill-host": lab.kill_host,
         "start-host": lab.start_host,
@@ -127,13 +144,15 @@ def cmd_fault(args: argparse.Namespace) -> int:
 
 
 def cmd_loss(args: argparse.Namespace) -> int:
-    means = Lab.open(args.lab_dir).set_loss(args.host, args.percent)
+    means = open_lab(args).set_loss(args.host, args.percent)
     console.print(f"{args.host}: {args.percent} % packet loss ({means})")
     return 0
 
 
 def cmd_add_guest(args: argparse.Namespace) -> int:
-    lab = Lab.open(args.lab_dir)
+    from ..lab.guests import GuestSpec, create_guest, wait_console
+
+    lab = open_lab(args)
     spec = GuestSpec(
         name=args.name,
         memory_mib=args.memory,

@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from ..states import HostMode
 from .output import console, print_json, print_table
 from .parser import Parser
 
@@ -20,7 +21,7 @@ def register(sub: Any) -> None:
         p = verbs.add_parser(verb, help=helptext)
         p.add_argument("host")
         p.add_argument("--reason", default="")
-        p.set_defaults(func=cmd_set, state="maintenance" if verb == "disable" else "enabled")
+        p.set_defaults(func=cmd_set, state=HostMode.MAINTENANCE if verb == "disable" else HostMode.ENABLED)
     listing = verbs.add_parser("list", help="hosts not enabled")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list)
@@ -32,8 +33,8 @@ def cmd_set(args: argparse.Namespace) -> int:
 
     app = make_app(args)
     host = app.inventory.host(args.host).name
-    app.journal.set_host_state(host, args.state, args.reason, actor())
-    app.journal.audit(actor(), f"host.{args.state}", host, {"reason": args.reason})
+    app.journal.set_host_state(host, args.state, args.reason, str(actor()))
+    app.journal.audit(str(actor()), f"host.{args.state}", host, {"reason": args.reason})
     console.print(f"{host}: {args.state}")
     return 0
 

@@ -8,13 +8,15 @@ from rich.console import Console
 
 from ..events import Event
 from ..hooks import hookimpl
+from ..states import EventKind, ItemState, StepState
 
-MARK = {
-    "succeeded": "[green]ok[/]",
-    "failed": "[red]FAILED[/]",
-    "partial": "[yellow]partial[/]",
-    "cancelled": "[yellow]cancelled[/]",
-    "skipped": "[dim]skipped[/]",
+# Keyed by StepState; item and job states share its values (a StrEnum is its string).
+MARK: dict[str, str] = {
+    StepState.SUCCEEDED: "[green]ok[/]",
+    StepState.FAILED: "[red]FAILED[/]",
+    StepState.PARTIAL: "[yellow]partial[/]",
+    StepState.CANCELLED: "[yellow]cancelled[/]",
+    StepState.SKIPPED: "[dim]skipped[/]",
 }
 
 
@@ -32,35 +34,35 @@ class TerminalProgress:
     @hookimpl
     def evac_event(self, event: Event) -> None:
         kind, data = event.kind, event.data
-        if kind in ("job.started", "job.resumed"):
+        if kind in (EventKind.JOB_STARTED, EventKind.JOB_RESUMED):
             dry = " (dry run)" if data.get("dry_run") else ""
             self._line(event, f"[bold]{kind.split('.')[1]}[/] {data.get('runbook')} {data.get('params')}{dry}")
-        elif kind == "step.started":
+        elif kind == EventKind.STEP_STARTED:
             self._line(event, f"step [bold]{event.step}[/] ({data.get('action')})")
-        elif kind == "item.finished":
+        elif kind == EventKind.ITEM_FINISHED:
             done = self.items.setdefault(event.step, [0, 0])
-            done[0 if data.get("state") == "succeeded" else 1] += 1
+            done[0 if data.get("state") == ItemState.SUCCEEDED else 1] += 1
             tail = f": {event.message}" if event.message else ""
             self._line(event, f"  {event.item} {MARK.get(str(data.get('state')), '')}{tail}")
-        elif kind == "item.retry":
+        elif kind == EventKind.ITEM_RETRY:
             self._line(event, f"  {event.item or event.step} retry in {data.get('wait', 0):.1f} s: {event.message}")
-        elif kind == "progress":
+        elif kind == EventKind.PROGRESS:
             self._line(event, f"  {event.item or event.step}: {event.message}")
-        elif kind == "step.finished":
+        elif kind == EventKind.STEP_FINISHED:
             counts = self.items.get(event.step)
             extra = f" ({counts[0]} ok, {counts[1]} failed)" if counts else ""
             self._line(
                 event, f"step {event.step} {MARK.get(str(data.get('state')), '')}{extra} in {data.get('seconds')} s"
             )
         elif kind in (
-            "step.skipped",
-            "step.failed",
-            "approval.requested",
-            "approval.granted",
-            "job.cancel_requested",
-            "rollback.started",
+            EventKind.STEP_SKIPPED,
+            EventKind.STEP_FAILED,
+            EventKind.APPROVAL_REQUESTED,
+            EventKind.APPROVAL_GRANTED,
+            EventKind.JOB_CANCEL_REQUESTED,
+            EventKind.ROLLBACK_STARTED,
         ):
             self._line(event, f"{kind} {event.step} {event.message}".rstrip())
-        elif kind == "job.finished":
+        elif kind == EventKind.JOB_FINISHED:
             state = str(data.get("state"))
             self._line(event, f"[bold]finished[/] {MARK.get(state, state)} {event.message}".rstrip())

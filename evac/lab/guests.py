@@ -21,7 +21,9 @@ from importlib import resources
 from pathlib import Path
 
 from ..domainxml import EVAC_NS
-from .rig import Lab, LabError, run
+from .layout import LabError
+from .processes import run
+from .rig import Lab
 
 MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk")
 MIN_MEMORY_MIB = 96  # smaller guests die in the kernel decompressor

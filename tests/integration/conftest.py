@@ -17,8 +17,6 @@ from evac.lab import Lab
 from evac.lab.guests import build_assets
 from tests.conftest import require
 
-pytestmark = pytest.mark.integration
-
 
 def lab_prerequisites() -> None:
     require(os.geteuid() == 0, "the lab needs root")

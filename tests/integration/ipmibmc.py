@@ -15,7 +15,7 @@ from pyghmi.ipmi import bmc
 from evac.lab import Lab
 
 
-class LabBmc(bmc.Bmc):
+class LabBmc(bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
     def __init__(self, lab: Lab, host: str, port: int, user: str, password: str) -> None:
         super().__init__({user: password}, port=port, address="127.0.0.1")
         self.lab = lab

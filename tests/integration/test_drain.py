@@ -14,6 +14,7 @@ from evac.app import App
 from evac.events import Event
 from evac.inventory import Inventory
 from evac.lab import Lab
+from evac.states import HostMode
 from tests.integration.conftest import Events, bridges_of, inventory_copy, placements, qemu_processes
 
 
@@ -98,7 +99,7 @@ steps:
 """)
     watcher = Events()
     app.pm.register(watcher)
-    rb = app.runbook(str(runbook))
+    rb = app.runbook_file(str(runbook))
     job = app.engine.submit(rb, {})
     results: list[Any] = []
     worker = threading.Thread(target=lambda: results.append(app.engine.run(job, rb)))
@@ -168,7 +169,7 @@ def test_a_guest_moves_to_hosts_that_name_its_bridge_differently(
         result = drain(app, "host3")
     finally:
         lab.exec("host3", "ip", "link", "del", "br-vm", check=False)
-        app.journal.set_host_state("host3", "enabled", "", "test")
+        app.journal.set_host_state("host3", HostMode.ENABLED, "", "test")
     assert result.state == "succeeded", result.error
     target = assert_once_elsewhere(inventory, name, "host3")
     assert bridges_of(inventory, target, name) == (["br0"], ["br0"])  # the next cold boot finds its bridge too
@@ -180,7 +181,7 @@ def test_tls_migration_refuses_a_target_with_a_certificate_from_another_ca_then_
     from evac.lab.pki import ensure_ca, issue_qemu_credentials
 
     name = make_guest("host3", wait=False)
-    app.journal.set_host_state("host1", "maintenance", "test: host2 is the only target", "test")
+    app.journal.set_host_state("host1", HostMode.MAINTENANCE, "test: host2 is the only target", "test")
     pki = lab.qemu_pki_dir("host2")
     shutil.copytree(pki, tmp_path / "saved")
     shutil.rmtree(pki)
@@ -206,7 +207,7 @@ def test_a_migration_waits_for_a_slot_another_evac_process_holds(
     from evac.sqlitejournal import SqliteJournal
 
     name = make_guest("host3", wait=False)
-    other = SqliteJournal(app.journal.path)  # another evac process on the same journal
+    other = SqliteJournal(app.settings.journal)  # another evac process on the same journal
     for host in ("host1", "host2"):
         assert other.take_slot(f"in:{host}", 1, "other-job:vm")
     events = Events()

@@ -12,15 +12,17 @@ import pytest
 
 from evac.app import App
 from evac.events import Event
+from evac.evidence import MonitorSettings
 from evac.inventory import Inventory
 from evac.lab import Lab
 from evac.lab.guests import wait_console
-from evac.monitor import Monitor, MonitorSettings, failover_runbook
+from evac.monitor import Monitor
+from evac.snapshots import Snapshotter
 from evac.stormbrake import StormBrake
 from tests.conftest import poll_until
 from tests.integration.conftest import Events, bridges_of, inventory_copy, placements, qemu_processes
 
-FAST = MonitorSettings(interval=0.3, snapshot_every=0.5, power_every=0)
+FAST = MonitorSettings(interval=0.3, power_every=0)
 
 
 @pytest.fixture
@@ -28,19 +30,22 @@ def watched(app: App, lab: Lab) -> Iterator[tuple[App, Events, Callable[..., Mon
     events = Events()
     app.pm.register(events)
     monitors: list[Monitor] = []
+    snapshots = Snapshotter(app, every=0.5)
 
     def start(brake: StormBrake | None = None) -> Monitor:
-        monitor = Monitor(app, failover_runbook(app), FAST, brake)
+        monitor = Monitor(app, app.jobs.host_down, FAST, brake)
         monitor.start()
         assert monitor.started.wait(30)
         monitors.append(monitor)
         return monitor
 
+    snapshots.start()
     try:
         yield app, events, start
     finally:
         for monitor in monitors:
             monitor.stop()
+        snapshots.stop()
         for host in lab.host_names():
             lab.heal(host)
             lab.set_loss(host, 0)
@@ -113,7 +118,9 @@ def fail_over(
     events = Events()
     app.pm.register(events)
     name = make_guest(host, wait=False, **guest)
-    monitor = Monitor(app, failover_runbook(app), FAST)
+    monitor = Monitor(app, app.jobs.host_down, FAST)
+    snapshots = Snapshotter(app, every=0.5)
+    snapshots.start()
     monitor.start()
     try:
         wait_snapshot(app, host, [name])
@@ -121,6 +128,7 @@ def fail_over(
         finished = events.wait_for(job_finished(host))
     finally:
         monitor.stop()
+        snapshots.stop()
         lab.start_host(host) if fault == "kill" else lab.heal(host)
     return app, events, finished, name
 

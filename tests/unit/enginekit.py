@@ -1,4 +1,6 @@
-"""Small inline plugins and a runbook-from-text helper for engine tests."""
+"""Small inline plugins for engine tests; the rest comes from ``evac.testing``, the kit
+third-party plugin authors use too (``runbook``, ``engine`` and ``Background`` are kept
+under their old names)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,10 @@ from evac import Action, StepContext, hookimpl
 from evac.engine import Engine
 from evac.errors import TransientError
 from evac.events import Event
-from evac.plugins import plugin_manager
-from evac.runbook import Runbook, parse_runbook
 from evac.sqlitejournal import SqliteJournal
-from evac.yamldoc import load_text
+from evac.testing import Background, make_engine, make_plugin_manager, runbook_from_text
+
+__all__ = ["Background", "Recorder", "engine", "runbook"]
 
 
 class Recorder:
@@ -83,26 +85,9 @@ class Recorder:
         return [e.kind for e in self.events]
 
 
-def runbook(text: str, source: str = "rb.yaml") -> Runbook:
-    return parse_runbook(load_text(text, source), source)
+runbook = runbook_from_text
 
 
 def engine(tmp_path: Path, *plugins: object, sleep: Callable[[float], None] | None = None) -> Engine:
-    pm = plugin_manager(load_entrypoints=False)
-    for plugin in plugins:
-        pm.register(plugin)
-    return Engine(pm, SqliteJournal(tmp_path / "journal.db"), sleep=sleep or (lambda _s: None), poll_interval=0.01)
-
-
-class Background:
-    """A job running on its own thread, so a test can act on it meanwhile."""
-
-    def __init__(self, eng: Engine, book: Runbook, params: dict[str, Any] | None = None) -> None:
-        self.job_id = eng.submit(book, params or {})
-        self.results: list[Any] = []
-        self.thread = threading.Thread(target=lambda: self.results.append(eng.run(self.job_id, book)))
-        self.thread.start()
-
-    def result(self, timeout: float = 5) -> Any:
-        self.thread.join(timeout)
-        return self.results[0]
+    """An engine with ``plugins`` and a journal file in ``tmp_path`` (so a test can reopen it)."""
+    return make_engine(make_plugin_manager(*plugins), SqliteJournal(tmp_path / "journal.db"), sleep=sleep)

@@ -45,7 +45,8 @@ def test_run_then_history_and_status_report_the_job(tmp_path: Path, capsys: pyte
     ("argv", "message"),
     [
         (["run", "{rb}", "-p", "n"], "evac: error: --param: expected KEY=VALUE, got 'n'"),
-        (["run", "{rb}", "-p", "n=x"], "evac: error: param 'n': invalid literal"),
+        (["run", "{rb}", "-p", "n=x"], "evac: error: param 'n': expected a whole number (type integer), got 'x'"),
+        (["run", "{rb}", "-p", "n=1", "-p", "n=2"], "evac: error: --param: 'n' is given twice"),
         (["run", "{rb}", "-p", "m=1"], "evac: error: {rb}: unknown param 'm'"),
         (["run", "nosuchbook"], "evac: error: unknown runbook 'nosuchbook'"),
         (["run", "missing.yaml"], "evac: error: missing.yaml: no such runbook file"),

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from evac import hookimpl
-from evac.config import load_config
+from evac.app import App
+from evac.cli import main
+from evac.config import load_config, settings
 from evac.errors import ConfigError
 from evac.httpapi import authorized, host_from_label
 from evac.plugins import plugin_manager
@@ -100,7 +103,7 @@ def test_evac_services_contribute_routes_to_the_http_api(tmp_path: Path) -> None
         ),
         pm,
     )
-    service = Service(config, pm)
+    service = Service(App.from_config(config, pm))
     try:
         assert service.http.routes[("POST", "/echo")]("POST", {}, b"hi") == (200, {}, b"hi")
     finally:
@@ -132,3 +135,92 @@ def test_the_shipped_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setenv(name, "x")
     config = load_config(Path(__file__).parents[2] / "contrib" / "evac.yaml", plugin_manager())
     assert config.monitor.failover and "slack" in config.sections
+
+
+def test_without_a_file_every_command_runs_on_the_documented_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVAC_CONFIG", raising=False)
+    monkeypatch.setenv("EVAC_INVENTORY", str(tmp_path / "hosts.yaml"))
+    monkeypatch.setattr("evac.config.SYSTEM_CONFIG", tmp_path / "no-such-evac.yaml")
+    config = settings(None, plugin_manager())
+    assert config.source == "<defaults>"
+    assert config.inventory == tmp_path / "hosts.yaml"
+    assert (config.address, config.port, config.monitor.enabled) == ("127.0.0.1", 8080, True)
+    assert f"inventory {tmp_path / 'hosts.yaml'}" in config.defaulted
+    assert (config.runbooks.drain, config.runbooks.failover) == ("maintenance", "host-failure")
+
+
+def test_evac_config_names_the_file_when_no_flag_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVAC_CONFIG", str(write(tmp_path, "journal: from-env.db\n")))
+    assert settings(None, plugin_manager()).journal == tmp_path / "from-env.db"
+    assert settings(None, plugin_manager(), journal=tmp_path / "flag.db").journal == tmp_path / "flag.db"
+
+
+def test_every_command_sees_the_journal_of_the_config_it_is_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVAC_JOURNAL", raising=False)
+    book = tmp_path / "hi.yaml"
+    book.write_text("name: hi\nsteps:\n  - {id: say, action: notify.log, with: {text: hi}}\n")
+    config = str(write(tmp_path, "inventory: hosts.yaml\njournal: shared.db\n"))
+    assert main(["--config", config, "run", str(book), "--json"]) == 0
+    capsys.readouterr()
+    for argv in (["--config", config, "history", "--json"], ["history", "--config", config, "--json"]):
+        assert main(argv) == 0
+        assert [job["runbook"] for job in json.loads(capsys.readouterr().out)] == ["hi"]
+    assert (tmp_path / "shared.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("runbooks: {drain: 3}\n", "evac.yaml:1: runbooks.drain: expected a string, got int 3"),
+        (
+            "runbooks: {drain: no}\n",
+            'evac.yaml:1: runbooks.drain: expected a string; YAML reads no as false — quote it: "no"',
+        ),
+        (
+            "listen: {address: off}\n",
+            'evac.yaml:1: listen.address: expected a string; YAML reads off as false — quote it: "off"',
+        ),
+        ("runbooks: {dran: x}\n", "evac.yaml:1: runbooks.dran: unknown field (did you mean 'drain'?)"),
+        ("snapshots: {every: 0}\n", "evac.yaml:1: snapshots.every: expected seconds > 0, got 0.0"),
+    ],
+)
+def test_runbook_names_and_snapshot_interval_are_checked(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), plugin_manager())
+    assert str(caught.value) == message.replace("evac.yaml", str(tmp_path / "evac.yaml"))
+
+
+def test_serve_without_a_file_runs_on_the_defaults_and_logs_which(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import signal
+
+    monkeypatch.delenv("EVAC_CONFIG", raising=False)
+    monkeypatch.setattr("evac.config.SYSTEM_CONFIG", tmp_path / "no-such-evac.yaml")
+    (tmp_path / "hosts.yaml").write_text("hosts:\n  - {name: h1, uri: 'qemu+tcp://127.0.0.1:9/system'}\n")
+    monkeypatch.setenv("EVAC_INVENTORY", str(tmp_path / "hosts.yaml"))
+    monkeypatch.setenv("EVAC_JOURNAL", str(tmp_path / "j.db"))
+    served: list[App] = []
+
+    class Service:
+        def __init__(self, app: App) -> None:
+            served.append(app)
+
+        def start(self) -> None: ...
+        def stop(self) -> None: ...
+
+    monkeypatch.setattr("evac.service.Service", Service)
+    monkeypatch.setattr("evac.cli.serve.until_signalled", lambda: signal.SIGTERM)
+    monkeypatch.setattr("evac.logs.setup", lambda fmt, level: None)  # keep pytest's log capture
+    caplog.set_level(logging.INFO)
+    assert main(["serve"]) == 0
+    assert served[0].settings.source == "<defaults>"
+    assert (
+        f"evac serve: <defaults>; defaults for: inventory {tmp_path / 'hosts.yaml'}, journal {tmp_path / 'j.db'}"
+        in (caplog.text)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from evac.domainxml import EVAC_NS, parse_guest
+from evac.model import Guest
 
 XML = f"""<domain type='qemu'>
   <name>web1</name><uuid>u-1</uuid>
@@ -19,7 +20,7 @@ XML = f"""<domain type='qemu'>
 </domain>"""
 
 
-def guest():  # type: ignore[no-untyped-def]
+def guest() -> Guest:
     return parse_guest(XML, "host1", "running", True, lambda p: bool(p and p.startswith("/shared/")))
 
 

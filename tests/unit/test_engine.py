@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from evac.errors import LockedError
+from evac.states import ItemState, StepState
 from tests.unit.enginekit import Background, Recorder, engine, runbook
 
 
@@ -42,7 +43,7 @@ def test_step_with_false_when_is_skipped(tmp_path: Path) -> None:
 
 
 def test_retry_makes_the_attempts_and_waits_the_policy_says(tmp_path: Path) -> None:
-    rec, slept = Recorder(), []
+    rec, slept = Recorder(), list[float]()
     rec.failures_left["a"] = 2
     rb = runbook("""
 name: t
@@ -59,7 +60,7 @@ steps:
 
 
 def test_fixed_wait_is_capped_by_attempts(tmp_path: Path) -> None:
-    rec, slept = Recorder(), []
+    rec, slept = Recorder(), list[float]()
     rec.failures_left["a"] = 5
     rb = runbook("name: t\nsteps:\n  - {id: a, action: test.flaky, retry: {attempts: 3, wait: {fixed: 2}}}\n")
     result = engine(tmp_path, rec, sleep=slept.append).execute(rb, {})
@@ -228,10 +229,10 @@ def test_finished_steps_and_items_are_not_run_again_on_resume(tmp_path: Path) ->
     rb = runbook("name: t\nsteps:\n  - {id: a, action: test.ok}\n  - {id: b, action: test.ok, for_each: [1, 2, 3]}\n")
     eng = engine(tmp_path, rec)
     job_id = eng.submit(rb, {})
-    eng.journal.save_step(job_id, "a", "succeeded", {"value": None})
-    eng.journal.save_step(job_id, "b", "running", {})
-    eng.journal.save_item(job_id, "b", "1", "succeeded", {})
-    eng.journal.save_item(job_id, "b", "2", "running", {})
+    eng.journal.save_step(job_id, "a", StepState.SUCCEEDED, {"value": None})
+    eng.journal.save_step(job_id, "b", StepState.RUNNING, {})
+    eng.journal.save_item(job_id, "b", "1", ItemState.SUCCEEDED, {})
+    eng.journal.save_item(job_id, "b", "2", ItemState.RUNNING, {})
     result = eng.run(job_id, rb)
     assert result.state == "succeeded"
     assert sorted(rec.calls) == [("b", 2), ("b", 3)]

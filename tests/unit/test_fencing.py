@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from evac import hookimpl
-from evac.errors import FencingError
-from evac.fencing import fence_host
+from evac import FenceAgent, FenceMethod, hookimpl
+from evac.errors import ConfigError, FencingError
+from evac.fencing import fence_host, fence_methods, legacy_fence_agent_plugins
 from evac.inventory import FenceSpec, HostSpec
 from evac.plugins import plugin_manager
 
@@ -72,3 +72,54 @@ def test_method_no_plugin_provides_is_a_failed_attempt() -> None:
         fence_host(
             plugin_manager(load_entrypoints=False), HostSpec("h1", "qemu:///system", fence=(FenceSpec("pdu", {}),))
         )
+
+
+# ---------------------------------------------------------------- fence methods registered through evac_fence_methods
+class PduMethods:
+    def __init__(self, outlets: dict[str, Outlet], name: str = "pdu") -> None:
+        self.outlets = outlets
+        self.name = name
+
+    @hookimpl
+    def evac_fence_methods(self) -> list[FenceMethod]:
+        return [FenceMethod(self.name, lambda host, s: self.outlets[s["outlet"]], required=("outlet",))]
+
+
+def test_a_registered_fence_method_builds_the_agent_from_the_hosts_settings() -> None:
+    outlet = Outlet()
+    pm = plugin_manager(load_entrypoints=False)
+    pm.register(PduMethods({"4": outlet}))
+    host = HostSpec("h1", "qemu:///system", fence=(FenceSpec("pdu", {"outlet": "4"}),))
+    result = fence_host(pm, host, confirm_timeout=0.05, poll=0.01, sleep=lambda _s: None)
+    assert (result.method, outlet.state) == ("pdu", "off")
+    assert isinstance(outlet, FenceAgent)
+
+
+def test_two_plugins_registering_one_fence_method_is_an_error_naming_both() -> None:
+    pm = plugin_manager(load_entrypoints=False)
+    pm.register(PduMethods({}), name="one")
+    pm.register(PduMethods({}), name="two")
+    with pytest.raises(
+        ConfigError, match="fence method 'pdu' is registered by two plugins: '(one|two)' and '(two|one)'"
+    ):
+        fence_methods(pm)
+
+
+def test_the_built_in_fence_methods_are_listed_with_their_settings() -> None:
+    methods = fence_methods(plugin_manager())
+    assert {"redfish", "agent", "ssh"} <= set(methods)
+    assert methods["redfish"].required == ("url",)
+    assert methods["agent"].optional is None
+
+
+def test_evac_fence_agent_still_provides_methods_no_registration_lists() -> None:
+    pm = plugin_manager(load_entrypoints=False)
+    pm.register(Pdu({"a": Outlet()}), name="legacy")
+    assert legacy_fence_agent_plugins(pm) == ["legacy"]
+    assert fence_methods(pm) == {}
+    assert fence({"a": Outlet()}, "a").method == "pdu"
+
+
+def test_fence_method_names_are_lowercase_words() -> None:
+    with pytest.raises(ValueError, match="expected a lowercase word"):
+        FenceMethod("My PDU", lambda host, s: Outlet())

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from evac import FenceAgent, FenceMethod, HostSpec
+from evac.app import App
 from evac.errors import ConfigError
+from evac.fencing import fence_methods
 from evac.inventory import load_inventory, parse_inventory
+from evac.plugins import plugin_manager
 from evac.yamldoc import load_text
 
 GOOD = """\
@@ -127,3 +133,98 @@ def test_the_shipped_example_inventory_is_valid() -> None:
     inventory = load_inventory(Path(__file__).parents[2] / "contrib" / "hosts.yaml")
     assert [h.name for h in inventory.hosts] == ["kvm1", "kvm2", "kvm3"]
     assert dict(inventory.host("kvm2").networks)["vm"] == "br-vm"
+
+
+# ---------------------------------------------------------------- fence entries, checked against the registered methods
+def _methods() -> dict[str, FenceMethod]:
+    def agent(host: HostSpec, settings: Mapping[str, Any]) -> FenceAgent:
+        raise AssertionError("not built while loading")
+
+    return {
+        "redfish": FenceMethod("redfish", agent, required=("url",), optional=("username", "password", "timeout")),
+        "agent": FenceMethod("agent", agent, required=("agent",), optional=None),
+    }
+
+
+def _fenced(entry: str) -> str:
+    return f"hosts:\n  - name: a\n    uri: qemu:///system\n    fence:\n      - {entry}\n"
+
+
+FENCE_BROKEN = [
+    (
+        "{method: redfsh, url: x}",
+        "h.yaml:5: hosts[0].fence[0].method: unknown fence method 'redfsh' (did you mean 'redfish'?); known: agent, redfish",
+    ),
+    ("{method: redfish, username: root}", "h.yaml:5: hosts[0].fence[0].url: required by fence method 'redfish'"),
+    (
+        "{method: redfish, url: x, pasword: y}",
+        "h.yaml:5: hosts[0].fence[0].pasword: unknown setting for fence method 'redfish' (did you mean 'password'?)",
+    ),
+    ("{method: off}", "h.yaml:5: hosts[0].fence[0].method: expected a string; YAML reads off as false"),
+]
+
+
+@pytest.mark.parametrize(("entry", "message"), FENCE_BROKEN, ids=[m.split(": ", 2)[2][:40] for _, m in FENCE_BROKEN])
+def test_fence_entries_are_checked_against_the_registered_methods(entry: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_inventory(load_text(_fenced(entry), "h.yaml"), "h.yaml", _methods())
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_a_method_that_accepts_any_setting_passes_them_all() -> None:
+    inv = parse_inventory(
+        load_text(_fenced("{method: agent, agent: fence_ipmilan, ip: 10.0.0.5, lanplus: 1}"), "h.yaml"),
+        "h.yaml",
+        _methods(),
+    )
+    assert inv.hosts[0].fence[0].options == {"agent": "fence_ipmilan", "ip": "10.0.0.5", "lanplus": 1}
+
+
+def test_without_registered_methods_fence_entries_are_not_checked() -> None:
+    inv = parse_inventory(load_text(_fenced("{method: anything, x: 1}"), "h.yaml"), "h.yaml")
+    assert inv.hosts[0].fence[0].method == "anything"
+
+
+def test_an_unlisted_method_passes_while_an_evac_fence_agent_plugin_may_provide_it() -> None:
+    text = _fenced("{method: lab, host: a}")
+    inv = parse_inventory(load_text(text, "h.yaml"), "h.yaml", _methods(), allow_unlisted_methods=True)
+    assert inv.hosts[0].fence[0].method == "lab"
+
+
+def test_the_built_in_fence_methods_check_the_shipped_example_inventory() -> None:
+    methods = fence_methods(plugin_manager())
+    path = Path(__file__).parents[2] / "contrib" / "hosts.yaml"
+    assert load_inventory(path, methods, allow_unlisted_methods=True).hosts
+
+
+def test_load_inventory_passes_the_methods_on(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.yaml"
+    path.write_text(_fenced("{method: redfish}"))
+    with pytest.raises(ConfigError, match=f"^{path}:5: hosts\\[0\\].fence\\[0\\].url: required"):
+        load_inventory(path, _methods())
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [("address", "    address: on\n"), ("ssh.user", "    ssh: {host: a, user: no}\n")],
+)
+def test_a_yaml_boolean_where_the_inventory_expects_text_says_to_quote_it(field: str, text: str) -> None:
+    data = "hosts:\n  - name: a\n    uri: qemu:///system\n" + text
+    with pytest.raises(ConfigError, match=f"^h.yaml:4: hosts\\[0\\].{field}: expected a string; YAML reads"):
+        parse_inventory(load_text(data, "h.yaml"), "h.yaml")
+
+
+def test_an_inventory_names_the_plugins_it_needs_and_the_app_registers_them(tmp_path: Path) -> None:
+    (tmp_path / "hosts.yaml").write_text(
+        "plugins: [tests.unit.inline_plugin]\nhosts:\n  - {name: a, uri: 'qemu:///system'}\n"
+    )
+    app = App(inventory_path=tmp_path / "hosts.yaml", journal_path=tmp_path / "j.db")
+    assert app.inventory.plugins == ("tests.unit.inline_plugin",)
+    assert app.pm.has_plugin("tests.unit.inline_plugin")
+
+
+def test_a_plugin_that_is_not_a_module_name_is_refused_with_its_line() -> None:
+    text = "plugins: ['evac lab']\nhosts:\n  - {name: a, uri: 'qemu:///system'}\n"
+    with pytest.raises(ConfigError, match=r"h.yaml:1: plugins\[0\]: expected a module name"):
+        parse_inventory(load_text(text, "h.yaml"), "h.yaml")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from evac import hookimpl
+from evac.app import App
 from evac.convergence import MigrationTuning
 from evac.errors import ConfigError
 from evac.inventory import HostSpec
@@ -25,7 +27,10 @@ def tune(options: dict[str, object], *plugins: object) -> MigrationTuning:
     pm = plugin_manager(load_entrypoints=False, modules=["evac_plugins.migrate", "evac_plugins.compression"])
     for plugin in plugins:
         pm.register(plugin)
-    return merge_tuning(pm.hook.evac_migration_tuning(guest=GUEST, source=H1, target=H2, options=options))
+    merged: MigrationTuning = merge_tuning(
+        pm.hook.evac_migration_tuning(guest=GUEST, source=H1, target=H2, options=options)
+    )
+    return merged
 
 
 def test_bandwidth_parallel_and_tls_options_become_params_and_flags() -> None:
@@ -70,7 +75,7 @@ def test_two_plugins_disagreeing_on_a_parameter_is_an_error() -> None:
         tune({"bandwidth_mib": 50}, Other())
 
 
-def test_evac_choose_target_answer_is_used_by_the_drain_planner() -> None:
+def test_evac_choose_target_answer_is_used_by_the_drain_planner(tmp_path: Path) -> None:
     class Rack:
         @hookimpl
         def evac_choose_target(self, guest, candidates):  # type: ignore[no-untyped-def]
@@ -78,7 +83,8 @@ def test_evac_choose_target_answer_is_used_by_the_drain_planner() -> None:
 
     pm = plugin_manager(load_entrypoints=False)
     pm.register(Rack())
-    assert chooser(SimpleNamespace(pm=pm))(GUEST, ["h2", "h3"]) == "h3"
+    app = App(inventory_path=tmp_path / "hosts.yaml", journal_path=tmp_path / "j.db", pm=pm)
+    assert chooser(app)(GUEST, ["h2", "h3"]) == "h3"
 
 
 def test_bridges_and_mtus_are_read_from_ip_link_output() -> None:

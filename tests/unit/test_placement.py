@@ -195,8 +195,9 @@ def test_a_fenced_host_stays_fenced_in_the_view_even_unprobed() -> None:
     from evac.inventory import HostSpec, Inventory
     from evac.journal import HostState
     from evac.model import HostStatus
+    from evac.states import HostMode
 
     inv = Inventory(hosts=(HostSpec("h1", "qemu+tcp://h1/system"), HostSpec("h2", "qemu+tcp://h2/system")))
     statuses = (HostStatus("h1", "u", "down"), HostStatus("h2", "u", "unreachable"))
-    views = host_views(inv, statuses, {"h1": HostState("h1", "fenced", "", "", 0.0)}, {})
+    views = host_views(inv, statuses, {"h1": HostState("h1", HostMode.FENCED, "", "", 0.0)}, {})
     assert [v.state for v in views] == ["fenced", "unreachable"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from evac import Action, hookimpl, hookspecs
+from evac import Action, FenceMethod, hookimpl, hookspecs
+from evac.cli.plugins import plugin_rows
 from evac.errors import ConfigError
 from evac.plugins import collect_actions, error_classes, plugin_manager, runbook_dirs
 
@@ -88,6 +90,47 @@ def test_core_runbooks_come_before_plugin_runbooks(tmp_path: Path) -> None:
     pm.register(Plugin())
     dirs = runbook_dirs(pm)
     assert dirs[-1] == tmp_path and dirs[0].name == "runbooks"
+
+
+class HooksOnly:
+    """A plugin with no actions: its row still says what it does."""
+
+    @hookimpl
+    def evac_fence_methods(self) -> list[FenceMethod]:
+        return [FenceMethod("pdu", lambda host, settings: NotImplemented, required=("outlet",))]
+
+    @hookimpl
+    def evac_error_classes(self) -> dict[str, type[BaseException]]:
+        return {"PduBusy": RuntimeError}
+
+    @hookimpl
+    def evac_config_sections(self) -> dict[str, Any]:
+        return {"pdu": lambda data, source: data}
+
+    @hookimpl
+    def evac_event(self, event: Any) -> None:
+        pass
+
+
+def test_evac_plugins_rows_show_fence_methods_error_classes_config_sections_and_hooks() -> None:
+    pm = plugin_manager(load_entrypoints=False)
+    pm.register(HooksOnly(), name="pdu")
+    rows = {row["plugin"]: row for row in plugin_rows(pm)}
+    assert rows["pdu"] == {
+        "plugin": "pdu",
+        "actions": [],
+        "fence_methods": ["pdu"],
+        "error_classes": ["PduBusy"],
+        "config_sections": ["pdu"],
+        "hooks": ["evac_event"],
+    }
+    assert "TransientError" in rows["evac.core"]["error_classes"]
+
+
+def test_evac_plugins_rows_of_an_actions_only_plugin_keep_their_two_keys() -> None:
+    pm = plugin_manager(load_entrypoints=False)
+    pm.register(One(), name="one")
+    assert {"plugin": "one", "actions": ["demo.hello"]} in plugin_rows(pm)
 
 
 def hook_names() -> list[str]:

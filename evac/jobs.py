@@ -1,0 +1,325 @@
+"""The one front door for jobs: every channel starts, cancels and approves work here.
+
+The CLI, ``evac serve``, the monitor, the webhooks and Slack all call :class:`Jobs`, so
+the rules live in one place and apply the same way whoever asks:
+
+- runbooks are started by registered name; only the CLI may run one from a file;
+- the drain and failover runbooks are the ones ``runbooks:`` in the config names;
+- a host is named by the inventory (unknown hosts are refused with a suggestion);
+- a drain of a host that does not answer becomes a failover (fence first, then restart);
+- a manual fence is refused while the host still answers on its libvirt port;
+- every start, refusal, cancel and approval is audited with the channel and who asked.
+
+Running a job is the caller's choice: :meth:`Jobs.run` in the calling thread (the CLI,
+the monitor), or :meth:`Jobs.spawn` in a tracked thread (the service, Slack, webhooks).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from .appview import AppView
+from .engine import Engine, JobResult
+from .errors import ConfigError, EvacError, FencingError, LockedError
+from .events import Event
+from .fencing import FenceResult, fence_host
+from .fleet import reachable
+from .journal import BrakeState, JobRecord
+from .plugins import notify
+from .runbook import Runbook, bind_params, load_runbook
+from .states import EventKind, HostMode, JobState
+from .stormbrake import release_held
+
+log = logging.getLogger("evac.jobs")
+
+
+class Assembly(AppView, Protocol):
+    """What the front door needs of the assembled app (``evac.app.App``)."""
+
+    @property
+    def engine(self) -> Engine: ...
+    def runbook(self, name: str) -> Runbook: ...
+    def runbook_file(self, name_or_path: str) -> Runbook: ...
+    def host_names(self) -> list[str] | None: ...
+
+
+class Channel(StrEnum):
+    CLI = "cli"
+    SLACK = "slack"
+    WEBHOOK = "webhook"
+    ALERTMANAGER = "alertmanager"
+    MONITOR = "monitor"
+    SERVICE = "service"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked, and through which channel: what the audit records."""
+
+    channel: Channel
+    who: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.channel}:{self.who}" if self.who else str(self.channel)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A job recorded in the journal (its lock taken), not yet running."""
+
+    job: int
+    runbook: Runbook
+    params: dict[str, Any]
+    target: str
+    note: str = ""  # why the front door chose this runbook, when it chose
+
+
+@dataclass
+class Jobs:
+    app: Assembly
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self) -> None:
+        """Refuse to start a service whose drain or failover runbook does not exist: found
+        at start, not when a host dies."""
+        names = self.app.settings.runbooks
+        for role, name in (("drain", names.drain), ("failover", names.failover)):
+            try:
+                self.app.runbook(name)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.app.settings.source}: runbooks.{role}: {exc}") from None
+
+    # ---------------------------------------------------------------- start
+    def start(
+        self,
+        runbook: str,
+        given: Mapping[str, Any],
+        actor: Actor,
+        target: str = "",
+        dry_run: bool = False,
+        approve: bool = False,
+    ) -> Started:
+        """Record a job of a registered runbook (a file only from the CLI) and audit it.
+
+        The config's ``drain:`` settings are the drain runbook's defaults; what the
+        caller gives wins. ``LockedError`` while another job holds the runbook's lock.
+        """
+        try:
+            book = self._runbook(runbook, actor)
+            defaults = dict(self.app.settings.drain_params) if book.name == self.app.settings.runbooks.drain else {}
+            params = bind_params(book, {**defaults, **given}, self.app.host_names())
+            job = self.app.engine.submit(book, params, target, dry_run)
+        except EvacError as exc:
+            self.refused(actor, "run", target or runbook, exc)
+            raise
+        self.app.journal.audit(
+            str(actor),
+            "dry-run" if dry_run else "run",
+            target or book.name,
+            {"job": job, "runbook": book.name, "params": params},
+        )
+        if approve:
+            for step in book.all_steps():
+                if step.approval:
+                    self.app.journal.approve(job, step.id, str(actor))
+                    self.app.journal.audit(str(actor), "approve", str(job), {"step": step.id, "up_front": True})
+        return Started(job, book, params, target)
+
+    def refused(self, actor: Actor, action: str, target: str, why: Exception) -> None:
+        """Audit a refusal: what was asked, by whom, and why it was not done."""
+        self.app.journal.audit(str(actor), f"{action}.refused", target, {"why": str(why)})
+
+    def _runbook(self, name: str, actor: Actor) -> Runbook:
+        if actor.channel is Channel.CLI:
+            return self.app.runbook_file(name)
+        if name.endswith((".yaml", ".yml")) or "/" in name:
+            raise ConfigError(f"runbook '{name}': only the CLI runs runbooks from files; name a registered runbook")
+        return self.app.runbook(name)
+
+    def evacuation(self, host: str) -> tuple[str, str]:
+        """The runbook an evacuation of ``host`` runs, and why when it is not the drain: a
+        host that does not answer cannot be drained, so it is failed over (fenced first).
+        Callers that confirm with a person ask after this, so the question names the truth."""
+        spec = self.app.inventory.host(host)
+        names = self.app.settings.runbooks
+        if reachable(spec.uri, timeout=2.0):
+            return names.drain, ""
+        return (
+            names.failover,
+            f"{spec.name} does not answer: running {names.failover} (confirm down, fence, restart elsewhere)",
+        )
+
+    def evacuate(
+        self,
+        host: str,
+        actor: Actor,
+        reason: str = "",
+        params: Mapping[str, Any] | None = None,
+        force: bool = False,
+        dry_run: bool = False,
+        runbook: str | None = None,
+    ) -> Started:
+        """Drain a host with ``runbook``, or with what :meth:`evacuation` chooses."""
+        spec = self.app.inventory.host(host)
+        book, note = (runbook, "") if runbook else self.evacuation(spec.name)
+        state = self.app.journal.host_states().get(spec.name)
+        if book == self.app.settings.runbooks.drain and state and not (force or dry_run):
+            refusal = ConfigError(
+                f"evacuate: {spec.name} is already in {state.state} ({state.actor}, {state.reason or 'no reason'}); "
+                f"--force drains what is left, `evac host enable {spec.name}` ends the maintenance"
+            )
+            self.refused(actor, "run", spec.name, refusal)
+            raise refusal
+        given = {**(params or {}), "host": spec.name}
+        if reason and any(p.name == "reason" for p in self._runbook(book, actor).params):
+            given["reason"] = reason
+        started = self.start(book, given, actor, spec.name, dry_run)
+        return Started(started.job, started.runbook, started.params, started.target, note)
+
+    def fail_over(self, host: str, actor: Actor, reason: str, checks: int | None = None) -> Started:
+        """Confirm down, fence, restart elsewhere. The monitor passes ``checks=1``: its own
+        verdict rests on signals a moment old, so one last reachability check is enough."""
+        spec = self.app.inventory.host(host)
+        book = self.app.runbook(self.app.settings.runbooks.failover)
+        given: dict[str, Any] = {"host": spec.name, "reason": reason}
+        if checks is not None and any(p.name == "checks" for p in book.params):
+            given["checks"] = checks
+        return self.start(book.name, given, actor, spec.name)
+
+    def host_down(self, host: str, reason: str, background: bool = False) -> None:
+        """What a monitor does with a host it found dead: one failover job (the host's lock
+        keeps it one), run here or in the background. A failover that cannot start for any
+        other reason than that lock is an alert: a dead host nobody fails over must not be
+        a line in a debug log."""
+        try:
+            started = self.fail_over(host, Actor(Channel.MONITOR), reason, checks=1)
+        except LockedError as exc:
+            log.info("failover of %s not started: %s", host, exc)
+            return
+        except EvacError as exc:
+            message = f"{host} is down ({reason}) but its failover could not start: {exc}"
+            log.error("%s", message)
+            data = {"host": host, "level": "alert"}
+            notify(self.app.pm, Event(EventKind.HOST_FAILOVER_NOT_STARTED, 0, item=host, message=message, data=data))
+            return
+        if background:
+            self.spawn(started)
+        else:
+            self.run(started)
+
+    def preview_drain(self, host: str) -> dict[str, Any]:
+        """The plan a drain would run (its own plan step, dry): what Slack shows first."""
+        spec = self.app.inventory.host(host)
+        book = self.app.runbook(self.app.settings.runbooks.drain)
+        params = bind_params(book, {**self.app.settings.drain_params, "host": spec.name}, self.app.host_names())
+        result = self.app.engine.execute(book, params, spec.name, dry_run=True)
+        plan = result.outputs.get("plan")
+        if not plan:
+            raise EvacError(result.error or "no plan")
+        return dict(plan)
+
+    # ---------------------------------------------------------------- run
+    def run(self, started: Started) -> JobResult:
+        """Run in the calling thread, to its end."""
+        return self.app.engine.run(started.job, started.runbook)
+
+    def spawn(self, started: Started) -> threading.Thread:
+        """Run in a tracked background thread (:meth:`join` waits for them all)."""
+
+        def run() -> None:
+            try:
+                self.app.engine.run(started.job, started.runbook)
+            except EvacError:
+                log.exception("job %s", started.job)
+
+        thread = threading.Thread(target=run, daemon=True, name=f"job-{started.job}")
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+        return thread
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` in all for the jobs :meth:`spawn` started."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def resumable(self, actor: Actor) -> list[Started]:
+        """Claim the jobs whose controller died (a dry run left behind is cancelled)."""
+        claimed = []
+        for job in self.app.journal.unfinished_jobs():
+            if job.dry_run:
+                self.app.journal.finish_job(job.id, JobState.CANCELLED, "dry run left unfinished")
+                continue
+            if self.app.journal.claim(job.id):
+                self.app.journal.audit(str(actor), "resume", job.target or job.runbook, {"job": job.id})
+                claimed.append(Started(job.id, load_runbook(job.source), job.params, job.target))
+        return claimed
+
+    # ---------------------------------------------------------------- control
+    def cancel(self, job_id: int, actor: Actor) -> JobRecord:
+        """Ask a running job to stop (it rolls back), in this process or another."""
+        job = self._job(job_id, "cancel")
+        if not job.finished:
+            self.app.engine.cancel(job_id)
+            self.app.journal.audit(str(actor), "cancel", job.target or job.runbook, {"job": job_id})
+        return job
+
+    def approve(self, job_id: int, actor: Actor, step: str | None = None) -> list[str]:
+        """Approve a step waiting for approval (default: every step of the job waiting now)."""
+        job = self._job(job_id, "approve")
+        journal = self.app.journal
+        if step and not any(s.id == step and s.approval for s in load_runbook(job.source).all_steps()):
+            raise ConfigError(f"approve: step '{step}' of job {job_id} has no approval gate")
+        asked = [e.step for _, e in journal.events(job_id) if e.kind == EventKind.APPROVAL_REQUESTED]
+        steps = [step] if step else [s for s in asked if journal.approved_by(job_id, s) is None]
+        if not steps:
+            raise ConfigError(f"approve: job {job_id} has no step waiting for approval")
+        for name in steps:
+            journal.approve(job_id, name, str(actor))
+            journal.audit(str(actor), "approve", str(job_id), {"step": name})
+        return steps
+
+    def _job(self, job_id: int, verb: str) -> JobRecord:
+        job = self.app.journal.job(job_id)
+        if job is None:
+            raise ConfigError(f"{verb}: no job {job_id}")
+        return job
+
+    def release_brake(self, actor: Actor) -> BrakeState | None:
+        """Release the storm brake so automatic failover resumes (a running monitor then fails
+        over the hosts it held back); what was released, or None when it was not engaged."""
+        return release_held(self.app.journal, str(actor))
+
+    # ---------------------------------------------------------------- fencing
+    def fence(self, host: str, actor: Actor) -> FenceResult:
+        """Power a host off through its fence chain, and record it fenced."""
+        spec = self.app.inventory.host(host)
+        try:
+            result = fence_host(self.app.pm, spec)
+        except FencingError as exc:
+            self.app.journal.audit(str(actor), "fence.failed", spec.name, {"error": str(exc)})
+            raise
+        self.app.journal.set_host_state(spec.name, HostMode.FENCED, f"fenced by {result.method}", str(actor))
+        self.app.journal.audit(str(actor), "fence", spec.name, {"method": result.method, "seconds": result.seconds})
+        return result
+
+    def fence_manually(self, host: str, actor: Actor, reason: str = "confirmed off by hand") -> str:
+        """Record an operator's word that a host is off. Refused while the host's libvirt
+        port still answers: a host that answers is not off, whoever says so."""
+        spec = self.app.inventory.host(host)
+        if reachable(spec.uri, 2.0):
+            self.app.journal.audit(str(actor), "fence.manual.refused", spec.name, {"why": "libvirt port answers"})
+            raise ConfigError(f"{spec.name} answers on its libvirt port: it is not off. Nothing done.")
+        self.app.journal.set_host_state(spec.name, HostMode.FENCED, reason, str(actor))
+        self.app.journal.audit(str(actor), "fence.manual", spec.name, {"reason": reason})
+        return spec.name

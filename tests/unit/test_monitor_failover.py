@@ -1,0 +1,382 @@
+"""When the monitor fails a down host over: after a settle, not past the storm brake, and
+for the hosts the brake held back once an operator releases it.
+
+The monitor runs for real here (its threads, a real journal) over a fake fleet: the test
+decides which hosts answer libvirt and the probe, and fires libvirt's close callback.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evac import hookimpl
+from evac.app import App
+from evac.errors import ConfigError, HostUnreachable
+from evac.events import Event
+from evac.evidence import Evidence, MonitorSettings, PolledWatch, ProbeSource, Report, Rule, Verdict
+from evac.inventory import HostSpec
+from evac.model import Guest
+from evac.monitor import Monitor
+from evac.plugins import plugin_manager
+from evac.states import EventKind, Health, HostMode
+from evac.stormbrake import StormBrake
+from tests.conftest import poll_until
+
+HOSTS = ("host1", "host2", "host3")
+FAST = MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle=0.05, settle_max=5.0)
+TIMEOUT = 10.0
+
+
+# ---------------------------------------------------------------- the fake fleet
+
+
+class FakeConnection:
+    def __init__(self, fleet: Fleet, host: str) -> None:
+        self.fleet, self.host = fleet, host
+        self.closed = False
+        self.callbacks: list[Callable[[str], None]] = []
+
+    def alive(self) -> bool:
+        return not self.closed and self.fleet.libvirt[self.host]
+
+    def close(self) -> None:
+        self.closed = True
+
+    def on_close(self, callback: Callable[[str], None]) -> None:
+        self.callbacks.append(callback)
+
+    def guests(self, is_shared: Callable[[str | None], bool] = lambda _p: False) -> tuple[Guest, ...]:
+        return ()
+
+    def destroy(self, name: str) -> None:
+        pass
+
+    def undefine(self, name: str) -> None:
+        pass
+
+
+class Fleet:
+    """Which hosts answer libvirt and the probe; the monitor's ``connect`` and ``probe``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.libvirt = dict.fromkeys(HOSTS, True)
+        self.answering = dict.fromkeys(HOSTS, True)
+        self.connections: list[FakeConnection] = []
+        self.probes: Counter[str] = Counter()
+
+    def connect(self, spec: HostSpec) -> FakeConnection:
+        with self.lock:
+            if not self.libvirt[spec.name]:
+                raise HostUnreachable(f"{spec.name}: no answer")
+            self.connections.append(FakeConnection(self, spec.name))
+            return self.connections[-1]
+
+    def probe(self, spec: HostSpec) -> bool:
+        with self.lock:
+            self.probes[spec.name] += 1
+            return self.answering[spec.name]
+
+    def kill(self, *hosts: str) -> None:
+        """Hosts die at one instant; then libvirt notices (EOF) on each connection."""
+        with self.lock:
+            for host in hosts:
+                self.libvirt[host] = self.answering[host] = False
+            dropped = [c for c in self.connections if c.host in hosts and not c.closed]
+        for conn in dropped:
+            for callback in conn.callbacks:
+                callback("eof")
+
+    def mute(self, host: str) -> None:
+        """The probe goes unanswered; libvirt's connection holds: the host is only suspect."""
+        with self.lock:
+            self.answering[host] = False
+
+    def revive(self, host: str) -> None:
+        with self.lock:
+            self.libvirt[host] = self.answering[host] = True
+
+
+# ---------------------------------------------------------------- what the tests watch
+
+
+@dataclass(frozen=True)
+class Seen:
+    at: float  # time.monotonic() when it happened
+    host: str
+    what: str  # the event's kind, or the failover's reason
+
+
+class Record:
+    """Things seen in order, each with its time; tests wait on them with a deadline."""
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+        self.cond = threading.Condition()
+
+    def add(self, host: str, what: str) -> None:
+        with self.cond:
+            self.seen.append(Seen(time.monotonic(), host, what))
+            self.cond.notify_all()
+
+    def wait_for(self, host: str, what: str = "", timeout: float = TIMEOUT) -> Seen:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = next((s for s in self.seen if s.host == host and what in s.what), None)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                assert left > 0, f"{host} {what!r} never came; saw {self.seen[-10:]}"
+                self.cond.wait(left)
+
+    def hosts(self) -> list[str]:
+        with self.cond:
+            return [s.host for s in self.seen]
+
+
+class Events(Record):
+    @hookimpl
+    def evac_event(self, event: Event) -> None:
+        self.add(event.item, f"{event.kind}: {event.message}")
+
+
+class Failovers(Record):
+    def __call__(self, host: str, reason: str) -> None:
+        self.add(host, reason)
+
+
+@dataclass
+class Watched:
+    app: App
+    fleet: Fleet
+    events: Events
+    failovers: Failovers
+    start: Callable[..., Monitor]
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> App:
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text(
+        "hosts:\n" + "".join(f"  - {{name: {h}, uri: 'qemu+tcp://192.0.2.{i}/system'}}\n" for i, h in enumerate(HOSTS))
+    )
+    return App(inventory_path=inventory, journal_path=tmp_path / "j.db", pm=plugin_manager(load_entrypoints=False))
+
+
+@pytest.fixture
+def watched(app: App) -> Iterator[Watched]:
+    fleet, events, failovers = Fleet(), Events(), Failovers()
+    app.pm.register(events)
+    monitors: list[Monitor] = []
+
+    def start(settings: MonitorSettings = FAST, brake: StormBrake | None = None) -> Monitor:
+        monitor = Monitor(app, failovers, settings, brake, probe=fleet.probe, connect=fleet.connect)
+        monitor.start()
+        monitors.append(monitor)
+        assert monitor.started.wait(TIMEOUT)
+        return monitor
+
+    yield Watched(app, fleet, events, failovers, start)
+    for monitor in monitors:
+        monitor.stop()
+
+
+def brake_of_one() -> StormBrake:
+    return StormBrake(max_hosts=1, window=60)
+
+
+# ---------------------------------------------------------------- settle
+
+
+def test_a_down_host_is_failed_over_only_after_the_settle_period(watched: Watched) -> None:
+    watched.start(MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle=0.3))
+    watched.fleet.kill("host1")
+    down = watched.events.wait_for("host1", EventKind.HOST_DOWN)
+    failover = watched.failovers.wait_for("host1")
+    assert failover.at - down.at >= 0.3
+    assert failover.what.startswith("libvirt connection lost")
+    assert failover.what.endswith("and probe missed 2 times in a row")
+
+
+def test_a_down_host_waits_while_another_host_is_suspect_until_that_one_is_decided(watched: Watched) -> None:
+    watched.start(MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle=0.05, settle_max=60))
+    watched.fleet.mute("host2")
+    watched.events.wait_for("host2", EventKind.HOST_SUSPECT)
+    watched.fleet.kill("host1")
+    watched.events.wait_for("host1", EventKind.HOST_DOWN)
+    probes = watched.fleet.probes["host2"]
+    poll_until(lambda: watched.fleet.probes["host2"] >= probes + 30, TIMEOUT, "30 more probes of host2: settle is over")
+    assert watched.failovers.hosts() == []
+    watched.fleet.revive("host2")
+    back = watched.events.wait_for("host2", EventKind.HOST_UP)
+    assert watched.failovers.wait_for("host1").at >= back.at
+
+
+def test_a_down_host_waits_for_a_suspect_one_no_longer_than_settle_max(watched: Watched) -> None:
+    settings = MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle=0.05, settle_max=0.4)
+    monitor = watched.start(settings)
+    watched.fleet.mute("host2")
+    watched.events.wait_for("host2", EventKind.HOST_SUSPECT)
+    watched.fleet.kill("host1")
+    down = watched.events.wait_for("host1", EventKind.HOST_DOWN)
+    assert watched.failovers.wait_for("host1").at - down.at >= 0.45
+    assert monitor.state("host2") is Health.SUSPECT
+
+
+# ---------------------------------------------------------------- the storm brake
+
+
+def test_a_second_host_down_within_the_window_is_held_back_and_the_brake_is_kept_in_the_journal(
+    watched: Watched,
+) -> None:
+    monitor = watched.start(brake=brake_of_one())
+    watched.fleet.kill("host1")
+    watched.failovers.wait_for("host1")
+    watched.fleet.kill("host2")
+    watched.events.wait_for("host2", EventKind.MONITOR_STORM_BRAKE)
+    assert watched.failovers.hosts() == ["host1"]
+    held = watched.app.journal.brake()
+    assert held is not None and "2 of 3 hosts down" in held.reason
+    assert monitor.brake.engaged
+
+
+def test_hosts_going_down_together_are_all_held_by_the_brake(watched: Watched) -> None:
+    watched.start(brake=brake_of_one())
+    watched.fleet.kill("host1", "host2")
+    for host in ("host1", "host2"):
+        watched.events.wait_for(host, EventKind.MONITOR_STORM_BRAKE)
+    assert watched.failovers.hosts() == []
+    assert watched.app.journal.brake() is not None
+
+
+def test_releasing_the_brake_fails_over_the_hosts_it_held_back(watched: Watched) -> None:
+    watched.start(brake=brake_of_one())
+    watched.fleet.kill("host1", "host2")
+    for host in ("host1", "host2"):
+        watched.events.wait_for(host, EventKind.MONITOR_STORM_BRAKE)
+    assert watched.app.journal.release_brake()  # as `evac brake release` does from another process
+    released = watched.events.wait_for("", EventKind.MONITOR_BRAKE_RELEASED)
+    assert released.what.endswith("failing over host1, host2")
+    for host in ("host1", "host2"):
+        assert watched.failovers.wait_for(host).what.endswith("(after the storm brake was released)")
+
+
+def test_releasing_the_brake_leaves_a_held_back_host_put_in_maintenance_alone(watched: Watched) -> None:
+    watched.start(brake=brake_of_one())
+    watched.fleet.kill("host1", "host2")
+    for host in ("host1", "host2"):
+        watched.events.wait_for(host, EventKind.MONITOR_STORM_BRAKE)
+    watched.app.journal.set_host_state("host2", HostMode.MAINTENANCE, "repair", "test")
+    watched.app.journal.release_brake()
+    released = watched.events.wait_for("", EventKind.MONITOR_BRAKE_RELEASED)
+    assert released.what.endswith("failing over host1")
+    watched.failovers.wait_for("host1")
+    assert "host2" not in watched.failovers.hosts()
+
+
+def test_a_brake_left_engaged_in_the_journal_holds_after_a_restart(watched: Watched) -> None:
+    watched.app.journal.engage_brake("2 of 3 hosts down earlier")
+    monitor = watched.start(brake=brake_of_one())
+    watched.events.wait_for("", "still engaged: 2 of 3 hosts down earlier")
+    assert monitor.brake.engaged
+    watched.fleet.kill("host1")
+    watched.events.wait_for("host1", EventKind.MONITOR_STORM_BRAKE)
+    assert watched.failovers.hosts() == []
+
+
+def test_a_host_in_maintenance_that_goes_down_is_not_failed_over(watched: Watched) -> None:
+    watched.app.journal.set_host_state("host1", HostMode.MAINTENANCE, "kernel update", "test")
+    monitor = watched.start(brake=brake_of_one())
+    watched.fleet.kill("host1")
+    ignored = watched.events.wait_for("host1", EventKind.HOST_IGNORED)
+    assert "in maintenance" in ignored.what
+    assert watched.failovers.hosts() == []
+    assert not monitor.brake.engaged  # not counted towards the brake either
+
+
+def test_a_host_that_answers_again_is_up_again(watched: Watched) -> None:
+    monitor = watched.start()
+    watched.fleet.mute("host3")
+    watched.events.wait_for("host3", EventKind.HOST_SUSPECT)
+    watched.fleet.revive("host3")
+    watched.events.wait_for("host3", EventKind.HOST_UP)
+    assert monitor.state("host3") is Health.UP
+    assert watched.failovers.hosts() == []
+
+
+# ---------------------------------------------------------------- evidence from plugins
+
+
+class LeaseSource:
+    """A push source as an agent-lease plugin would be: evidence arrives when it arrives."""
+
+    name = "lease"
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.reports: dict[str, Report] = {}
+
+    def watch(self, host: HostSpec, report: Report) -> PolledWatch:
+        self.reports[host.name] = report
+        return PolledWatch(lambda: None, every=math.inf)
+
+    def expire(self, host: str) -> None:
+        self.reports[host](Evidence(self.name, host, Verdict.DEAD, "agent lease expired"))
+
+
+class SourcePlugin:
+    def __init__(self, *sources: Any) -> None:
+        self.sources = list(sources)
+
+    @hookimpl
+    def evac_evidence_sources(self, app: App, settings: MonitorSettings) -> list[Any]:
+        return self.sources
+
+
+def test_a_plugin_source_whose_loss_is_conclusive_brings_a_host_down_alone(watched: Watched) -> None:
+    lease = LeaseSource(Rule(conclusive=True))
+    watched.app.pm.register(SourcePlugin(lease))
+    watched.start()
+    lease.expire("host2")
+    assert watched.failovers.wait_for("host2").what == "agent lease expired"
+
+
+def test_a_plugin_source_counts_as_one_of_the_two_losses(watched: Watched) -> None:
+    lease = LeaseSource(Rule())
+    watched.app.pm.register(SourcePlugin(lease))
+    watched.start()
+    lease.expire("host2")
+    watched.events.wait_for("host2", EventKind.HOST_SUSPECT)
+    watched.fleet.mute("host2")  # libvirt still holds: the probe is the second loss
+    failover = watched.failovers.wait_for("host2")
+    assert failover.what == "probe missed 2 times in a row and agent lease expired"
+
+
+def test_a_plugin_source_that_breaks_does_not_stop_the_monitor(watched: Watched) -> None:
+    def broken() -> Evidence | None:
+        raise RuntimeError("lease store unreachable")
+
+    class Broken(LeaseSource):
+        def watch(self, host: HostSpec, report: Report) -> PolledWatch:
+            return PolledWatch(broken)
+
+    watched.app.pm.register(SourcePlugin(Broken(Rule())))
+    watched.start()
+    watched.fleet.kill("host1")
+    watched.failovers.wait_for("host1")
+
+
+def test_two_evidence_sources_of_one_name_are_refused_naming_both(app: App) -> None:
+    app.pm.register(SourcePlugin(ProbeSource(lambda spec: True)))
+    with pytest.raises(ConfigError, match=r"'probe' is given twice: by evac\.evidence\.ProbeSource and"):
+        Monitor(app, lambda host, reason: None, FAST)
