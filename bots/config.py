@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
+from evac.config import secret_path
 from evac.errors import ConfigError
 from evac.yamldoc import Mapping, Where
 
@@ -36,10 +35,16 @@ class SlackConfig:
     preview_seconds: float = 900.0  # how long a drain preview can be confirmed
 
 
-def secret(value: Any, env: str) -> str:
-    """A secret from ``*_file``/``*_env`` settings or the environment; the value is never logged."""
+def secret(where: Where, data: Mapping, key: str, env: str) -> str:
+    """A secret from ``file:PATH`` (relative to the config file, as ``config check`` reads
+    it) or ``env:NAME``, else the environment variable ``env``; the value is never logged."""
+    value = data.get(key)
     if isinstance(value, str) and value.startswith("file:"):
-        return Path(value[5:]).read_text().strip()
+        path = secret_path(value, where.source)
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise where.error(data.line_of(key), f"slack.{key}", f"cannot read {path}: {exc.strerror}") from None
     if isinstance(value, str) and value.startswith("env:"):
         return os.environ.get(value[4:], "")
     return os.environ.get(env, "")
@@ -48,7 +53,7 @@ def secret(value: Any, env: str) -> str:
 def parse_slack(data: Mapping | None, source: str) -> SlackConfig:
     """The ``slack:`` section of evac.yaml (tokens only as ``env:NAME`` or ``file:PATH``)."""
     where = Where(source)
-    data = data if data is not None else Mapping()
+    data = where.require_mapping(data if data is not None else Mapping(), getattr(data, "line", 0), "slack")
     where.reject_unknown(
         data,
         (
@@ -103,9 +108,9 @@ def parse_slack(data: Mapping | None, source: str) -> SlackConfig:
             frozenset(rule.get("users", [])), frozenset(rule.get("groups", [])), frozenset(rule.get("channels", []))
         )
     return SlackConfig(
-        bot_token=secret(data.get("bot_token"), "SLACK_BOT_TOKEN"),
-        app_token=secret(data.get("app_token"), "SLACK_APP_TOKEN"),
-        signing_secret=secret(data.get("signing_secret"), "SLACK_SIGNING_SECRET"),
+        bot_token=secret(where, data, "bot_token", "SLACK_BOT_TOKEN"),
+        app_token=secret(where, data, "app_token", "SLACK_APP_TOKEN"),
+        signing_secret=secret(where, data, "signing_secret", "SLACK_SIGNING_SECRET"),
         mode=mode,
         port=port,
         alerts_channel=where.require_str(data, "alerts_channel", "slack.alerts_channel", ""),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from evac import hookimpl
+from evac.signals import until_signalled
 
 if TYPE_CHECKING:
     from evac.app import App
@@ -53,13 +55,34 @@ def run(args: argparse.Namespace) -> int:
             handler: Any = SocketModeHandler(bot.bolt, config.app_token)
             handler.start()
         else:
-            bot.bolt.start(port=config.port, path="/slack/events")
+            serve_http(bot)
     finally:
         grace = bot.evac.settings.shutdown_grace
         log.info("waiting up to %s s for the jobs started from Slack", grace)
         bot.evac.jobs.join(grace)  # what is left is in the journal: `evac resume` picks it up
         bot.close()
     return 0
+
+
+def serve_http(bot: Bot) -> None:
+    """``evac slack --mode http``: ``/slack/events`` on evac's HTTP server, on every
+    interface at ``slack.port`` (where bolt's development server listened before), until
+    SIGTERM or SIGINT."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from evac.web import WebServer
+
+    from .endpoint import PATH, SlackEndpoint
+
+    # A Route, not a Mount: a Mount answers the exact path with a redirect, which Slack does not follow.
+    server = WebServer(Starlette(routes=[Route(PATH, SlackEndpoint(bot))]), "0.0.0.0", bot.config.port)
+    server.start()
+    log.info("evac slack: answering Slack on port %s at %s", server.port, PATH)
+    try:
+        until_signalled()
+    finally:
+        server.stop()
 
 
 def web_client(config: Any) -> Any:
@@ -94,17 +117,17 @@ class SlackService:
         self.config = config
         self.bot = Bot(app, config, client=web_client(config))
         self.handler: Any = None
+        self.endpoint: Any = None
 
-    def routes(self) -> dict[str, Any]:
+    def mounts(self) -> Mapping[str, Any]:
+        """HTTP mode: the ASGI app for ``/slack/events`` (``endpoint.SlackEndpoint``)."""
         if self.config.mode != "http":
             return {}
-        from slack_bolt.request import BoltRequest
+        from .endpoint import PATH, SlackEndpoint
 
-        def handle(method: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
-            response = self.bot.bolt.dispatch(BoltRequest(body=body.decode(), headers=dict(headers)))
-            return response.status, {k: v[0] for k, v in response.headers.items()}, response.body.encode()
-
-        return {"/slack/events": handle}
+        if self.endpoint is None:
+            self.endpoint = SlackEndpoint(self.bot)
+        return {PATH: self.endpoint}
 
     def start(self) -> None:
         if self.config.mode == "socket":

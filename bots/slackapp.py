@@ -1,10 +1,12 @@
 """The slack-bolt app: ``/evacuate`` and ``/evac``, buttons, access control and audit.
 
-Every listener acks at once and works afterwards (bolt runs it on its thread pool), so
-Slack never waits 3 s. Jobs are started, cancelled and approved only through the core's
-front door (``app.jobs``), so Slack obeys the same rules as every other channel; the bot
-adds what is Slack's own: who may press what (user IDs, user groups, channels), the plan
-preview and the progress messages. The core never imports it.
+Every listener acks at once and works afterwards on the bot's thread pool, so Slack never
+waits 3 s: in Socket Mode bolt's sync app runs it there; in HTTP mode the async app of
+``endpoint.py`` acks on the event loop and hands the same listener to the pool. Jobs are
+started, cancelled and approved only through the core's front door (``app.jobs``), so
+Slack obeys the same rules as every other channel; the bot adds what is Slack's own: who
+may press what (user IDs, user groups, channels), the plan preview and the progress
+messages. The core never imports it.
 
 Every button re-checks access when pressed, and what a button starts comes from state
 on the server (a preview stored here under its token, for ``slack.preview_seconds``; the
@@ -89,16 +91,25 @@ class Bot:
         self._register()
 
     # ---------------------------------------------------------------- plumbing
+    def listeners(self) -> list[tuple[str, str, Callable[..., None]]]:
+        """What the bot answers, as ``(kind, name, listener)``: kind is the bolt method
+        (``command``, ``action``, ``event``) and name what it matches. The one table both
+        apps register: the sync one here (Socket Mode) and the async one of HTTP mode
+        (``endpoint.SlackEndpoint``), which runs these same listeners on ``executor``."""
+        return [
+            ("command", "/evacuate", self._on_evacuate),
+            ("command", "/evac", self._on_evac),
+            ("action", "evac_confirm", self._on_confirm),
+            ("action", "evac_cancel_preview", self._on_cancel_preview),
+            ("action", "evac_cancel_job", self._on_cancel_job),
+            ("action", "evac_fence_manual", self._on_fence_manual),
+            ("action", "evac_approve", self._on_approve),
+            *(("event", event, self._on_groups_changed) for event in GROUP_EVENTS),
+        ]
+
     def _register(self) -> None:
-        self.bolt.command("/evacuate")(self._on_evacuate)
-        self.bolt.command("/evac")(self._on_evac)
-        self.bolt.action("evac_confirm")(self._on_confirm)
-        self.bolt.action("evac_cancel_preview")(self._on_cancel_preview)
-        self.bolt.action("evac_cancel_job")(self._on_cancel_job)
-        self.bolt.action("evac_fence_manual")(self._on_fence_manual)
-        self.bolt.action("evac_approve")(self._on_approve)
-        for event in GROUP_EVENTS:
-            self.bolt.event(event)(self._on_groups_changed)
+        for kind, name, listener in self.listeners():
+            getattr(self.bolt, kind)(name)(listener)
 
     @staticmethod
     def actor(user: str) -> Actor:
@@ -332,7 +343,7 @@ class Bot:
     # ---------------------------------------------------------------- /evac
     def _on_evac(self, ack: Callable[..., Any], command: dict[str, Any], respond: Callable[..., Any]) -> None:
         ack()
-        words = (command.get("text") or "help").split()
+        words = (command.get("text") or "").split() or ["help"]
         verb, rest = words[0], words[1:]
         user, channel = command["user_id"], command["channel_id"]
         handlers: dict[str, Callable[[list[str], str, str, Callable[..., Any]], None]] = {

@@ -44,9 +44,15 @@ class AppView(Protocol):
 class ServicePart(Protocol):
     """A long-running part of ``evac serve`` that a plugin adds (``evac_services``).
 
-    It may also have ``routes()``: a mapping of HTTP path to
-    ``handler(method, headers, body) -> (status, headers, body)``, mounted on the
-    service's HTTP server.
+    It may also have ``mounts() -> Mapping[str, ASGIApp]``: exact HTTP paths and the ASGI
+    app that answers each (any method), served by ``evac serve``'s web server behind its
+    deadlines and size limits (``evac.web``). Slack's HTTP mode mounts ``/slack/events``
+    with slack-bolt's async Starlette handler, for example::
+
+        def mounts(self) -> Mapping[str, ASGIApp]:
+            return {"/slack/events": Route("/slack/events", self.handle, methods=["POST"])}
+
+    ``ASGIApp`` is ``evac.web.ASGIApp`` (``starlette.types.ASGIApp``).
     """
 
     def start(self) -> None: ...

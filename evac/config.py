@@ -5,20 +5,35 @@ and every other command given the same file (``--config`` or ``$EVAC_CONFIG``) s
 same inventory, journal and settings. Without a file, the documented defaults apply and
 :attr:`ServiceConfig.defaulted` names the ones used, so ``evac serve`` can log them.
 
-Secrets are never inline: ``env:NAME`` or ``file:PATH``. Plugins validate their own
+Secrets are never inline: ``env:NAME`` or ``file:PATH`` (a relative path is taken from the
+config file's directory, like ``inventory:`` and ``journal:``). Plugins validate their own
 sections (``slack:``) through ``evac_config_sections``; any other unknown key is an error.
+
+:func:`preflight` is what ``evac config check`` proves beyond loading: secret files exist
+and only their owner can read them, the listen address can be bound, the journal's
+directory is writable. (``evac config check`` also binds the ``drain:`` settings to the
+drain runbook's parameters.)
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import math
 import os
+import re
+import socket
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pluggy
 
-from .yamldoc import Mapping, Where, load_file
+from .inventory import FENCE_SECRET_FILES, Inventory, check_trusted_file
+from .retention import Retention
+from .yamldoc import Mapping, Sequence, Where, load_file, suggest
 
 TOP = (
     "inventory",
@@ -31,11 +46,14 @@ TOP = (
     "drain",
     "shutdown",
     "logging",
+    "retention",
 )
 SYSTEM_CONFIG = Path("/etc/evac/evac.yaml")
 SYSTEM_INVENTORY = Path("/etc/evac/hosts.yaml")
 DEFAULT_JOURNAL = Path("/var/lib/evac/journal.db")
 LAB_DIR = Path("/tmp/evac-lab")  # where ``evac lab up`` puts the local lab, unless $EVAC_LAB_DIR says
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LISTEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")  # fullmatch: a host name to listen on
 
 
 def config_path(given: Path | None = None) -> Path | None:
@@ -92,6 +110,8 @@ class WebhookSettings:
     max_body_bytes: int = 256 * 1024
     host_label: str = "instance"
     alertnames: tuple[str, ...] = ()  # empty: every firing alert naming a host
+    rate_per_second: float = 10.0  # per source address; refused and unauthenticated requests count too
+    burst: int = 20
 
 
 @dataclass(frozen=True)
@@ -113,6 +133,7 @@ class ServiceConfig:
     journal: Path
     runbooks: RunbookNames = field(default_factory=RunbookNames)
     snapshots: SnapshotSettings = field(default_factory=SnapshotSettings)
+    retention: Retention = field(default_factory=Retention)  # how long the journal keeps events and audit
     address: str = "127.0.0.1"
     port: int = 8080
     metrics_token: str = ""  # when set, /metrics and /healthz details need it as a bearer token
@@ -125,6 +146,12 @@ class ServiceConfig:
     log_level: str = "info"
     sections: dict[str, Any] = field(default_factory=dict)  # plugins' own sections, parsed
     defaulted: tuple[str, ...] = ()  # settings that came from defaults, not from the file
+    lines: dict[str, int] = field(default_factory=dict)  # line of a setting in the file: {"drain.concurrency": 40}
+
+    def at(self, name: str) -> str:
+        """``file:line: field`` for messages about a setting (``<defaults>: field`` without a file)."""
+        line = self.lines.get(name)
+        return f"{self.source}:{line}: {name}" if line else f"{self.source}: {name}"
 
 
 def default_config(inventory: Path | None = None, journal: Path | None = None) -> ServiceConfig:
@@ -163,6 +190,14 @@ def settings(
     return config
 
 
+def secret_path(value: str, source: str) -> Path:
+    """The file a ``file:PATH`` secret names: a relative path is taken from the directory of
+    the config file (``source``), like ``inventory:`` and ``journal:``, never from the
+    current directory."""
+    path = Path(value.removeprefix("file:"))
+    return path if path.is_absolute() else Path(source).resolve().parent / path
+
+
 def resolve_secret(where: Where, data: Mapping, key: str, field_name: str) -> str:
     value = data.get(key)
     if value is None:
@@ -174,15 +209,19 @@ def resolve_secret(where: Where, data: Mapping, key: str, field_name: str) -> st
         if not found:
             raise where.error(data.line_of(key), field_name, f"environment variable {value[4:]} is not set")
         return found
+    path = secret_path(value, where.source)
     try:
-        return Path(value[5:]).read_text().strip()
+        return path.read_text().strip()
     except OSError as exc:
-        raise where.error(data.line_of(key), field_name, f"cannot read {value[5:]}: {exc.strerror}") from None
+        raise where.error(data.line_of(key), field_name, f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise where.error(data.line_of(key), field_name, f"{path} is not UTF-8 text") from None
 
 
 def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
     source = str(path)
     where = Where(source)
+    check_trusted_file(Path(path), "evac.yaml")  # it chooses the inventory, the runbooks and the secrets
     data = where.require_mapping(load_file(path), 1, "evac.yaml")
     plugin_sections: dict[str, Any] = {}
     for contributed in pm.hook.evac_config_sections():
@@ -206,6 +245,12 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
         if not name:
             raise where.error(books.line_of(key), f"runbooks.{key}", "expected the name of a registered runbook")
     runbooks = RunbookNames(**names)
+    keep = _section(where, data, "retention", ("events_days", "audit_days", "every"))
+    retention = Retention(
+        events_days=_seconds(where, keep, "events_days", Retention.events_days, "retention", "days"),
+        audit_days=_seconds(where, keep, "audit_days", Retention.audit_days, "retention", "days"),
+        every=_seconds(where, keep, "every", Retention.every, "retention"),
+    )
     snaps = _section(where, data, "snapshots", ("every",))
     every = _number(where, snaps, "every", 5.0, "snapshots")
     if every <= 0:
@@ -213,10 +258,27 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
 
     listen = _section(where, data, "listen", ("address", "port", "metrics_token"))
     port = listen.get("port", 8080)
-    if not isinstance(port, int) or not 0 <= port < 65536:
-        raise where.error(listen.line_of("port"), "listen.port", f"expected a port number, got {port!r}")
-    hooks = _section(where, data, "webhooks", ("token", "hmac_secret", "max_body_kib", "host_label", "alertnames"))
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
+        raise where.error(
+            listen.line_of("port"),
+            "listen.port",
+            f"expected a port number, got {port!r} (1-65535, or 0 for any free port)",
+        )
+    address = _listen_address(where, listen)
+    hooks = _section(
+        where,
+        data,
+        "webhooks",
+        ("token", "hmac_secret", "max_body_kib", "host_label", "alertnames", "rate_per_second", "burst"),
+    )
     max_kib = _number(where, hooks, "max_body_kib", 256, "webhooks", whole=True)
+    if max_kib < 1:
+        raise where.error(hooks.line_of("max_body_kib"), "webhooks.max_body_kib", "expected a whole number >= 1 (KiB)")
+    rate = _number(where, hooks, "rate_per_second", 10.0, "webhooks")
+    burst = _number(where, hooks, "burst", 20, "webhooks", whole=True)
+    for key, value in (("rate_per_second", rate), ("burst", burst)):
+        if not 0 < value < float("inf"):
+            raise where.error(hooks.line_of(key), f"webhooks.{key}", f"expected a number > 0, got {value!r}")
     alertnames = hooks.get("alertnames", [])
     if not isinstance(alertnames, list) or not all(isinstance(a, str) for a in alertnames):
         raise where.error(hooks.line_of("alertnames"), "webhooks.alertnames", "expected a list of alert names")
@@ -226,6 +288,8 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
         max_body_bytes=int(max_kib) * 1024,
         host_label=where.require_str(hooks, "host_label", "webhooks.host_label", "instance"),
         alertnames=tuple(alertnames),
+        rate_per_second=rate,
+        burst=int(burst),
     )
     mon = _section(
         where,
@@ -236,12 +300,12 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
     monitor = MonitorConfig(
         enabled=_flag(where, mon, "enabled", True, "monitor"),
         failover=_flag(where, mon, "failover", True, "monitor"),
-        interval=_number(where, mon, "interval", 0.5, "monitor"),
-        probe_timeout=_number(where, mon, "probe_timeout", 1.0, "monitor"),
+        interval=_seconds(where, mon, "interval", 0.5, "monitor"),
+        probe_timeout=_seconds(where, mon, "probe_timeout", 1.0, "monitor"),
         confirm_misses=int(_number(where, mon, "confirm_misses", 2, "monitor", whole=True)),
         max_down=int(_number(where, mon, "max_down", 1, "monitor", whole=True)),
         max_fraction=_number(where, mon, "max_fraction", 0.2, "monitor"),
-        window=_number(where, mon, "window", 120, "monitor"),
+        window=_seconds(where, mon, "window", 120, "monitor"),
     )
     drain = _section(
         where,
@@ -268,6 +332,13 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
     log_format = where.require_str(logging_, "format", "logging.format", "text")
     if log_format not in ("text", "json"):
         raise where.error(logging_.line_of("format"), "logging.format", f"expected text or json, got {log_format!r}")
+    log_level = where.require_str(logging_, "level", "logging.level", "info")
+    if log_level.lower() not in LOG_LEVELS:
+        raise where.error(
+            logging_.line_of("level"),
+            "logging.level",
+            f"expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}{suggest(log_level.lower(), LOG_LEVELS)}",
+        )
     sections = {name: parse(data.get(name), source) for name, parse in plugin_sections.items() if name in data}
     return ServiceConfig(
         source=source,
@@ -275,7 +346,8 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
         journal=journal,
         runbooks=runbooks,
         snapshots=SnapshotSettings(every=every),
-        address=where.require_str(listen, "address", "listen.address", "127.0.0.1"),
+        retention=retention,
+        address=address,
         port=port,
         metrics_token=resolve_secret(where, listen, "metrics_token", "listen.metrics_token"),
         webhooks=webhooks,
@@ -284,12 +356,32 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
         shutdown_in_flight=str(in_flight),
         shutdown_grace=_number(where, shutdown, "grace", 120, "shutdown"),
         log_format=str(log_format),
-        log_level=where.require_str(logging_, "level", "logging.level", "info"),
+        log_level=log_level.lower(),
         sections=sections,
         defaulted=tuple(
             f"{key} {value}" for key, value in (("inventory", inventory), ("journal", journal)) if key not in data
         ),
+        lines={
+            **{key: data.line_of(key) for key in ("inventory", "journal") if key in data},
+            **{f"listen.{key}": listen.line_of(key) for key in ("address", "port") if key in listen},
+            **{f"drain.{key}": drain.line_of(key) for key in drain},
+            "runbooks.drain": books.line_of("drain") if "drain" in books else data.line_of("runbooks"),
+        },
     )
+
+
+def _listen_address(where: Where, listen: Mapping) -> str:
+    address = where.require_str(listen, "address", "listen.address", "127.0.0.1")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        if not LISTEN_NAME.fullmatch(address):
+            raise where.error(
+                listen.line_of("address"),
+                "listen.address",
+                f"expected an IP address or host name to listen on, like 127.0.0.1 or 0.0.0.0, got {address!r}",
+            ) from None
+    return address
 
 
 def _section(where: Where, data: Mapping, key: str, allowed: tuple[str, ...]) -> Mapping:
@@ -301,10 +393,18 @@ def _section(where: Where, data: Mapping, key: str, allowed: tuple[str, ...]) ->
 def _number(where: Where, data: Mapping, key: str, default: float, prefix: str, whole: bool = False) -> float:
     value = data.get(key, default)
     ok = isinstance(value, int) if whole else isinstance(value, int | float)
-    if not ok or isinstance(value, bool) or value < 0:
+    if not ok or isinstance(value, bool) or not math.isfinite(value) or value < 0:
         kind = "a whole number" if whole else "a number"
         raise where.error(data.line_of(key), f"{prefix}.{key}", f"expected {kind} >= 0, got {value!r}")
     return float(value)
+
+
+def _seconds(where: Where, data: Mapping, key: str, default: float, prefix: str, unit: str = "seconds") -> float:
+    """A finite duration > 0 (an interval or a timeout: 0 would spin or never wait)."""
+    value = _number(where, data, key, default, prefix)
+    if value <= 0:
+        raise where.error(data.line_of(key), f"{prefix}.{key}", f"expected {unit} > 0, got {data.get(key)!r}")
+    return value
 
 
 def _flag(where: Where, data: Mapping, key: str, default: bool, prefix: str) -> bool:
@@ -312,3 +412,199 @@ def _flag(where: Where, data: Mapping, key: str, default: bool, prefix: str) -> 
     if not isinstance(value, bool):
         raise where.error(data.line_of(key), f"{prefix}.{key}", f"expected true or false, got {value!r}")
     return value
+
+
+# ---------------------------------------------------------------- what `evac config check` proves
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of :func:`preflight`, a one-line message naming file:line and field.
+
+    ``error`` fails the check; ``insecure`` (a secret others can read, an inline fence
+    password) fails it unless ``--allow-insecure``; ``warning`` is only said.
+    """
+
+    message: str
+    kind: str = "error"  # error, insecure or warning
+
+
+INLINE_PASSWORDS = ("password", "passwd")
+
+
+def preflight(config: ServiceConfig, inventory: Inventory) -> list[Problem]:
+    """Everything about the machine that would fail after start, found now; nothing is
+    created or changed. Loading the config and the inventory (with the registered fence
+    methods) has checked the files; ``evac config check`` also binds ``drain:`` to the
+    drain runbook's parameters.
+    """
+    return [
+        *config_secret_problems(config),
+        *inventory_secret_problems(inventory),
+        *listen_problems(config),
+        *journal_problems(config),
+    ]
+
+
+def config_secret_problems(config: ServiceConfig) -> list[Problem]:
+    """Every ``file:`` secret in the config (plugins' sections too): it exists, is a
+    readable file, and neither its group nor others can read it."""
+    if not Path(config.source).is_file():
+        return []
+    problems = []
+    for line, name, value in _file_values(load_file(config.source), ""):
+        problem = secret_file_problem(f"{config.source}:{line}: {name}", secret_path(value, config.source))
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+def inventory_secret_problems(inventory: Inventory) -> list[Problem]:
+    """The inventory's secret files (fence ``password_file``/``identity_file``, ``ssh.key``)
+    checked like the config's, and inline fence passwords flagged."""
+    if not Path(inventory.source).is_file():
+        return []
+    data = load_file(inventory.source)
+    base = Path(inventory.source).parent
+    hosts = data.get("hosts") if isinstance(data, Mapping) else None
+    problems = []
+    for index, host in enumerate(hosts if isinstance(hosts, Sequence) else []):
+        if not isinstance(host, Mapping):
+            continue
+        files: list[tuple[Mapping, str, str]] = []
+        ssh = host.get("ssh")
+        if isinstance(ssh, Mapping) and isinstance(ssh.get("key"), str):
+            files.append((ssh, "key", f"hosts[{index}].ssh.key"))
+        fence = host.get("fence")
+        for number, entry in enumerate(fence if isinstance(fence, Sequence) else []):
+            if not isinstance(entry, Mapping):
+                continue
+            field_ = f"hosts[{index}].fence[{number}]"
+            files += [(entry, key, f"{field_}.{key}") for key in FENCE_SECRET_FILES if isinstance(entry.get(key), str)]
+            for key in INLINE_PASSWORDS:
+                if key in entry:
+                    problems.append(
+                        Problem(
+                            f"{inventory.source}:{entry.line_of(key)}: {field_}.{key}: an inline password; keep it in "
+                            "a file only evac reads: password_file: /etc/evac/NAME (chmod 600) "
+                            "(or pass --allow-insecure)",
+                            "insecure",
+                        )
+                    )
+        for mapping, key, name in files:
+            value = Path(mapping[key])
+            path = value if value.is_absolute() else base / value
+            problem = secret_file_problem(f"{inventory.source}:{mapping.line_of(key)}: {name}", path)
+            if problem is not None:
+                problems.append(problem)
+    return problems
+
+
+def secret_file_problem(label: str, path: Path) -> Problem | None:
+    """None when ``path`` is a file evac can read and its group and others cannot."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        return Problem(f"{label}: cannot read {path}: {exc.strerror}")
+    if not stat.S_ISREG(info.st_mode):
+        return Problem(f"{label}: {path} is not a file")
+    if not os.access(path, os.R_OK):
+        return Problem(f"{label}: {path} is not readable by uid {os.geteuid()}; fix: chown it to the user evac runs as")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        who = "others" if mode & stat.S_IROTH else "its group"
+        return Problem(
+            f"{label}: {path} is readable by {who} (mode {mode:04o}); fix: chmod 600 {path} (or pass --allow-insecure)",
+            "insecure",
+        )
+    return None
+
+
+def _file_values(data: Any, name: str) -> Iterator[tuple[int, str, str]]:
+    """(line, field, value) for every ``file:`` string in a loaded YAML document."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            child = f"{name}.{key}" if name else key
+            if isinstance(value, str) and value.startswith("file:"):
+                yield data.line_of(key), child, value
+            else:
+                yield from _file_values(value, child)
+    elif isinstance(data, Sequence):
+        for index, value in enumerate(data):
+            if isinstance(value, str) and value.startswith("file:"):
+                yield data.line_of(index), f"{name}[{index}]", value
+            else:
+                yield from _file_values(value, f"{name}[{index}]")
+
+
+def listen_problems(config: ServiceConfig) -> list[Problem]:
+    """The listen address can be bound (port 0: any free port). A port already in use is
+    only a warning: it may be the running ``evac serve`` this config is meant to replace."""
+    try:
+        found = socket.getaddrinfo(config.address, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        return [Problem(f"{config.at('listen.address')}: cannot resolve {config.address!r}: {reason}")]
+    family, kind, proto, _, sockaddr = found[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            where = f"{config.address}:{config.port}"
+            if exc.errno == errno.EADDRINUSE:
+                return [Problem(f"{config.at('listen.port')}: {where} is in use (by a running evac serve?)", "warning")]
+            if exc.errno == errno.EACCES:
+                return [
+                    Problem(
+                        f"{config.at('listen.port')}: cannot bind {where}: {exc.strerror}; ports below 1024 need "
+                        "root or CAP_NET_BIND_SERVICE: pick a port such as 8080"
+                    )
+                ]
+            return [
+                Problem(
+                    f"{config.at('listen.address')}: cannot bind {where}: {exc.strerror}; "
+                    "listen on an address of this machine (127.0.0.1, or 0.0.0.0 for all)"
+                )
+            ]
+    return []
+
+
+def journal_problems(config: ServiceConfig) -> list[Problem]:
+    """The journal can be opened for writing: the file (if there) and its directory are
+    writable, or the directory can be created."""
+    path, label, me = config.journal, config.at("journal"), os.geteuid()
+    fix = "set journal: to a writable path"
+    if path.exists():
+        if not path.is_file():
+            return [Problem(f"{label}: {path} is not a file; {fix}")]
+        if not os.access(path, os.R_OK | os.W_OK):
+            return [Problem(f"{label}: {path} is not writable by uid {me}; fix: chown {me} {path}, or {fix}")]
+        with path.open("rb") as journal:
+            header = journal.read(16)
+        if header and header != b"SQLite format 3\x00":
+            return [
+                Problem(
+                    f"{label}: {path} is not a SQLite database; restore it from a backup, "
+                    f"or move it away to start a new journal"
+                )
+            ]
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return [Problem(f"{label}: cannot create {path.parent}: {ancestor} is not a directory; {fix}")]
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        if ancestor == path.parent:
+            return [
+                Problem(
+                    f"{label}: directory {ancestor} is not writable by uid {me}; fix: chown {me} {ancestor}, or {fix}"
+                )
+            ]
+        return [
+            Problem(
+                f"{label}: cannot create {path.parent}: {ancestor} is not writable by uid {me}; "
+                f"fix: install -d -o {me} {path.parent}, or {fix}"
+            )
+        ]
+    return []

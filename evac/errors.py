@@ -54,6 +54,13 @@ class LockedError(EvacError):
     """Another job already holds the lock (for example, a drain of the same host)."""
 
 
+class JournalError(EvacError):
+    """The journal cannot be opened, read or written: corrupt, read-only, locked, disk full.
+
+    The message is one line that names the file, what is wrong and the way out.
+    """
+
+
 class Cancelled(EvacError):
     """The job was cancelled by an operator."""
 
@@ -82,6 +89,7 @@ ERROR_CLASSES: dict[str, type[EvacError]] = {
         MigrationError,
         FencingError,
         LockedError,
+        JournalError,
         Cancelled,
         Incomplete,
         StepTimeout,

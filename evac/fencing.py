@@ -17,12 +17,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
 
 import pluggy
 
 from .errors import ConfigError, EvacError, FencingError
 from .inventory import FenceSpec, HostSpec
+from .registry import by_name
 
 METHOD_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
@@ -91,15 +93,7 @@ def fence_methods(pm: pluggy.PluginManager) -> dict[str, FenceMethod]:
     Pass it to ``load_inventory(path, fence_methods=...)`` so a bad ``fence:`` entry is
     reported when the inventory loads, not when a host dies.
     """
-    found: dict[str, tuple[FenceMethod, str]] = {}
-    for plugin, method in registered_fence_methods(pm):
-        if method.name in found:
-            raise ConfigError(
-                f"fence method '{method.name}' is registered by two plugins: '{found[method.name][1]}' and '{plugin}'"
-                " (block one with EVAC_BLOCK_PLUGINS)"
-            )
-        found[method.name] = (method, plugin)
-    return {name: pair[0] for name, pair in sorted(found.items())}
+    return by_name("fence method", registered_fence_methods(pm))
 
 
 def legacy_fence_agent_plugins(pm: pluggy.PluginManager) -> list[str]:
@@ -122,6 +116,17 @@ class FenceResult:
     method: str
     seconds: float
     attempts: tuple[FenceAttempt, ...] = field(default_factory=tuple)
+
+
+def read_secret_file(host: str, method: str, path: str) -> str:
+    """A fence method's ``password_file``, stripped; a missing or unreadable file is a
+    one-line error (``evac config check`` reports it, and a file others can read, before a
+    fence needs it). For fence plugins."""
+    try:
+        return Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{host}: fence method {method}: password_file {path}: {reason}") from None
 
 
 def agent_for(pm: pluggy.PluginManager, host: HostSpec, spec: FenceSpec) -> FenceAgent:

@@ -235,10 +235,10 @@ def evac_services(app: AppView, config: ServiceConfig) -> Sequence[ServicePart]:
     """Long-running parts ``evac serve`` starts beside the monitor and the HTTP API.
 
     Return :class:`evac.appview.ServicePart` objects: ``start()``, ``stop()`` and
-    optionally ``routes()`` (a mapping of HTTP path to
-    ``handler(method, headers, body) -> (status, headers, body)`` mounted on the
-    service's HTTP server). ``config`` is the parsed ``ServiceConfig``, plugins' sections
-    in ``config.sections``.
+    optionally ``mounts()`` (a mapping of HTTP path to an ASGI app, mounted on the
+    service's web server behind its deadlines and limits; two services mounting one path
+    is an error). ``config`` is the parsed ``ServiceConfig``, plugins' sections in
+    ``config.sections``.
 
     Example::
 

@@ -166,8 +166,19 @@ class Journal(Protocol):
         journal, so a replay sent to another replica is a repeat too."""
         ...
 
+    def forget_seen(self, key: str) -> None:
+        """Take back a :meth:`first_seen`: what it guarded did not happen after all."""
+        ...
+
     def forget(self, key: str) -> None:
         """Drop a fact that no longer holds (a guest's failed targets once it landed)."""
+        ...
+
+    def prune(self, events_before: float, audit_before: float) -> tuple[int, int]:
+        """Retention (``evac.retention``): remove the events of jobs that finished before
+        ``events_before`` and the audit rows older than ``audit_before`` (epoch seconds).
+        Events of unfinished jobs are never removed; job rows are kept. Returns the number
+        of (events, audit rows) removed."""
         ...
 
 

@@ -39,6 +39,27 @@ class Metrics:
         self.webhooks = Counter(
             "evac_webhooks", "Webhook requests, by hook and outcome", ["hook", "outcome"], registry=r
         )
+        # HTTP: labelled by route template (never the raw path or query), method and status,
+        # so no request can add a series of its own.
+        self.http_requests = Counter(
+            "evac_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_refused = Counter(
+            "evac_http_refused",
+            "HTTP requests refused (4xx, 503), by route template and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "evac_http_request_seconds",
+            "Time from a request's headers to the end of its answer, by route template",
+            ["route"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
         self._actions: dict[tuple[int, str], str] = {}
         self._runbooks: dict[int, str] = {}
         self._lock = threading.Lock()
@@ -50,6 +71,18 @@ class Metrics:
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
+
+    def count_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request; ``route`` is a route template (``/hooks/evacuate``), never a raw path."""
+        self.http_requests.labels(route, method, str(status)).inc()
+        self.http_seconds.labels(route).observe(seconds)
+        if 400 <= status < 500 or status == 503:
+            self.count_refusal(route, status)
+
+    def count_refusal(self, route: str, status: int) -> None:
+        """A refused request, counted rather than audited one row each (a flood must not
+        grow the journal). Every HTTP answer of 4xx or 503 is counted here already."""
+        self.http_refused.labels(route, str(status)).inc()
 
     @hookimpl
     def evac_event(self, event: Event) -> None:

@@ -24,6 +24,7 @@ from .actions import Action, StepContext
 from .errors import ERROR_CLASSES, ConfigError
 from .events import Event
 from .hooks import NAME, hookimpl
+from .registry import by_name
 
 log = logging.getLogger("evac.plugins")
 # Observers that already failed, per plugin manager: the first failure is logged with its
@@ -84,15 +85,7 @@ def registered_actions(pm: pluggy.PluginManager) -> list[tuple[str, Action]]:
 
 def collect_actions(pm: pluggy.PluginManager) -> dict[str, Action]:
     """Every registered action by name; a name registered twice is an error naming both plugins."""
-    found: dict[str, tuple[Action, str]] = {}
-    for plugin, action in registered_actions(pm):
-        if action.name in found:
-            raise ConfigError(
-                f"action '{action.name}' is registered by two plugins: '{found[action.name][1]}' and '{plugin}'"
-                " (block one with EVAC_BLOCK_PLUGINS)"
-            )
-        found[action.name] = (action, plugin)
-    return {name: pair[0] for name, pair in sorted(found.items())}
+    return by_name("action", registered_actions(pm))
 
 
 def error_classes(pm: pluggy.PluginManager) -> dict[str, type[BaseException]]:

@@ -7,11 +7,14 @@ and ``steps``. See ``docs/runbooks.md`` for the whole language.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import regex
 
 from .actions import ACTION_NAME, Action
 from .errors import ConfigError
@@ -36,7 +39,14 @@ STEP_FIELDS = (
 TOP_FIELDS = ("name", "description", "params", "defaults", "steps", "lock")
 DEFAULT_FIELDS = ("retry", "timeout", "concurrency", "on_failure")
 RETRY_FIELDS = ("attempts", "wait", "on")
-STEP_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+STEP_ID = re.compile(r"[a-z][a-z0-9_]*")  # used with fullmatch: "migrate\n" is not an id
+# Seconds (timeouts, retry waits) are finite and at most a week: threading refuses larger waits.
+MAX_SECONDS = 7 * 24 * 3600
+# A parameter's ``pattern`` is a regular expression matched against every value given, which
+# may come from a webhook. It is matched with the ``regex`` module and a time limit, so a
+# pattern prone to catastrophic backtracking (``(a|aa)+``) fails one value instead of hanging.
+MAX_PATTERN = 1000  # characters
+PATTERN_TIMEOUT = 0.1  # seconds for one match
 # What templates may read: the engine's step context (``item`` only in a for_each step's
 # ``with``, the one place the engine adds it), and what ``Engine.submit`` renders a lock with.
 STEP_NAMES = ("params", "steps", "job")
@@ -53,6 +63,7 @@ class Param:
     pattern: str | None = None
     description: str = ""
     line: int = 0
+    minimum: float | None = None  # for integer and number params: the smallest value accepted
 
 
 @dataclass(frozen=True)
@@ -169,7 +180,9 @@ def _params(where: Where, top: Mapping) -> tuple[Param, ...]:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", pname):
             raise where.error(line, field_name, "parameter names are lowercase words")
         spec = where.require_mapping(spec, line, field_name)
-        where.reject_unknown(spec, ("type", "required", "default", "pattern", "description"), f"{field_name}.")
+        where.reject_unknown(
+            spec, ("type", "required", "default", "pattern", "description", "minimum"), f"{field_name}."
+        )
         ptype = spec.get("type", "string")
         if ptype not in PARAM_TYPES:
             raise where.error(
@@ -180,15 +193,27 @@ def _params(where: Where, top: Mapping) -> tuple[Param, ...]:
         pattern = spec.get("pattern")
         if pattern is not None:
             try:
-                re.compile(pattern)
-            except (re.error, TypeError) as exc:
-                raise where.error(
-                    spec.line_of("pattern"), f"{field_name}.pattern", f"invalid regular expression: {exc}"
-                ) from None
+                compile_pattern(pattern)
+            except ValueError as exc:
+                raise where.error(spec.line_of("pattern"), f"{field_name}.pattern", str(exc)) from None
         required = spec.get("required", False)
         if not isinstance(required, bool):
             raise where.error(spec.line_of("required"), f"{field_name}.required", "expected true or false")
-        param = Param(pname, ptype, required, spec.get("default"), pattern, str(spec.get("description", "")), line)
+        minimum = spec.get("minimum")
+        if minimum is not None and (
+            ptype not in ("integer", "number")
+            or isinstance(minimum, bool)
+            or not isinstance(minimum, int | float)
+            or not math.isfinite(minimum)
+        ):
+            raise where.error(
+                spec.line_of("minimum"),
+                f"{field_name}.minimum",
+                "expected a finite number, on an integer or number param",
+            )
+        param = Param(
+            pname, ptype, required, spec.get("default"), pattern, str(spec.get("description", "")), line, minimum
+        )
         if param.default is not None:
             try:
                 convert_param(param, param.default)
@@ -209,7 +234,7 @@ def _step(where: Where, raw: Any, line: int, field_name: str, defaults: Mapping,
     step = where.require_mapping(raw, line, field_name)
     where.reject_unknown(step, STEP_FIELDS, f"{field_name}.")
     sid = step.get("id")
-    if not isinstance(sid, str) or not STEP_ID.match(sid):
+    if not isinstance(sid, str) or not STEP_ID.fullmatch(sid):
         raise where.error(
             step.line_of("id") if "id" in step else step.line,
             f"{field_name}.id",
@@ -220,7 +245,7 @@ def _step(where: Where, raw: Any, line: int, field_name: str, defaults: Mapping,
     seen.add(sid)
     label = f"step '{sid}'"
     action = step.get("action")
-    if not isinstance(action, str) or not ACTION_NAME.match(action):
+    if not isinstance(action, str) or not ACTION_NAME.fullmatch(action):
         raise where.error(
             step.line_of("action") if "action" in step else step.line,
             f"{label}: action",
@@ -248,8 +273,10 @@ def _step(where: Where, raw: Any, line: int, field_name: str, defaults: Mapping,
     if "concurrency" in step and "for_each" not in step:
         raise where.error(step.line_of("concurrency"), f"{label}: concurrency", "only meaningful with for_each")
     timeout = step.get("timeout", defaults.get("timeout"))
-    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0):
-        raise where.error(step.line_of("timeout"), f"{label}: timeout", f"expected seconds > 0, got {timeout!r}")
+    if timeout is not None and not (_is_number(timeout) and 0 < timeout <= MAX_SECONDS):
+        raise where.error(
+            step.line_of("timeout"), f"{label}: timeout", f"expected seconds > 0 and <= {MAX_SECONDS}, got {timeout!r}"
+        )
     retry = _retry(where, step.get("retry", defaults.get("retry")), step.line_of("retry"), label)
     on_failure, handler = _on_failure(where, step, defaults, label, seen)
     rollback: tuple[Step, ...] = ()
@@ -322,7 +349,7 @@ def _wait(where: Where, raw: Any, line: int, label: str) -> Wait:
     if raw is None:
         return Wait()
     if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return Wait(kind="fixed", seconds=float(raw))
+        return Wait(kind="fixed", seconds=_seconds(where, Mapping(wait=raw), "wait", f"{label}: retry", line=line))
     data = where.require_mapping(raw, line, f"{label}: retry.wait")
     where.reject_unknown(data, ("fixed", "exponential"), f"{label}: retry.wait.")
     if "fixed" in data:
@@ -343,11 +370,42 @@ def _wait(where: Where, raw: Any, line: int, label: str) -> Wait:
     raise where.error(data.line, f"{label}: retry.wait", "expected 'fixed: SECONDS' or 'exponential: {...}'")
 
 
-def _seconds(where: Where, data: Mapping, key: str, field_name: str, default: float | None = None) -> float:
-    value = data.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise where.error(data.line_of(key), f"{field_name}.{key}", f"expected seconds >= 0, got {value!r}")
+def _seconds(
+    where: Where, data: Mapping, key: str, field_name: str, default: float | None = None, line: int | None = None
+) -> float:
+    value: Any = data.get(key, default)
+    if not (_is_number(value) and 0 <= value <= MAX_SECONDS):
+        raise where.error(
+            data.line_of(key) if line is None else line,
+            f"{field_name}.{key}",
+            f"expected seconds >= 0 and <= {MAX_SECONDS}, got {value!r}",
+        )
     return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool): YAML reads ``.nan`` and ``.inf`` as floats."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def compile_pattern(pattern: Any) -> regex.Pattern[str]:
+    """A parameter's ``pattern``, compiled; ``ValueError`` saying what is wrong otherwise."""
+    if not isinstance(pattern, str):
+        raise ValueError(f"expected a regular expression as text, got {pattern!r}")
+    if len(pattern) > MAX_PATTERN:
+        raise ValueError(f"{len(pattern):,} characters; at most {MAX_PATTERN:,} are allowed")
+    try:
+        return regex.compile(pattern)
+    except (regex.error, RecursionError, OverflowError) as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+
+
+def matches_pattern(pattern: str, text: str) -> bool:
+    """Whether all of ``text`` matches ``pattern`` (a trailing newline is not ignored).
+
+    ``TimeoutError`` when the match takes longer than :data:`PATTERN_TIMEOUT`.
+    """
+    return compile_pattern(pattern).fullmatch(text, timeout=PATTERN_TIMEOUT) is not None
 
 
 def _check_template(where: Where, value: Any, line: int, field_name: str) -> None:
@@ -435,11 +493,13 @@ def convert_param(param: Param, value: Any) -> Any:
                 raise ValueError("expected text")
             converted: Any = str(value)
         elif param.type == "integer":
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected a whole number")
             converted = int(value)
         elif param.type == "number":
             converted = float(value)
+            if not math.isfinite(converted):
+                raise ValueError("expected a finite number")
         elif param.type == "boolean":
             if isinstance(value, bool):
                 converted = value
@@ -451,11 +511,27 @@ def convert_param(param: Param, value: Any) -> Any:
                 raise ValueError("expected true or false")
         else:
             converted = value if isinstance(value, list) else [v for v in str(value).split(",") if v]
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"param '{param.name}': {exc} (type {param.type}), got {value!r}") from None
-    if param.pattern and not re.fullmatch(param.pattern, str(converted)):
-        raise ConfigError(f"param '{param.name}': {converted!r} does not match {param.pattern}")
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"param '{param.name}': {exc} (type {param.type}), got {_short(value)}") from None
+    if param.minimum is not None and converted < param.minimum:
+        raise ConfigError(f"param '{param.name}': expected at least {param.minimum:g}, got {_short(value)}")
+    if param.pattern:
+        try:
+            matched = matches_pattern(param.pattern, str(converted))
+        except TimeoutError:
+            raise ConfigError(
+                f"param '{param.name}': matching {_short(converted)} against {param.pattern!r} took longer than"
+                f" {PATTERN_TIMEOUT:g} s; simplify the pattern"
+            ) from None
+        if not matched:
+            raise ConfigError(f"param '{param.name}': {_short(converted)} does not match {param.pattern}")
     return converted
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters so one huge value cannot flood a message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def bind_params(runbook: Runbook, given: AbcMapping[str, Any], hosts: list[str] | None = None) -> dict[str, Any]:
@@ -464,7 +540,7 @@ def bind_params(runbook: Runbook, given: AbcMapping[str, Any], hosts: list[str] 
     for key in given:
         if key not in known:
             raise ConfigError(
-                f"{runbook.source}: unknown param '{key}'{suggest(key, known)}; "
+                f"{runbook.source}: unknown param {key!r}{suggest(key, known)}; "
                 f"this runbook takes: {', '.join(known) or 'none'}"
             )
     bound = {}
@@ -479,7 +555,7 @@ def bind_params(runbook: Runbook, given: AbcMapping[str, Any], hosts: list[str] 
             value = None
         if param.type == "host" and value is not None and hosts is not None and value not in hosts:
             raise ConfigError(
-                f"param '{param.name}': unknown host '{value}'{suggest(value, hosts)}; known: {', '.join(hosts)}"
+                f"param '{param.name}': unknown host {value!r}{suggest(value, hosts)}; known: {', '.join(hosts)}"
             )
         bound[param.name] = value
     return bound

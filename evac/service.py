@@ -12,17 +12,22 @@ started by an alert knows the dead host's guests.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from .app import App
+from .errors import ConfigError, JournalError
 from .evidence import MonitorSettings
-from .httpapi import HttpApi
 from .jobs import Actor, Channel
 from .metrics import Metrics
 from .monitor import Monitor
+from .retention import prune
 from .snapshots import Snapshotter
 from .stormbrake import StormBrake
+from .web import ASGIApp, WebServer, WebSettings, build_app
+from .webmetrics import RequestMetrics
 
 log = logging.getLogger("evac.service")
 SERVICE = Actor(Channel.SERVICE)
@@ -38,7 +43,7 @@ class Service:
         self.metrics.watch_journal(self.app.journal)
         self.app.pm.register(self.metrics, name="evac.metrics")
         self.snapshots = Snapshotter(app, every=config.snapshots.every)
-        self.http = HttpApi(self, config.address, config.port, config.webhooks)
+        self.accepting = True  # False once stopping: the webhooks answer 503 to new work
         self.monitor: Monitor | None = None
         if config.monitor.enabled:
             m = config.monitor
@@ -50,10 +55,24 @@ class Service:
         self.extras: list[Any] = [
             s for found in self.app.pm.hook.evac_services(app=self.app, config=config) for s in found
         ]
-        for extra in self.extras:
-            if hasattr(extra, "routes"):
-                self.http.mount(extra.routes())
+        self.web = build_app(self, self.mounts())
+        limits = WebSettings(body_limits=(("/hooks/", config.webhooks.max_body_bytes),))
+        observe = RequestMetrics(self.web.router.routes, self.metrics)
+        # Binds now: a port in use stops `evac serve` before anything starts.
+        self.http = WebServer(self.web, config.address, config.port, limits, observe)
         self.started_at = time.time()
+        self._stopping = threading.Event()
+        self._pruner = threading.Thread(target=self._prune, daemon=True, name="journal-retention")
+
+    def mounts(self) -> Mapping[str, ASGIApp]:
+        """The paths plugin services mount (``ServicePart.mounts()``); one owner per path."""
+        found: dict[str, ASGIApp] = {}
+        for extra in self.extras:
+            for path, mounted in (extra.mounts() if hasattr(extra, "mounts") else {}).items():
+                if path in found:
+                    raise ConfigError(f"two plugin services mount {path}: {type(extra).__name__} and another")
+                found[path] = mounted
+        return found
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -63,11 +82,15 @@ class Service:
             extra.start()
         if self.monitor:
             self.monitor.start()
+        self._pruner.start()
         self.http.start()
         log.info("evac serve: listening on %s:%s", self.config.address, self.http.port)
 
     def stop(self) -> None:
-        self.http.accepting = False
+        """New work is refused at once; /healthz answers until running jobs had their grace;
+        the HTTP server stops before the plugin services, so no request reaches a stopped bot."""
+        self.accepting = False
+        self._stopping.set()
         if self.monitor:
             self.monitor.stop()
         self.snapshots.stop()
@@ -78,9 +101,9 @@ class Service:
             log.warning("grace period over: aborting in-flight work")
             self.app.engine.shutdown(abort_in_flight=True)
             self.app.jobs.join(30)
+        self.http.stop()
         for extra in self.extras:
             extra.stop()
-        self.http.stop()
         log.info("evac serve: stopped; unfinished jobs: %s", [j.id for j in self.app.journal.unfinished_jobs()])
 
     def resume(self) -> list[int]:
@@ -91,6 +114,18 @@ class Service:
         if resumed:
             log.info("resumed jobs %s", resumed)
         return resumed
+
+    def _prune(self) -> None:
+        """Apply the journal's retention at start, then every ``retention.every`` seconds."""
+        while True:
+            try:
+                events, audit = prune(self.app.journal, self.config.retention)
+                if events or audit:
+                    log.info("journal pruned: %s events, %s audit rows", events, audit)
+            except JournalError as exc:
+                log.warning("journal retention: %s", exc)
+            if self._stopping.wait(self.config.retention.every):
+                return
 
     # ---------------------------------------------------------------- work
     def fail_over(self, host: str, reason: str) -> None:

@@ -2,21 +2,30 @@
 
 The CLI that cancels a job and the process that runs it share the file; every write
 is its own short transaction, and the lock check and job creation share one.
+
+Every fault of the file (a directory, not a database, corrupt, read-only, locked past
+the busy timeout, disk full) is a :class:`~evac.errors.JournalError` whose message is
+one line naming the file and the way out (docs/journal.md). A transaction that fails
+is rolled back at once, so a failed write never leaves the file locked.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import LockedError
+from .errors import JournalError, LockedError
 from .events import Event
 from .journal import AuditRecord, BrakeState, HostState, ItemRecord, JobRecord, StepRecord, current_owner, owner_alive
-from .states import HostMode, ItemState, JobState, StepState
+from .states import TERMINAL, HostMode, ItemState, JobState, StepState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -54,33 +63,164 @@ CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT NOT NULL, detail TEXT NOT NULL);
 """
+SCHEMA_NAMES = frozenset(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA))
+
+BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's transaction
+PRUNE_BATCH = 5000  # rows per transaction, so pruning never holds the file for long
+
+RESTORE = "restore it from a backup, or move it away to start a new journal"
+ELSEWHERE = "or point `journal:` in evac.yaml or --journal elsewhere"
+
+
+def describe_fault(path: Path, exc: sqlite3.Error, timeout: float = BUSY_TIMEOUT) -> str:
+    """One line for a SQLite error on the journal at ``path``: what is wrong and the way out."""
+    problem, way_out = _fault(path, exc, timeout)
+    return f"{path}: {problem} ({way_out})"
+
+
+def _fault(path: Path, exc: sqlite3.Error, timeout: float) -> tuple[str, str]:
+    code = getattr(exc, "sqlite_errorcode", -1) & 0xFF  # the primary code of an extended one
+    if code == sqlite3.SQLITE_NOTADB:
+        return "not a SQLite database", RESTORE
+    if code == sqlite3.SQLITE_CORRUPT:
+        return f"corrupt journal, {exc}", f"{RESTORE}; `sqlite3 {path} .recover` may save what is left of it"
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN) and _mounted_read_only(path):
+        return "read-only: its filesystem is mounted read-only", (
+            f"check the disk, since the kernel remounts a failing one read-only, then remount it read-write,"
+            f" {ELSEWHERE}"
+        )
+    if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN) and _no_space(path):
+        return "disk full", "free space on the filesystem that holds the journal, then try again"
+    if code == sqlite3.SQLITE_READONLY:
+        return "read-only, evac cannot write its journal", (
+            f"make the file, its directory and its -wal and -shm files writable by the user evac runs as, {ELSEWHERE}"
+        )
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return f"locked by another process for more than {timeout:g} s", (
+            f"let it finish and try again; `fuser {path}` names it"
+        )
+    if code == sqlite3.SQLITE_FULL:
+        return "disk full", "free space on the filesystem that holds the journal, then try again"
+    if code == sqlite3.SQLITE_CANTOPEN and path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+        return f"cannot open the journal: its directory {path.parent} is read-only", (
+            f"SQLite needs it writable for the journal's -wal and -shm files: make it writable by the user evac"
+            f" runs as, {ELSEWHERE}"
+        )
+    if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH):
+        return f"cannot open the journal, {exc}", (
+            f"check that its directory exists and that the user evac runs as may read and write both, {ELSEWHERE}"
+        )
+    if code == sqlite3.SQLITE_IOERR:
+        return f"I/O error, {exc}", f"check the disk and the kernel log, then try again; if it persists, {RESTORE}"
+    return f"journal error, {exc}", f"check the file; if it persists, {RESTORE}"
+
+
+def _mounted_read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _no_space(path: Path) -> bool:
+    """The journal's filesystem has no block or no inode left (SQLite may call that an I/O error)."""
+    try:
+        fs = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return fs.f_bavail == 0 or (fs.f_files > 0 and fs.f_favail == 0)
+
+
+def _check_place(path: Path) -> None:
+    """The journal's path names a file in a directory that exists or can be made."""
+    if path.is_dir():
+        raise JournalError(
+            f"{path}: is a directory, not a journal file (point `journal:` in evac.yaml or --journal at a file,"
+            f" e.g. {path / 'journal.db'})"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise JournalError(
+            f"{path}: cannot create its directory: {blocker} is a file, not a directory"
+            f" (move that file away, {ELSEWHERE})"
+        ) from None
+    except OSError as exc:
+        raise JournalError(
+            f"{path}: cannot create its directory {path.parent}: {exc.strerror} (create it, writable by the user"
+            f" evac runs as, {ELSEWHERE})"
+        ) from None
 
 
 class SqliteJournal:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, timeout: float | None = None) -> None:
+        """Open (or create) the journal; ``timeout``: seconds to wait for another process's
+        transaction before a :class:`JournalError` says the file is locked (``BUSY_TIMEOUT``)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
+        self.timeout = timeout = BUSY_TIMEOUT if timeout is None else timeout
+        if str(path) != ":memory:":
+            _check_place(self.path)
         self._mutex = threading.RLock()
         self._owner = current_owner()
-        with self._mutex:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(learned)")}
-            if "job_id" not in columns:  # journals from before job-scoped facts
-                self._db.execute("ALTER TABLE learned ADD COLUMN job_id INTEGER")
+        try:
+            self._db = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(describe_fault(self.path, exc, timeout)) from exc
+        self._db.row_factory = sqlite3.Row
+        try:
+            with self._faults():
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                names = {r["name"] for r in self._db.execute("SELECT name FROM sqlite_master")}
+                if not names >= SCHEMA_NAMES:  # a complete journal on a read-only disk still reads
+                    self._db.executescript(SCHEMA)
+                columns = {r["name"] for r in self._db.execute("PRAGMA table_info(learned)")}
+                if "job_id" not in columns:  # journals from before job-scoped facts
+                    self._db.execute("ALTER TABLE learned ADD COLUMN job_id INTEGER")
+        except JournalError:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
 
-    def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+    @contextmanager
+    def _faults(self) -> Iterator[None]:
+        """SQLite's errors as one-line :class:`JournalError`; an open transaction is rolled back."""
         with self._mutex:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise JournalError(describe_fault(self.path, exc, self.timeout)) from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed, or rolled back on any error (never left open)."""
+        with self._faults():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolled it back itself (a full disk, an I/O error)
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        with self._faults():
             return self._db.execute(sql, args)
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._mutex:
+        with self._faults():
             return self._db.execute(sql, args).fetchall()
 
     # ---------------------------------------------------------------- jobs
@@ -88,39 +228,33 @@ class SqliteJournal:
         self, runbook: str, source: str, params: dict[str, Any], target: str, dry_run: bool, lock: str | None
     ) -> int:
         now = time.time()
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if lock:
-                    held = self._db.execute(
-                        "SELECT l.job_id FROM locks l JOIN jobs j ON j.id = l.job_id WHERE l.name = ?",
-                        (lock,),
-                    ).fetchone()
-                    if held is not None:
-                        raise LockedError(f"already running: job {held['job_id']} holds {lock}")
-                cur = self._db.execute(
-                    "INSERT INTO jobs (runbook, source, params, target, state, dry_run, lock, owner, created, updated)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        runbook,
-                        source,
-                        json.dumps(params),
-                        target,
-                        JobState.RUNNING,
-                        int(dry_run),
-                        lock,
-                        self._owner,
-                        now,
-                        now,
-                    ),
-                )
-                job_id = int(cur.lastrowid or 0)
-                if lock:
-                    self._db.execute("INSERT INTO locks (name, job_id) VALUES (?, ?)", (lock, job_id))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            if lock:
+                held = db.execute(
+                    "SELECT l.job_id FROM locks l JOIN jobs j ON j.id = l.job_id WHERE l.name = ?",
+                    (lock,),
+                ).fetchone()
+                if held is not None:
+                    raise LockedError(f"already running: job {held['job_id']} holds {lock}")
+            cur = db.execute(
+                "INSERT INTO jobs (runbook, source, params, target, state, dry_run, lock, owner, created, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    runbook,
+                    source,
+                    json.dumps(params),
+                    target,
+                    JobState.RUNNING,
+                    int(dry_run),
+                    lock,
+                    self._owner,
+                    now,
+                    now,
+                ),
+            )
+            job_id = int(cur.lastrowid or 0)
+            if lock:
+                db.execute("INSERT INTO locks (name, job_id) VALUES (?, ?)", (lock, job_id))
         return job_id
 
     def job(self, job_id: int) -> JobRecord | None:
@@ -134,31 +268,40 @@ class SqliteJournal:
         return [_job(r) for r in self._read("SELECT * FROM jobs WHERE state = ? ORDER BY id", (JobState.RUNNING,))]
 
     def claim(self, job_id: int) -> bool:
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute("SELECT owner, state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                ok = row is not None and row["state"] == JobState.RUNNING
-                ok = ok and (row["owner"] == self._owner or not owner_alive(row["owner"]))
-                if ok:
-                    self._db.execute(
-                        "UPDATE jobs SET owner = ?, updated = ? WHERE id = ?", (self._owner, time.time(), job_id)
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            row = db.execute("SELECT owner, state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            ok = row is not None and row["state"] == JobState.RUNNING
+            ok = ok and (row["owner"] == self._owner or not owner_alive(row["owner"]))
+            if ok:
+                db.execute("UPDATE jobs SET owner = ?, updated = ? WHERE id = ?", (self._owner, time.time(), job_id))
         return bool(ok)
 
     def finish_job(self, job_id: int, state: JobState, error: str = "") -> None:
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute(
-                "UPDATE jobs SET state = ?, error = ?, updated = ? WHERE id = ?", (state, error, time.time(), job_id)
-            )
-            self._db.execute("DELETE FROM locks WHERE job_id = ?", (job_id,))
-            self._db.execute("DELETE FROM learned WHERE job_id = ?", (job_id,))
-            self._db.execute("COMMIT")
+        """On a fault, what can still be done is: the job's lock is released on its own,
+        and the error says whether it was and that the journal still shows the job running."""
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    "UPDATE jobs SET state = ?, error = ?, updated = ? WHERE id = ?",
+                    (state, error, time.time(), job_id),
+                )
+                db.execute("DELETE FROM locks WHERE job_id = ?", (job_id,))
+                db.execute("DELETE FROM learned WHERE job_id = ?", (job_id,))
+        except JournalError as exc:
+            if not isinstance(exc.__cause__, sqlite3.Error):
+                raise
+            problem, way_out = _fault(self.path, exc.__cause__, self.timeout)
+            try:
+                with self._transaction() as db:
+                    locks = [r["name"] for r in db.execute("SELECT name FROM locks WHERE job_id = ?", (job_id,))]
+                    db.execute("DELETE FROM locks WHERE job_id = ?", (job_id,))
+                held = f"its lock {', '.join(locks)} was released" if locks else "it held no lock"
+            except JournalError:
+                held = "its lock, if it had one, is still held"
+            raise JournalError(
+                f"{self.path}: {problem}: job {job_id} ended {state} but the journal still shows it running, and"
+                f" {held} ({way_out}; then `evac resume` finishes the job)"
+            ) from exc
 
     def request_cancel(self, job_id: int) -> None:
         self._write("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?", (time.time(), job_id))
@@ -271,23 +414,17 @@ class SqliteJournal:
 
     # ---------------------------------------------------------------- slots
     def take_slot(self, slot: str, limit: int, holder: str) -> bool:
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._db.execute("SELECT holder, owner FROM slots WHERE slot = ?", (slot,)).fetchall()
-                dead = [r["holder"] for r in rows if r["owner"] != self._owner and not owner_alive(r["owner"])]
-                self._db.executemany("DELETE FROM slots WHERE slot = ? AND holder = ?", [(slot, h) for h in dead])
-                held = {r["holder"] for r in rows} - set(dead)
-                taken = holder in held or len(held) < max(1, limit)
-                if taken:
-                    self._db.execute(
-                        "INSERT OR IGNORE INTO slots (slot, holder, owner, since) VALUES (?, ?, ?, ?)",
-                        (slot, holder, self._owner, time.time()),
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            rows = db.execute("SELECT holder, owner FROM slots WHERE slot = ?", (slot,)).fetchall()
+            dead = [r["holder"] for r in rows if r["owner"] != self._owner and not owner_alive(r["owner"])]
+            db.executemany("DELETE FROM slots WHERE slot = ? AND holder = ?", [(slot, h) for h in dead])
+            held = {r["holder"] for r in rows} - set(dead)
+            taken = holder in held or len(held) < max(1, limit)
+            if taken:
+                db.execute(
+                    "INSERT OR IGNORE INTO slots (slot, holder, owner, since) VALUES (?, ?, ?, ?)",
+                    (slot, holder, self._owner, time.time()),
+                )
         return taken
 
     def release_slot(self, slot: str, holder: str) -> None:
@@ -296,17 +433,15 @@ class SqliteJournal:
     # ---------------------------------------------------------------- guest definitions
     def save_definitions(self, host: str, definitions: dict[str, str]) -> None:
         now = time.time()
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM definitions WHERE host = ?", (host,))
-            self._db.executemany(
+        with self._transaction() as db:
+            db.execute("DELETE FROM definitions WHERE host = ?", (host,))
+            db.executemany(
                 "INSERT INTO definitions (host, guest, xml, ts) VALUES (?, ?, ?, ?)",
                 [(host, name, xml, now) for name, xml in definitions.items()],
             )
-            self._db.execute(
+            db.execute(
                 "INSERT OR REPLACE INTO snapshots (host, ts, guests) VALUES (?, ?, ?)", (host, now, len(definitions))
             )
-            self._db.execute("COMMIT")
 
     def definitions(self, host: str) -> dict[str, str]:
         return {r["guest"]: r["xml"] for r in self._read("SELECT guest, xml FROM definitions WHERE host = ?", (host,))}
@@ -326,16 +461,13 @@ class SqliteJournal:
 
     def first_seen(self, key: str, ttl: float) -> bool:
         now = time.time()
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM seen WHERE expires < ?", (now,))
-                fresh = self._db.execute(
-                    "INSERT OR IGNORE INTO seen (key, expires) VALUES (?, ?)", (key, now + ttl)
-                ).rowcount
-            finally:
-                self._db.execute("COMMIT")
+        with self._transaction() as db:
+            db.execute("DELETE FROM seen WHERE expires < ?", (now,))
+            fresh = db.execute("INSERT OR IGNORE INTO seen (key, expires) VALUES (?, ?)", (key, now + ttl)).rowcount
         return bool(fresh)
+
+    def forget_seen(self, key: str) -> None:
+        self._write("DELETE FROM seen WHERE key = ?", (key,))
 
     def forget(self, key: str) -> None:
         self._write("DELETE FROM learned WHERE key = ?", (key,))
@@ -343,6 +475,28 @@ class SqliteJournal:
     def recall(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM learned WHERE key = ?", (key,))
         return str(rows[0]["value"]) if rows else None
+
+    # ---------------------------------------------------------------- retention
+    def prune(self, events_before: float, audit_before: float) -> tuple[int, int]:
+        finished = ", ".join(f"'{s}'" for s in sorted(TERMINAL))
+        events = self._delete_batches(
+            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e LEFT JOIN jobs j ON j.id = e.job_id"
+            f" WHERE (j.id IS NULL AND e.ts < ?) OR (j.state IN ({finished}) AND j.updated < ?) LIMIT ?)",
+            (events_before, events_before),
+        )
+        audit = self._delete_batches(
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE ts < ? LIMIT ?)", (audit_before,)
+        )
+        return events, audit
+
+    def _delete_batches(self, sql: str, args: tuple[Any, ...]) -> int:
+        removed = 0
+        while True:
+            with self._transaction() as db:
+                count = db.execute(sql, (*args, PRUNE_BATCH)).rowcount
+            removed += count
+            if count < PRUNE_BATCH:
+                return removed
 
 
 def _job(r: sqlite3.Row) -> JobRecord:

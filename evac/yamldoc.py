@@ -4,6 +4,12 @@ Mappings load as :class:`Mapping` (a ``dict``) and sequences as :class:`Sequence
 (a ``list``); both carry the line of each entry. Scalars stay plain Python values, but a
 mapping remembers the text of every value YAML 1.1 read as a boolean (``off``, ``no``,
 ``yes``, ``on``...), so :meth:`Where.require_str` can say why ``mode: off`` is not a string.
+
+It is also the one place input size is bounded, so a hostile or careless file ends in a
+one-line ``ConfigError`` rather than a hang or a traceback: at most :data:`MAX_FILE_BYTES`
+of UTF-8, :data:`MAX_DEPTH` levels of nesting, :data:`MAX_SCALAR` characters in one value,
+and no aliases (``*name``), which no evac file needs and which make a 700-byte "billion
+laughs" file expand exponentially.
 """
 
 from __future__ import annotations
@@ -16,6 +22,10 @@ from typing import Any, overload
 import yaml
 
 from .errors import ConfigError
+
+MAX_FILE_BYTES = 1024 * 1024  # 1 MiB: a 1,000-host inventory is about 200 KiB
+MAX_DEPTH = 64  # mappings and lists inside each other; evac's files use fewer than 10
+MAX_SCALAR = 64 * 1024  # characters in one key or value (a long template or message)
 
 
 class Mapping(dict[str, Any]):
@@ -40,7 +50,44 @@ class Sequence(list[Any]):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """PyYAML's safe loader with the limits above; the limits are checked while composing,
+    before anything is built, so nothing grows past them."""
+
+    def __init__(self, text: str, source: str) -> None:
+        super().__init__(text)
+        self.source = source
+        self.depth = 0
+
+    def _refuse(self, mark: Any, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}:{mark.line + 1}: {message}")
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            raise self._refuse(event.start_mark, f"YAML aliases (*{event.anchor}) are not allowed; write the value out")
+        if isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_SCALAR:
+            raise self._refuse(
+                event.start_mark, f"a value of {len(event.value):,} characters; at most {MAX_SCALAR:,} are allowed"
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            if self.depth >= MAX_DEPTH:
+                raise self._refuse(event.start_mark, f"nested deeper than {MAX_DEPTH} levels")
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+        return super().compose_node(parent, index)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError, TypeError, AttributeError, IndexError) as exc:
+            # A scalar YAML resolved to a type Python cannot build: an integer of 5,000
+            # digits, a date like 2024-13-45, an empty ``!!int``, a ``!!timestamp`` no date.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value: {exc}", node.start_mark
+            ) from None
 
 
 BOOL_TAG = "tag:yaml.org,2002:bool"
@@ -79,23 +126,43 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequen
 
 
 def load_text(text: str, source: str) -> Any:
-    """Parse YAML text; syntax errors become one-line ``ConfigError`` with file:line."""
+    """Parse YAML text; every problem becomes a one-line ``ConfigError`` naming file:line."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(f"{source}: {len(text):,} characters; at most {MAX_FILE_BYTES:,} are allowed")
     try:
-        return yaml.load(text, Loader=_Loader)
+        loader = _Loader(text, source)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"{source}:{line}: invalid YAML: character #x{exc.character:04x} is not allowed") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
-        raise ConfigError(f"{source}:{line}: invalid YAML: {exc.problem or exc}") from None
+        problem = " ".join(str(exc.problem or exc).split())
+        raise ConfigError(f"{source}:{line}: invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{source}: invalid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:  # the limits above keep nesting shallow; this is the backstop
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
 
 
 def load_file(path: Path | str) -> Any:
+    """Read and parse a YAML file: at most :data:`MAX_FILE_BYTES` bytes of UTF-8."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_FILE_BYTES:,} bytes; evac reads files up to 1 MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 at byte {exc.start}") from None
     return load_text(text, str(path))
 
 
@@ -147,8 +214,9 @@ class Where:
         allowed = list(allowed)
         for key in data:
             if key not in allowed:
-                hint = suggest(key, allowed)
-                raise self.error(data.line_of(key), f"{field}{key}", f"unknown field{hint}")
+                hint = suggest(key, allowed) if isinstance(key, str) else ""
+                shown = key if isinstance(key, str) and key.isprintable() else repr(key)  # one line, always
+                raise self.error(data.line_of(key), f"{field}{shown}", f"unknown field{hint}")
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:

@@ -1,9 +1,11 @@
 """Fence method ``agent``: any standard fence agent (``fence_ipmilan``, ``fence_redfish``,
 ``fence_apc_snmp``, ...) through its stdin protocol: ``key=value`` lines in, exit status out.
 
-Options: ``agent`` (the executable), ``timeout``, and every other key passed to the agent
-as is (``ip``, ``username``, ``password``, ``lanplus``, ...). ``action=status`` exits 0
-for on and 2 for off, as the fence-agents API specifies.
+Options: ``agent`` (the executable), ``timeout``, ``password_file`` (read when fencing and
+passed on as ``password``, so the secret stays out of the inventory; a relative path is
+taken from the inventory's directory), and every other key passed to the agent as is
+(``ip``, ``username``, ``lanplus``, ...). ``action=status`` exits 0 for on and 2 for off,
+as the fence-agents API specifies.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from evac import FenceMethod, hookimpl
 from evac.errors import ConfigError, FencingError
+from evac.fencing import read_secret_file
 
 
 class FenceAgentProcess:
@@ -28,7 +31,9 @@ class FenceAgentProcess:
         self.host = host
         self.path = path
         self.timeout = float(options.get("timeout", 60))
-        self.options = {k: v for k, v in options.items() if k not in ("agent", "timeout")}
+        self.options = {k: v for k, v in options.items() if k not in ("agent", "timeout", "password_file")}
+        if options.get("password_file"):
+            self.options["password"] = read_secret_file(host, "agent", str(options["password_file"]))
 
     def _run(self, action: str) -> subprocess.CompletedProcess[str]:
         lines = [f"action={action}"] + [f"{k}={v}" for k, v in self.options.items()]

@@ -2,7 +2,8 @@
 
 Options: ``url`` (the BMC, e.g. ``https://10.0.0.5``), ``system`` (the system's id or
 path; default: the only member of ``/redfish/v1/Systems``), ``username``/``password``
-(``password_file`` or ``password_env`` keep secrets out of the inventory),
+(``password_file`` or ``password_env`` keep secrets out of the inventory; a relative
+``password_file`` is taken from the inventory's directory),
 ``verify_tls`` (default true), ``timeout`` (seconds, default 10).
 """
 
@@ -15,11 +16,11 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from evac import FenceMethod, hookimpl
 from evac.errors import ConfigError, FencingError
+from evac.fencing import read_secret_file
 
 
 class Redfish:
@@ -33,7 +34,7 @@ class Redfish:
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         password = options.get("password")
         if options.get("password_file"):
-            password = Path(str(options["password_file"])).read_text().strip()
+            password = read_secret_file(host, "redfish", str(options["password_file"]))
         if options.get("password_env"):
             password = os.environ.get(str(options["password_env"]), "")
         if options.get("username"):

@@ -7,12 +7,22 @@ Every test under ``tests/integration`` carries the ``integration`` marker, so
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# Hypothesis keeps no example database and caches nothing in the tree: the tests leave no
+# file behind (CI checks it); its scratch space lives and dies with the session.
+HYPOTHESIS_HOME = tempfile.TemporaryDirectory(prefix="evac-hypothesis-")
+set_hypothesis_home_dir(HYPOTHESIS_HOME.name)
+settings.register_profile("evac", database=None)
+settings.load_profile("evac")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 INTEGRATION = (Path(__file__).parent / "integration").resolve()

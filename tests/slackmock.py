@@ -136,6 +136,19 @@ def signed(
     return BoltRequest(body=body, headers=headers)
 
 
+def signed_headers(secret: str, body: str | bytes, timestamp: int | None = None) -> dict[str, str]:
+    """The headers Slack sends with ``body``, signed with ``secret``, for a real HTTP request
+    (bytes: signed as they are, so a body that is not UTF-8 can be signed too)."""
+    ts = str(timestamp if timestamp is not None else int(time.time()))
+    raw = body if isinstance(body, bytes) else body.encode()
+    digest = hmac.new(secret.encode(), b"v0:" + ts.encode() + b":" + raw, sha256).hexdigest()
+    return {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-slack-request-timestamp": ts,
+        "x-slack-signature": f"v0={digest}",
+    }
+
+
 def command_body(command: str, text: str, user: str, response_url: str, channel: str = "C1") -> str:
     return urlencode(
         {

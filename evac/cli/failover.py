@@ -11,11 +11,11 @@ from ..events import Event
 from ..evidence import MonitorSettings
 from ..hooks import hookimpl
 from ..monitor import Monitor
+from ..signals import until_signalled
 from ..snapshots import Snapshotter
 from ..stormbrake import StormBrake
 from .output import console
 from .progress import TerminalProgress
-from .signals import until_signalled
 
 
 def register(sub: Any) -> None:

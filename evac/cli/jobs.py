@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any
 
+from .. import signals
 from ..app import App
 from ..engine import JobResult
 from ..errors import ConfigError
@@ -16,7 +17,6 @@ from ..jobs import Actor, Channel, Started
 from ..journal import JobRecord
 from ..params import parse_cli_params
 from ..states import EventKind, JobState
-from . import signals
 from .output import console, print_json, print_table
 from .progress import TerminalProgress
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class Provisioning(HostDaemons):
         if self.host_names() and self.host_names() != wanted:
             self.down()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)  # evac refuses an inventory in a directory others can write
         self.state_file.write_text(json.dumps({"hosts": wanted, "prefix": self.prefix, "net": self.net}))
         for sub in ("disks", "console", "lockspace"):
             (self.shared / sub).mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,7 @@ class Provisioning(HostDaemons):
             self._wait_port(h, 22, "sshd")
             self._ensure_pool(h)
         self._save_capabilities()
-        self.inventory_file.write_text(self.inventory_text())
+        write_inventory(self.inventory_file, self.inventory_text())
         return time.monotonic() - started
 
     def down(self) -> None:
@@ -268,6 +270,17 @@ class Provisioning(HostDaemons):
             except OSError:
                 pass
             marker.unlink()
+
+
+def write_inventory(path: Path, text: str) -> None:
+    """Write ``hosts.yaml`` so evac accepts it whatever the umask: the file 0644, replaced
+    whole, in a directory neither its group nor others can write (``check_trusted_file``)."""
+    directory = path.parent
+    directory.chmod(stat.S_IMODE(directory.stat().st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    partial.chmod(0o644)
+    os.replace(partial, path)
 
 
 def _link_exists(name: str) -> bool:

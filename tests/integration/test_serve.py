@@ -167,12 +167,11 @@ def test_with_the_monitor_off_an_alert_alone_fails_a_dead_host_over_exactly_once
     poll_until(lambda: name in served.journal().definitions("host2"), 60, f"the service to snapshot {name}")
     lab.kill_host("host2")
     status, body = served.post("/hooks/alertmanager", alert(f"{inventory.host('host2').address}:9100"))
-    assert status == 202 and body["accepted"][0]["host"] == "host2"
+    (result,) = body["results"]
+    assert status == 200 and (result["result"], result["host"]) == ("accepted", "host2")
     journal = served.journal()
-    poll_until(
-        lambda: (j := journal.job(body["accepted"][0]["job"])) is not None and j.finished, 90, "the failover job"
-    )
-    job = journal.job(body["accepted"][0]["job"])
+    poll_until(lambda: (j := journal.job(result["job"])) is not None and j.finished, 90, "the failover job")
+    job = journal.job(result["job"])
     assert job is not None and job.state == "succeeded", job
     report = journal.step(job.id, "report")
     assert report is not None and "guest(s) known from a snapshot" in report.outputs["summary"]
@@ -183,7 +182,8 @@ def test_with_the_monitor_off_an_alert_alone_fails_a_dead_host_over_exactly_once
 def test_alert_naming_an_unknown_host_is_recorded_and_does_nothing(serve: Callable[..., Served]) -> None:
     served = serve()
     status, body = served.post("/hooks/alertmanager", alert("nosuchhost:9100"))
-    assert status == 202 and body["accepted"] == [] and body["ignored"][0]["why"] == "unknown host"
+    (result,) = body["results"]
+    assert status == 200 and (result["result"], result["why"]) == ("ignored", "unknown host")
     assert served.journal().jobs() == []
     assert served.journal().audit_log()[0].action == "alert.unknown_host"
 
@@ -191,7 +191,8 @@ def test_alert_naming_an_unknown_host_is_recorded_and_does_nothing(serve: Callab
 def test_resolved_alert_is_recorded_only(serve: Callable[..., Served], inventory: Inventory) -> None:
     served = serve()
     status, body = served.post("/hooks/alertmanager", alert("host1", status="resolved"))
-    assert (status, body["resolved"]) == (202, ["host1"])
+    (result,) = body["results"]
+    assert (status, result["result"], result["host"]) == (200, "resolved", "host1")
     assert served.journal().jobs() == []
 
 

@@ -36,6 +36,7 @@ def test_unreachable_is_retryable_as_transient() -> None:
     ],
 )
 def test_a_refused_second_writer_is_disk_in_use_and_retryable(message: str) -> None:
+    libvirt.virResetLastError()  # a libvirtError takes this thread's last error over its own text
     err = translate(libvirt.libvirtError(message), "host2: starting 'g1'")
     assert isinstance(err, DiskInUse) and isinstance(err, TransientError)
     assert str(err) == f"host2: starting 'g1': {message}"

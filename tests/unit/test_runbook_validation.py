@@ -38,7 +38,7 @@ BROKEN = [
     ),
     (
         HEAD + "  - id: a\n    action: test.ok\n    timeout: -1\n",
-        "rb.yaml:5: step 'a': timeout: expected seconds > 0, got -1",
+        "rb.yaml:5: step 'a': timeout: expected seconds > 0 and <= 604800, got -1",
     ),
     (
         HEAD + "  - id: a\n    action: test.ok\n    concurrency: 2\n",

@@ -13,7 +13,7 @@ import textwrap
 ON_ANOTHER_THREAD = textwrap.dedent(
     """
     import signal, threading, time
-    from evac.cli import signals
+    from evac import signals
 
     ready = threading.Event()
     initial = signal.getsignal(signal.{sig})

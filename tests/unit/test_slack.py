@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,8 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def libvirt_port() -> Iterator[int]:
+@contextmanager
+def answering_port() -> Iterator[int]:
     """A port that answers, as a running host's libvirtd does."""
     server = socket.create_server(("127.0.0.1", 0))
 
@@ -164,14 +165,24 @@ def libvirt_port() -> Iterator[int]:
             conn.close()
 
     threading.Thread(target=serve, daemon=True).start()
-    yield int(server.getsockname()[1])
-    server.shutdown(socket.SHUT_RDWR)
-    server.close()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        server.shutdown(socket.SHUT_RDWR)
+        server.close()
 
 
 @pytest.fixture
-def bot(tmp_path: Path, mock: SlackMock, drain: FakeDrain, clock: Clock, libvirt_port: int) -> Iterator[Bot]:
-    """Hosts 1-3 answer on their libvirt port; host4 is down."""
+def libvirt_port() -> Iterator[int]:
+    with answering_port() as port:
+        yield port
+
+
+@contextmanager
+def running_bot(tmp_path: Path, mock: SlackMock, drain: FakeDrain, clock: Clock, libvirt_port: int) -> Iterator[Bot]:
+    """A bot in HTTP mode on the mock Web API. Hosts 1-3 answer on their libvirt port;
+    host4 is down. On the way out, every click has started what it starts and every job
+    has ended."""
     inventory = tmp_path / "hosts.yaml"
     uris = {f"host{i}": f"qemu+tcp://127.0.0.1:{libvirt_port}/system" for i in (1, 2, 3)}
     uris["host4"] = "qemu+tcp://127.0.0.1:9/system"
@@ -195,13 +206,21 @@ def bot(tmp_path: Path, mock: SlackMock, drain: FakeDrain, clock: Clock, libvirt
     config = SlackConfig(bot_token="xoxb-test", signing_secret=SECRET, mode="http", alerts_channel="CALERTS", acl=acl)
     the_bot = Bot(app, config, client=WebClient(token="xoxb-test", base_url=mock.url), clock=clock)
     the_bot.progress.min_interval = 0.05
-    yield the_bot
-    drain.release.set()
-    settle(the_bot)  # every click has started what it starts
-    for job in app.journal.unfinished_jobs():  # a gate nobody approved
-        app.jobs.cancel(job.id, Actor(Channel.CLI, "test teardown"))
-    app.jobs.join(30)
-    the_bot.close()
+    try:
+        yield the_bot
+    finally:
+        drain.release.set()
+        settle(the_bot)  # every click has started what it starts
+        for job in app.journal.unfinished_jobs():  # a gate nobody approved
+            app.jobs.cancel(job.id, Actor(Channel.CLI, "test teardown"))
+        app.jobs.join(30)
+        the_bot.close()
+
+
+@pytest.fixture
+def bot(tmp_path: Path, mock: SlackMock, drain: FakeDrain, clock: Clock, libvirt_port: int) -> Iterator[Bot]:
+    with running_bot(tmp_path, mock, drain, clock, libvirt_port) as the_bot:
+        yield the_bot
 
 
 def slash(bot: Bot, mock: SlackMock, text: str, user: str = OPS, command: str = "/evacuate", **kw: Any) -> Any:
@@ -388,35 +407,6 @@ def test_approval_gate_is_satisfied_by_a_listed_approver_in_slack(bot: Bot, mock
     press(bot, mock, "evac_approve", value, user=OPS)
     poll_until(lambda: (j := bot.evac.journal.job(job)) is not None and j.finished, 10, "the gated job")
     assert bot.evac.journal.approved_by(job, "go") == f"slack:{OPS}"
-
-
-def test_evac_serve_mounts_the_bot_in_http_mode(
-    tmp_path: Path, mock: SlackMock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from evac.app import make_app
-    from evac.service import Service
-
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
-    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
-    (tmp_path / "hosts.yaml").write_text("hosts:\n  - {name: host1, uri: 'qemu+tcp://127.0.0.1:9/system'}\n")
-    (tmp_path / "evac.yaml").write_text(
-        f"inventory: hosts.yaml\njournal: j.db\nlisten: {{port: 0}}\nmonitor: {{enabled: false}}\n"
-        f"slack:\n  bot_token: env:SLACK_BOT_TOKEN\n  signing_secret: env:SLACK_SIGNING_SECRET\n  mode: http\n"
-        f"  api_url: {mock.url}\n"
-    )
-    pm = plugin_manager()
-    service = Service(make_app(tmp_path / "evac.yaml", pm))
-    try:
-        raw = command_body("/evac", "help", OPS, mock.response_url)
-        headers = {k: v[0] for k, v in signed(SECRET, raw).headers.items()}
-        body = raw.encode()
-        status, _, _ = service.http.routes[("POST", "/slack/events")]("POST", headers, body)
-        assert status == 200
-        mock.wait("response", "*evac*")
-    finally:
-        for extra in service.extras:
-            extra.stop()
-        service.http.server.server_close()
 
 
 # ---------------------------------------------------------------- the front door

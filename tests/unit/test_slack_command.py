@@ -14,6 +14,7 @@ import pytest
 
 from evac.app import make_app
 from evac.cli import build_parser, main
+from evac.errors import ConfigError
 from evac.plugins import plugin_manager
 from evac_bots.plugin import build, slack_settings
 from evac_bots.slackapp import Bot
@@ -132,3 +133,19 @@ def test_bots_do_not_import_the_cli() -> None:
     bots = Path(build.__code__.co_filename).parent
     for source in bots.glob("*.py"):
         assert "evac.cli" not in source.read_text(), source.name
+
+
+def test_slack_file_secrets_are_read_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evac.yamldoc import load_text
+    from evac_bots.config import parse_slack
+
+    (tmp_path / "bot.token").write_text("xoxb-from-file\n")
+    (tmp_path / "bot.token").chmod(0o600)
+    monkeypatch.chdir("/")
+    source = str(tmp_path / "evac.yaml")
+    data = load_text("slack:\n  bot_token: file:bot.token\n", source)["slack"]
+    assert parse_slack(data, source).bot_token == "xoxb-from-file"
+    with pytest.raises(ConfigError, match=r"evac.yaml:2: slack.app_token: cannot read .*missing.token"):
+        parse_slack(load_text("slack:\n  app_token: file:missing.token\n", source)["slack"], source)
