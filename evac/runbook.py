@@ -19,7 +19,7 @@ import regex
 from .actions import ACTION_NAME, Action
 from .errors import ConfigError
 from .templating import as_condition, check_syntax, names_used
-from .yamldoc import Mapping, Sequence, Where, load_file, suggest
+from .yamldoc import Mapping, Sequence, Where, load_file, shown, suggest
 
 PARAM_TYPES = ("string", "integer", "number", "boolean", "list", "host")
 STEP_FIELDS = (
@@ -512,26 +512,20 @@ def convert_param(param: Param, value: Any) -> Any:
         else:
             converted = value if isinstance(value, list) else [v for v in str(value).split(",") if v]
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ConfigError(f"param '{param.name}': {exc} (type {param.type}), got {_short(value)}") from None
+        raise ConfigError(f"param '{param.name}': {exc} (type {param.type}), got {shown(value)}") from None
     if param.minimum is not None and converted < param.minimum:
-        raise ConfigError(f"param '{param.name}': expected at least {param.minimum:g}, got {_short(value)}")
+        raise ConfigError(f"param '{param.name}': expected at least {param.minimum:g}, got {shown(value)}")
     if param.pattern:
         try:
             matched = matches_pattern(param.pattern, str(converted))
         except TimeoutError:
             raise ConfigError(
-                f"param '{param.name}': matching {_short(converted)} against {param.pattern!r} took longer than"
+                f"param '{param.name}': matching {shown(converted)} against {param.pattern!r} took longer than"
                 f" {PATTERN_TIMEOUT:g} s; simplify the pattern"
             ) from None
         if not matched:
-            raise ConfigError(f"param '{param.name}': {_short(converted)} does not match {param.pattern}")
+            raise ConfigError(f"param '{param.name}': {shown(converted)} does not match {param.pattern}")
     return converted
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters so one huge value cannot flood a message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def bind_params(runbook: Runbook, given: AbcMapping[str, Any], hosts: list[str] | None = None) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 from .errors import ConfigError
+from .yamldoc import shown
 
 MAX_SIZE = 1024 * 1024  # characters and items in one value, and in one render's output
 MAX_RANGE = 10_000  # items from one range()
@@ -394,12 +395,6 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 ENV = BoundedSandbox()
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters, so a long template cannot flood a message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
@@ -468,7 +463,7 @@ def render(value: Any, context: dict[str, Any]) -> Any:
     if not is_template(value):
         return value
     if len(value) > MAX_TEMPLATE:
-        raise TemplateLimit(f"template {_short(value)}: longer than {MAX_TEMPLATE:,} characters")
+        raise TemplateLimit(f"template {shown(value)}: longer than {MAX_TEMPLATE:,} characters")
     token = _BUDGET.set(_Budget(deadline=time.monotonic() + DEADLINE))
     try:
         single = _SINGLE.match(value)
@@ -479,16 +474,16 @@ def render(value: Any, context: dict[str, Any]) -> Any:
             return _checked(result)
         return ENV.from_string(value).render(**context)
     except jinja2.UndefinedError as exc:
-        raise TemplateError(f"undefined in template {_short(value)}: {exc.message}") from None
+        raise TemplateError(f"undefined in template {shown(value)}: {exc.message}") from None
     except jinja2.TemplateError as exc:  # its str() may run to a second line ("  line 1")
-        raise TemplateError(f"template {_short(value)}: {exc.message or type(exc).__name__}") from None
+        raise TemplateError(f"template {shown(value)}: {exc.message or type(exc).__name__}") from None
     except TemplateError as exc:
-        raise TemplateError(f"template {_short(value)}: {exc}") from None
+        raise TemplateError(f"template {shown(value)}: {exc}") from None
     except RecursionError:
-        raise TemplateError(f"template {_short(value)}: nested or recursing too deeply") from None
+        raise TemplateError(f"template {shown(value)}: nested or recursing too deeply") from None
     except Exception as exc:  # a filter or operator failing on the values given
         why = " ".join(str(exc).split())  # one line, whatever the value's text held
-        raise TemplateError(f"template {_short(value)}: {type(exc).__name__}: {why}") from None
+        raise TemplateError(f"template {shown(value)}: {type(exc).__name__}: {why}") from None
     finally:
         _BUDGET.reset(token)
 

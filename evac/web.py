@@ -43,9 +43,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__
-from .app import App
-from .config import ServiceConfig
+from . import __version__, webhooks
 from .deadline import header_deadline_protocol
 from .errors import EvacError
 from .metrics import Metrics
@@ -58,12 +56,10 @@ Observe = Callable[[Scope, int, float], None]  # (the request's scope, status, s
 DIGITS = re.compile(rb"[0-9]{1,18}")
 
 
-class Served(Protocol):
-    """What the HTTP API needs of the process serving it (``evac serve``'s ``Service``)."""
+class Served(webhooks.Served, Protocol):
+    """What the HTTP API needs of the process serving it (``evac serve``'s ``Service``):
+    what the webhooks need, and its health."""
 
-    app: App
-    config: ServiceConfig
-    metrics: Metrics
     accepting: bool  # False while stopping: webhooks answer 503 to new work
 
     def health(self) -> dict[str, Any]: ...
@@ -377,7 +373,6 @@ class Mounted:
 def build_app(served: Served, mounts: Mapping[str, ASGIApp] | None = None) -> FastAPI:
     """The application ``evac serve`` runs. ``mounts`` maps an exact path to an ASGI app
     (any method): what plugin services' ``mounts()`` return, Slack's ``/slack/events``."""
-    from . import webhooks  # here, not at the top: evac.webhooks imports Served from this module
 
     web = FastAPI(
         title="evac",

@@ -54,6 +54,7 @@ from .jobs import Actor, Channel, Started
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .signatures import REMEMBER, SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, bearer_matches, verify
+from .yamldoc import shown
 
 log = logging.getLogger("evac.webhooks")
 
@@ -231,7 +232,7 @@ def field_error(exc: ValidationError) -> str:
     elif kind == "extra_forbidden":
         what = "unknown field"
     elif kind == "literal_error":
-        what = f"expected {str(ctx.get('expected', '')).replace(chr(39), '')}, got {_shown(first['input'])}"
+        what = f"expected {str(ctx.get('expected', '')).replace(chr(39), '')}, got {shown(first['input'], 60)}"
     elif kind.endswith("_type"):
         what = f"expected {_TYPES.get(kind, kind.removesuffix('_type'))}, got {_json_type(first['input'])}"
     else:
@@ -246,11 +247,6 @@ _TYPES = {"string_type": "a string", "dict_type": "an object", "list_type": "a l
 def _json_type(value: Any) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def request_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -494,7 +490,7 @@ class Webhooks:
         result = AlertResult(index=index, result=Outcome.IGNORED, alert=name, fingerprint=fingerprint)
         if alert.status not in ("firing", "resolved"):
             return _with(
-                result, Outcome.INVALID, why=f"status: expected firing or resolved, got {_shown(alert.status)}"
+                result, Outcome.INVALID, why=f"status: expected firing or resolved, got {shown(alert.status, 60)}"
             )
         label = self.settings.host_label
         raw = alert.labels.get(label, "")

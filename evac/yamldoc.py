@@ -225,6 +225,13 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` (one line, whatever it holds) cut to ``limit`` characters, so a huge
+    value a user gave cannot flood the message that quotes it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
