@@ -10,7 +10,10 @@ PACKAGES=(
     openssh-server openssh-client iproute2 util-linux
     python3-venv python3-dev gcc
     fence-agents ipmitool stress-ng nftables openssl
+    etcd-server etcd-client
 )
+# etcd-server's postinst may start a system etcd on 127.0.0.1:2379 where systemd runs;
+# the lab's members listen on the lab hosts' addresses only and never use it.
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup.sh: run as root (the lab needs network and mount namespaces)" >&2

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import tokens
 from .events import Event
 from .states import EventKind
 
@@ -45,6 +46,15 @@ class StepContext:
     def progress(self, message: str, **data: Any) -> None:
         """Report progress of this step (and item) to every observer."""
         self.emit(Event(EventKind.PROGRESS, self.job_id, self.step, item_key(self.item), message, data))
+
+    def guard(self) -> int:
+        """Call right before an effect (a fence, a restart, a migration start): proves this
+        process still owns the job, or raises ``OwnershipLost`` so nothing happens. The
+        returned fencing token is also kept for the thread (:mod:`evac.tokens`), for an
+        outside party that checks it, such as the lab's power switch."""
+        token = self.app.journal.fence_token(self.job_id) if self.app is not None else 0
+        tokens.current.set(token)
+        return token
 
     def check_abort(self) -> None:
         """Raise ``Cancelled`` if the job was cancelled or the step timed out."""

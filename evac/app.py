@@ -16,13 +16,18 @@ from pathlib import Path
 import pluggy
 
 from .config import ServiceConfig, default_config, settings
+from .coordination import Coordination, Solo
 from .engine import Engine
 from .errors import ConfigError
+from .etcdclient import Cluster
+from .etcdjournal import EtcdJournal
+from .etcdsession import Session
 from .fencing import fence_methods, legacy_fence_agent_plugins
 from .inventory import Inventory, load_inventory
 from .jobs import Jobs
 from .journal import Journal
 from .plugins import plugin_manager, runbook_dirs
+from .replicas import Replicas
 from .runbook import Runbook, load_runbook
 from .sqlitejournal import SqliteJournal
 from .yamldoc import suggest
@@ -65,8 +70,35 @@ class App:
 
     @cached_property
     def journal(self) -> Journal:
+        """SQLite by default; on etcd (``journal: etcd://…``) this process's session lease
+        starts here and owns every job it starts."""
+        if self.settings.cluster is not None:
+            return EtcdJournal(*self._etcd)
         assert self.journal_path is not None
         return SqliteJournal(self.journal_path)
+
+    @cached_property
+    def _etcd(self) -> tuple[Cluster, Session]:
+        assert self.settings.cluster is not None
+        cluster = Cluster(self.settings.cluster.etcd)
+        session = Session(cluster, self.settings.cluster.etcd.lease_ttl)
+        session.start()
+        return cluster, session
+
+    def close(self) -> None:
+        """End this process's etcd session: its lease is revoked, so what it still owns
+        (an interrupted job) is orphaned now, not when the lease would have expired."""
+        if "_etcd" in self.__dict__:
+            self._etcd[1].stop(revoke=True)
+
+    @cached_property
+    def coordination(self) -> Coordination:
+        """Who may act on the monitor's verdicts: this process alone, or the replicas' leader."""
+        if self.settings.cluster is None:
+            return Solo()
+        cluster, session = self._etcd
+        self.journal  # noqa: B018 - the journal and the replicas share one session
+        return Replicas(cluster, session, self.settings.cluster.agree)
 
     @cached_property
     def inventory(self) -> Inventory:

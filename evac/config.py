@@ -31,6 +31,8 @@ from typing import Any
 
 import pluggy
 
+from .errors import ConfigError
+from .etcdclient import EtcdSettings, parse_url
 from .inventory import FENCE_SECRET_FILES, Inventory, check_trusted_file
 from .retention import Retention
 from .yamldoc import Mapping, Sequence, Where, load_file, suggest
@@ -47,6 +49,7 @@ TOP = (
     "shutdown",
     "logging",
     "retention",
+    "etcd",
 )
 SYSTEM_CONFIG = Path("/etc/evac/evac.yaml")
 SYSTEM_INVENTORY = Path("/etc/evac/hosts.yaml")
@@ -127,10 +130,23 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """``journal: etcd://…`` and the ``etcd:`` section: the replicated control plane.
+
+    ``agree`` is how many live replicas must see a host dead before the leader fences
+    it: ``majority`` (more than half of those that can reach etcd) or a number."""
+
+    etcd: EtcdSettings
+    agree: int | None = None  # None: a majority of the live replicas
+    url: str = ""
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     source: str
     inventory: Path
     journal: Path
+    cluster: ClusterSettings | None = None  # journal on etcd: several replicas, one leader
     runbooks: RunbookNames = field(default_factory=RunbookNames)
     snapshots: SnapshotSettings = field(default_factory=SnapshotSettings)
     retention: Retention = field(default_factory=Retention)  # how long the journal keeps events and audit
@@ -238,7 +254,8 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
         return (base / value) if not value.startswith("/") else Path(value)
 
     inventory = path_of("inventory") or default_inventory_path()
-    journal = path_of("journal") or default_journal_path(inventory)
+    cluster = _cluster(where, data, base)
+    journal = (None if cluster else path_of("journal")) or default_journal_path(inventory)
     books = _section(where, data, "runbooks", ("drain", "failover"))
     names = {key: where.require_str(books, key, f"runbooks.{key}", default) for key, default in RUNBOOKS.items()}
     for key, name in names.items():
@@ -344,6 +361,7 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
         source=source,
         inventory=inventory,
         journal=journal,
+        cluster=cluster,
         runbooks=runbooks,
         snapshots=SnapshotSettings(every=every),
         retention=retention,
@@ -368,6 +386,61 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
             "runbooks.drain": books.line_of("drain") if "drain" in books else data.line_of("runbooks"),
         },
     )
+
+
+ETCD_KEYS = ("ca", "cert", "key", "lease_ttl", "prefix", "timeout", "agree")
+
+
+def _cluster(where: Where, data: Mapping, base: Path) -> ClusterSettings | None:
+    """The etcd settings when ``journal:`` is an ``etcd://`` URL; an ``etcd:`` section
+    without one is a mistake worth naming."""
+    url = data.get("journal")
+    section = _section(where, data, "etcd", ETCD_KEYS)
+    if not (isinstance(url, str) and url.startswith("etcd://")):
+        if "etcd" in data:
+            raise where.error(
+                data.line_of("etcd"), "etcd", "the etcd: section needs journal: etcd://HOST:PORT,… to be used"
+            )
+        return None
+    files: dict[str, Path | None] = {}
+    for key in ("ca", "cert", "key"):
+        value = section.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise where.error(section.line_of(key), f"etcd.{key}", "expected a path to a PEM file")
+        files[key] = None if value is None else (Path(value) if value.startswith("/") else base / value)
+    if (files["cert"] is None) != (files["key"] is None):
+        missing = "key" if files["key"] is None else "cert"
+        raise where.error(
+            section.line_of("cert" if missing == "key" else "key"), f"etcd.{missing}", "cert and key go together"
+        )
+    try:
+        endpoints = parse_url(url, tls=files["ca"] is not None)
+    except ConfigError as exc:
+        raise where.error(data.line_of("journal"), "journal", str(exc)) from None
+    ttl = _number(where, section, "lease_ttl", 5, "etcd", whole=True)
+    if not 2 <= ttl <= 300:
+        raise where.error(section.line_of("lease_ttl"), "etcd.lease_ttl", f"expected 2 to 300 seconds, got {ttl!r}")
+    timeout = _seconds(where, section, "timeout", 2.0, "etcd")
+    prefix = where.require_str(section, "prefix", "etcd.prefix", "/evac/")
+    if not prefix.startswith("/") or not prefix.endswith("/"):
+        raise where.error(
+            section.line_of("prefix"), "etcd.prefix", f"expected a key prefix like /evac/, got {prefix!r}"
+        )
+    agree = section.get("agree", "majority")
+    if agree != "majority" and (not isinstance(agree, int) or isinstance(agree, bool) or agree < 1):
+        raise where.error(
+            section.line_of("agree"), "etcd.agree", f"expected majority or a number of replicas >= 1, got {agree!r}"
+        )
+    settings = EtcdSettings(
+        endpoints=endpoints,
+        ca=files["ca"],
+        cert=files["cert"],
+        key=files["key"],
+        prefix=prefix,
+        timeout=timeout,
+        lease_ttl=int(ttl),
+    )
+    return ClusterSettings(settings, None if agree == "majority" else int(agree), url)
 
 
 def _listen_address(where: Where, listen: Mapping) -> str:
@@ -572,7 +645,14 @@ def listen_problems(config: ServiceConfig) -> list[Problem]:
 
 def journal_problems(config: ServiceConfig) -> list[Problem]:
     """The journal can be opened for writing: the file (if there) and its directory are
-    writable, or the directory can be created."""
+    writable, or the directory can be created. On etcd: its TLS files can be read."""
+    if config.cluster is not None:
+        etcd = config.cluster.etcd
+        return [
+            Problem(f"{config.at('journal')}: etcd.{key}: cannot read {path}; fix the path or its permissions")
+            for key, path in (("ca", etcd.ca), ("cert", etcd.cert), ("key", etcd.key))
+            if path is not None and not os.access(path, os.R_OK)
+        ]
     path, label, me = config.journal, config.at("journal"), os.geteuid()
     fix = "set journal: to a writable path"
     if path.exists():

@@ -30,7 +30,7 @@ import pluggy
 import tenacity
 
 from .actions import Action, StepContext, item_key
-from .errors import Cancelled, ConfigError, EvacError, Incomplete, StepTimeout
+from .errors import Cancelled, ConfigError, EvacError, Incomplete, Interrupted, JournalError, StepTimeout
 from .events import Event
 from .journal import Journal
 from .plugins import collect_actions, error_classes, notify
@@ -52,10 +52,6 @@ class StepFailed(EvacError):
     def __init__(self, message: str, outputs: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.outputs = outputs or {}
-
-
-class Interrupted(EvacError):
-    """The service is stopping: the job stays ``running`` in the journal for the next start."""
 
 
 def describe(exc: BaseException) -> str:
@@ -146,6 +142,10 @@ class Engine:
                     for ctx in run.active:
                         ctx.abort.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def running_jobs(self) -> list[int]:
         return list(self._runs)
 
@@ -157,29 +157,42 @@ class Engine:
         self._runs[job_id] = run
         watcher = threading.Thread(target=self._watch_cancel, args=(run,), daemon=True, name=f"cancel-{job_id}")
         watcher.start()
-        resumed = bool(self.journal.events(job_id))
-        self._emit(
-            Event(
-                EventKind.JOB_RESUMED if resumed else EventKind.JOB_STARTED,
-                job_id,
-                data={"runbook": runbook.name, "params": job.params, "target": job.target, "dry_run": job.dry_run},
-            )
-        )
         context: dict[str, Any] = {"params": job.params, "steps": {}, "job": {"id": job_id, "target": job.target}}
         try:
+            resumed = bool(self.journal.events(job_id))
+            self._emit(
+                Event(
+                    EventKind.JOB_RESUMED if resumed else EventKind.JOB_STARTED,
+                    job_id,
+                    data={"runbook": runbook.name, "params": job.params, "target": job.target, "dry_run": job.dry_run},
+                )
+            )
             state, error = self._run_steps(run, runbook, context, job.dry_run)
         except Interrupted as exc:
-            self._emit(Event(EventKind.JOB_INTERRUPTED, job_id, message=str(exc)))
-            return JobResult(job_id, JobState.INTERRUPTED, str(exc), context["steps"])
+            return self._interrupted(job_id, exc, context)
         except Exception as exc:  # the last guard: whatever broke, the job ends and its lock is freed
             log.exception("job %s: the engine failed outside any step", job_id)
             state, error = JobState.FAILED, f"engine error: {describe(exc)}"
         finally:
             run.finished.set()
             self._runs.pop(job_id, None)
-        self.journal.finish_job(job_id, state, error)
+        try:
+            self.journal.finish_job(job_id, state, error)
+        except Interrupted as exc:  # the job is another controller's now, or etcd is gone
+            return self._interrupted(job_id, exc, context)
         self._emit(Event(EventKind.JOB_FINISHED, job_id, message=error, data={"state": state}))
         return JobResult(job_id, state, error, context["steps"])
+
+    def _interrupted(self, job_id: int, exc: Interrupted, context: dict[str, Any]) -> JobResult:
+        """The job stays ``running`` for whoever resumes it; when the journal itself is what
+        failed, observers still hear why."""
+        event = Event(EventKind.JOB_INTERRUPTED, job_id, message=str(exc))
+        try:
+            self.journal.add_event(event)
+        except EvacError as lost:
+            log.warning("job %s interrupted (%s); not journaled: %s", job_id, exc, lost)
+        notify(self.pm, event)
+        return JobResult(job_id, JobState.INTERRUPTED, str(exc), context["steps"])
 
     # ---------------------------------------------------------------- steps
     def _run_steps(self, run: _Run, runbook: Runbook, context: dict[str, Any], dry_run: bool) -> tuple[JobState, str]:
@@ -347,6 +360,9 @@ class Engine:
                 results[key] = self._call(run, step, context, item, dry_run, force)
                 data = {"state": ItemState.SUCCEEDED, "outputs": results[key]}
                 self._emit(Event(EventKind.ITEM_FINISHED, run.job_id, step.id, key, data=data))
+            except Interrupted:
+                stop.set()
+                raise
             except StepFailed as exc:
                 failed[key] = str(exc)
                 data = {"state": ItemState.FAILED}
@@ -429,7 +445,7 @@ class Engine:
                     if key:
                         self.journal.save_item(run.job_id, step.id, key, ItemState.RUNNING, {}, attempts=attempts)
                     outputs = dict(self._invoke(run, ctx, action, step.timeout, force) or {})
-        except Cancelled:
+        except (Cancelled, Interrupted):
             raise
         except ConfigError as exc:  # a template error: retrying cannot help
             self._save_item(run, step, key, ItemState.FAILED, {}, str(exc), attempts)
@@ -500,7 +516,10 @@ class Engine:
 
     def _watch_cancel(self, run: _Run) -> None:
         while not run.finished.wait(self.poll_interval):
-            job = self.journal.job(run.job_id)
+            try:
+                job = self.journal.job(run.job_id)
+            except JournalError:  # etcd away for a moment: the next poll asks again
+                continue
             if job and job.cancel_requested and not run.cancelled.is_set():
                 self._emit(Event(EventKind.JOB_CANCEL_REQUESTED, run.job_id))
                 run.cancel()

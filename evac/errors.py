@@ -61,6 +61,21 @@ class JournalError(EvacError):
     """
 
 
+class Interrupted(EvacError):
+    """The job stops here but stays ``running`` in the journal, for this process's next
+    start or for another controller to take over (the service is stopping)."""
+
+
+class OwnershipLost(Interrupted):
+    """This process no longer owns the job (its etcd lease expired, or another controller
+    claimed it): it must not apply another effect, and it leaves the job to the new owner."""
+
+
+class ClusterUnavailable(JournalError, Interrupted):
+    """The distributed journal (etcd) has no quorum or no endpoint answers. Nothing is
+    fenced, restarted or moved until it returns; jobs stay ``running`` and resume then."""
+
+
 class Cancelled(EvacError):
     """The job was cancelled by an operator."""
 
@@ -90,6 +105,9 @@ ERROR_CLASSES: dict[str, type[EvacError]] = {
         FencingError,
         LockedError,
         JournalError,
+        Interrupted,
+        OwnershipLost,
+        ClusterUnavailable,
         Cancelled,
         Incomplete,
         StepTimeout,

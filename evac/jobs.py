@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from . import tokens
 from .appview import AppView
+from .coordination import Coordination
 from .engine import Engine, JobResult
-from .errors import ConfigError, EvacError, FencingError, LockedError
+from .errors import ConfigError, EvacError, FencingError, JournalError, LockedError, OwnershipLost
 from .events import Event
 from .fencing import FenceResult, fence_host
 from .fleet import reachable
@@ -44,6 +46,8 @@ class Assembly(AppView, Protocol):
 
     @property
     def engine(self) -> Engine: ...
+    @property
+    def coordination(self) -> Coordination: ...
     def runbook(self, name: str) -> Runbook: ...
     def runbook_file(self, name_or_path: str) -> Runbook: ...
     def host_names(self) -> list[str] | None: ...
@@ -230,20 +234,45 @@ class Jobs:
         """Run in the calling thread, to its end."""
         return self.app.engine.run(started.job, started.runbook)
 
-    def spawn(self, started: Started) -> threading.Thread:
-        """Run in a tracked background thread (:meth:`join` waits for them all)."""
+    def spawn(self, started: Started) -> threading.Thread | None:
+        """Run in a tracked background thread (:meth:`join` waits for them all).
+
+        With replicas, a failover belongs to the leader: a replica that does not lead (an
+        alert reached it) hands the job over instead, and the leader claims it at once.
+        None then: nothing runs here."""
+        if started.runbook.name == self.app.settings.runbooks.failover and not self.app.coordination.leads():
+            self.app.journal.release(started.job)
+            log.info("job %s (failover of %s) handed to the leader", started.job, started.target)
+            return None
 
         def run() -> None:
             try:
-                self.app.engine.run(started.job, started.runbook)
+                result = self.app.engine.run(started.job, started.runbook)
             except EvacError:
                 log.exception("job %s", started.job)
+                return
+            if result.state == JobState.INTERRUPTED and not self.app.engine.stopping:
+                self._hand_over(started.job)
 
         thread = threading.Thread(target=run, daemon=True, name=f"job-{started.job}")
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
         return thread
+
+    def _hand_over(self, job: int) -> None:
+        """A job interrupted while the service runs (etcd was away, or the job's ownership
+        lapsed) goes back to the pool, so the leader resumes it where the journal says."""
+        for _ in range(30):
+            try:
+                self.app.journal.release(job)
+                log.info("job %s interrupted; released for the leader to resume", job)
+                return
+            except OwnershipLost:
+                return  # another controller owns it already
+            except JournalError:
+                time.sleep(1)
+        log.warning("job %s interrupted and could not be released; it resumes when its lease expires", job)
 
     def join(self, timeout: float) -> None:
         """Wait up to ``timeout`` in all for the jobs :meth:`spawn` started."""
@@ -304,6 +333,7 @@ class Jobs:
     def fence(self, host: str, actor: Actor) -> FenceResult:
         """Power a host off through its fence chain, and record it fenced."""
         spec = self.app.inventory.host(host)
+        tokens.current.set(self.app.journal.fence_token(None))
         try:
             result = fence_host(self.app.pm, spec)
         except FencingError as exc:

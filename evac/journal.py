@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,12 +32,14 @@ class JobRecord:
     updated: float
     error: str = ""
     cancel_requested: bool = False
+    owner_live: bool | None = None  # set by a journal that knows (etcd: the owner's lease holds)
 
     @property
     def orphaned(self) -> bool:
-        """Running, but the process that ran it is gone: nothing moves until ``evac resume``
-        (or the next start of ``evac serve``) takes it over."""
-        return self.state == JobState.RUNNING and not owner_alive(self.owner)
+        """Running, but the process that ran it is gone: nothing moves until ``evac resume``,
+        the next start of ``evac serve`` or (on etcd) the leader takes it over."""
+        live = owner_alive(self.owner) if self.owner_live is None else self.owner_live
+        return self.state == JobState.RUNNING and not live
 
     @property
     def finished(self) -> bool:
@@ -101,6 +104,19 @@ class Journal(Protocol):
     def unfinished_jobs(self) -> list[JobRecord]: ...
     def claim(self, job_id: int) -> bool:
         """Take over a job whose owner is dead; False if a live process owns it."""
+        ...
+
+    def release(self, job_id: int) -> None:
+        """Give up a running job this process owns, so another controller claims it at once
+        (a failover started on a replica that does not lead is handed to the leader)."""
+        ...
+
+    def fence_token(self, job_id: int | None) -> int:
+        """Check, in one transaction, that this process may still apply an effect for job
+        ``job_id`` (a fence, a restart, a migration start): it still owns the job, and its
+        lease has time left by its own clock. Returns the fencing token (:mod:`evac.tokens`),
+        the cluster's leader revision; ``OwnershipLost`` when the right is gone. One process
+        owns an embedded journal, which returns 0."""
         ...
 
     def finish_job(self, job_id: int, state: JobState, error: str = "") -> None:
@@ -179,6 +195,18 @@ class Journal(Protocol):
         ``events_before`` and the audit rows older than ``audit_before`` (epoch seconds).
         Events of unfinished jobs are never removed; job rows are kept. Returns the number
         of (events, audit rows) removed."""
+        ...
+
+    def dump(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every record as (kind, JSON-able dict), for ``evac journal copy``: kinds are job,
+        step, item, event, approval, audit, host, brake, definitions and learned. Locks
+        follow from running jobs; slots and seen keys are short-lived and not copied."""
+        ...
+
+    def load(self, records: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Records from :meth:`dump` into an empty journal (``ConfigError`` if it has jobs),
+        keeping job ids, timestamps and the order of events and audit rows. An unfinished
+        job arrives owned by nobody, for the next controller to claim."""
         ...
 
 

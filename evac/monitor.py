@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .app import App
-from .errors import ConfigError, EvacError, HostUnreachable
+from .coordination import Coordination, Solo
+from .errors import ConfigError, EvacError, HostUnreachable, JournalError
 from .events import Event
 from .evidence import (
     Connection,
@@ -95,8 +96,10 @@ class Monitor:
         probe: Callable[[HostSpec], bool] | None = None,
         connect: Callable[[HostSpec], HostConnection] | None = None,
         power: Callable[[HostSpec], str] | None = None,
+        coordination: Coordination | None = None,
     ) -> None:
         self.app = app
+        self.coordination = coordination or Solo()
         self.on_down = on_down
         self.settings = settings
         self.brake = brake or StormBrake()
@@ -138,6 +141,8 @@ class Monitor:
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
+        for name, health in self.health.items():
+            self.coordination.publish(name, health.state, health.reason)
         for spec in self.app.inventory.hosts:
             thread = threading.Thread(target=self._watch, args=(spec,), daemon=True, name=f"monitor-{spec.name}")
             thread.start()
@@ -274,7 +279,10 @@ class Monitor:
                 "evidence from %s about %s dropped: its watch is %s's", evidence.source, evidence.host, spec.name
             )
             return
-        self._observe(evidence)
+        try:
+            self._observe(evidence)
+        except Exception:  # whatever broke must not end the host's watch: the next evidence retries
+            log.exception("weighing evidence about %s", spec.name)
 
     def _observe(self, evidence: Evidence) -> None:
         host = evidence.host
@@ -286,14 +294,21 @@ class Monitor:
             self._changed.notify_all()
             reason = health.reason
             self._emit(HEALTH_EVENTS[changed], host, reason)
+            self.coordination.publish(host, changed, reason)
             if changed is not Health.DOWN:
                 return
-            exempt = _exempt(self.app.journal.host_states().get(host))
+            try:
+                exempt = _exempt(self.app.journal.host_states().get(host))
+            except JournalError:
+                exempt = None  # etcd away: the failover waits for agreement, and asks again then
             if exempt is not None:
                 self._emit(EventKind.HOST_IGNORED, host, f"{host} is in {exempt}: no failover")
                 return
             if not self.brake.host_down(host, evidence.at, len(self.health)):
-                self.app.journal.engage_brake(self.brake.reason)
+                try:
+                    self.app.journal.engage_brake(self.brake.reason)
+                except JournalError as exc:  # held in this process; the journal is told when it can be
+                    log.error("storm brake engaged but not journaled: %s", exc)
                 self._emit(EventKind.MONITOR_STORM_BRAKE, host, self.brake.reason)
                 return
         self._spawn_fail_over(host, reason)
@@ -316,12 +331,37 @@ class Monitor:
             if self.brake.engaged:
                 self._emit(EventKind.MONITOR_STORM_BRAKE, host, f"{host} not failed over: {self.brake.reason}")
                 return
-        self.on_down(host, reason)
+        agreement = self._agreement(host)
+        if agreement is not None:
+            self.on_down(host, reason if agreement == "one controller" else f"{reason}; {agreement}")
+
+    def _agreement(self, host: str) -> str | None:
+        """Wait, while the host stays down, until this controller may fail it over (with
+        replicas: it leads and enough of them see the host dead). None: no longer needed."""
+        waiting = ""
+        while not self._stop.is_set():
+            if self.health[host].state is not Health.DOWN:
+                return None
+            try:
+                if _exempt(self.app.journal.host_states().get(host)) is not None:
+                    return None  # fenced or in maintenance meanwhile, by another replica or a person
+            except EvacError:
+                pass  # etcd away: the agreement below says so
+            agreement = self.coordination.agreed_down(host)
+            if agreement.ok:
+                return agreement.why
+            if agreement.why != waiting:
+                waiting = agreement.why
+                log.info("%s down, not failed over yet: %s", host, waiting)
+            self._stop.wait(self.settings.interval)
+        return None
 
     def _emit(self, kind: EventKind, host: str, message: str) -> None:
         event = Event(kind, 0, item=host, message=message, data={"host": host})
         try:
             self.app.journal.add_event(event)
+        except JournalError as exc:
+            log.warning("journal did not record %s (%s): %s", kind, message, exc)
         except Exception:
             log.exception("journal failed to record %s", kind)
         notify(self.app.pm, event)

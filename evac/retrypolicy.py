@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 
 import tenacity
 
-from .errors import Cancelled
+from .errors import Cancelled, Interrupted
 from .runbook import Retry, Wait
 
 
@@ -34,7 +34,8 @@ def retrying(
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(spec.attempts),
         wait=wait_strategy(spec.wait),
-        retry=tenacity.retry_if_exception_type(retry_on) & tenacity.retry_if_not_exception_type(Cancelled),
+        retry=tenacity.retry_if_exception_type(retry_on)
+        & tenacity.retry_if_not_exception_type((Cancelled, Interrupted)),
         reraise=True,
         sleep=sleep,
         before_sleep=before_sleep,

@@ -5,6 +5,11 @@ takes no new work, then lets in-flight calls finish (``shutdown.in_flight: finis
 aborts them (``abort``: migrations roll back to their source), within
 ``shutdown.grace``; interrupted jobs stay ``running`` in the journal for the next start.
 
+With the journal on etcd (docs/ha.md) several replicas run this service: every one
+serves the API, watches the fleet and publishes what it sees; the leader alone fails
+hosts over and resumes the jobs of a replica that died, as soon as its lease is gone.
+A replica that stops resigns the leadership and lets its interrupted jobs go at once.
+
 Whether or not the monitor acts, the snapshotter records what runs where, so a failover
 started by an alert knows the dead host's guests.
 """
@@ -19,10 +24,12 @@ from typing import Any
 
 from .app import App
 from .errors import ConfigError, JournalError
+from .events import Event
 from .evidence import MonitorSettings
 from .jobs import Actor, Channel
 from .metrics import Metrics
 from .monitor import Monitor
+from .plugins import notify
 from .retention import prune
 from .snapshots import Snapshotter
 from .stormbrake import StormBrake
@@ -51,7 +58,13 @@ class Service:
                 interval=m.interval, probe_timeout=m.probe_timeout, confirm_misses=m.confirm_misses
             )
             on_down = self.fail_over if m.failover else (lambda host, reason: None)
-            self.monitor = Monitor(self.app, on_down, settings, StormBrake(m.max_down, m.max_fraction, m.window))
+            self.monitor = Monitor(
+                self.app,
+                on_down,
+                settings,
+                StormBrake(m.max_down, m.max_fraction, m.window),
+                coordination=app.coordination,
+            )
         self.extras: list[Any] = [
             s for found in self.app.pm.hook.evac_services(app=self.app, config=config) for s in found
         ]
@@ -63,6 +76,7 @@ class Service:
         self.started_at = time.time()
         self._stopping = threading.Event()
         self._pruner = threading.Thread(target=self._prune, daemon=True, name="journal-retention")
+        self._leader = threading.Thread(target=self._lead, daemon=True, name="orphaned-jobs")
 
     def mounts(self) -> Mapping[str, ASGIApp]:
         """The paths plugin services mount (``ServicePart.mounts()``); one owner per path."""
@@ -76,7 +90,11 @@ class Service:
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        self.resume()
+        self.app.coordination.start(self._announce)
+        if self.config.cluster is None:
+            self.resume()  # one controller: what it left unfinished is its own to finish
+        else:
+            self._leader.start()  # replicas: the leader resumes, whenever an owner is gone
         self.snapshots.start()
         for extra in self.extras:
             extra.start()
@@ -93,6 +111,7 @@ class Service:
         self._stopping.set()
         if self.monitor:
             self.monitor.stop()
+        self.app.coordination.stop()
         self.snapshots.stop()
         abort = self.config.shutdown_in_flight == "abort"
         self.app.engine.shutdown(abort_in_flight=abort)
@@ -104,7 +123,12 @@ class Service:
         self.http.stop()
         for extra in self.extras:
             extra.stop()
-        log.info("evac serve: stopped; unfinished jobs: %s", [j.id for j in self.app.journal.unfinished_jobs()])
+        try:
+            unfinished = str([j.id for j in self.app.journal.unfinished_jobs()])
+        except JournalError as exc:
+            unfinished = f"unknown ({exc})"
+        self.app.close()
+        log.info("evac serve: stopped; unfinished jobs: %s", unfinished)
 
     def resume(self) -> list[int]:
         claimed = self.app.jobs.resumable(SERVICE)
@@ -114,6 +138,26 @@ class Service:
         if resumed:
             log.info("resumed jobs %s", resumed)
         return resumed
+
+    def _lead(self) -> None:
+        """With replicas, the leader resumes a job as soon as its owner's lease is gone."""
+        every = self.config.monitor.interval
+        while True:
+            try:
+                if self.app.coordination.leads() and any(j.orphaned for j in self.app.journal.unfinished_jobs()):
+                    self.resume()
+            except JournalError as exc:
+                log.debug("orphaned jobs: %s", exc)
+            if self._stopping.wait(every):
+                return
+
+    def _announce(self, event: Event) -> None:
+        """Leadership and quorum changes: to the journal when it answers, to every observer."""
+        try:
+            self.app.journal.add_event(event)
+        except JournalError:
+            pass  # etcd is what failed: the log and the observers still hear it
+        notify(self.app.pm, event)
 
     def _prune(self) -> None:
         """Apply the journal's retention at start, then every ``retention.every`` seconds."""
@@ -133,12 +177,22 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         hosts = {h: m.state for h, m in self.monitor.health.items()} if self.monitor else {}
+        cluster = self.app.coordination.status()
+        orphaned: list[int] | None = None  # unknown while etcd is unavailable: "cluster" says so
+        snapshots: dict[str, float | None] | None = None
+        if cluster.get("etcd") != "unavailable":  # answer at once, not after a timeout per endpoint
+            try:
+                orphaned = [job.id for job in self.app.journal.unfinished_jobs() if job.orphaned]
+                snapshots = self.snapshots.ages()
+            except JournalError:
+                pass
         return {
             "ok": True,
             "uptime": round(time.time() - self.started_at, 1),
             "jobs_running": self.app.engine.running_jobs(),
-            "jobs_orphaned": [job.id for job in self.app.journal.unfinished_jobs() if job.orphaned],
+            "jobs_orphaned": orphaned,
             "hosts": hosts,
             "storm_brake": bool(self.monitor and self.monitor.brake.engaged),
-            "snapshots": self.snapshots.ages(),
+            "cluster": cluster,
+            "snapshots": snapshots,
         }

@@ -17,12 +17,12 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import JournalError, LockedError
+from .errors import ConfigError, JournalError, LockedError
 from .events import Event
 from .journal import AuditRecord, BrakeState, HostState, ItemRecord, JobRecord, StepRecord, current_owner, owner_alive
 from .states import TERMINAL, HostMode, ItemState, JobState, StepState
@@ -154,15 +154,16 @@ def _check_place(path: Path) -> None:
 
 
 class SqliteJournal:
-    def __init__(self, path: Path | str, timeout: float | None = None) -> None:
+    def __init__(self, path: Path | str, timeout: float | None = None, owner: str | None = None) -> None:
         """Open (or create) the journal; ``timeout``: seconds to wait for another process's
-        transaction before a :class:`JournalError` says the file is locked (``BUSY_TIMEOUT``)."""
+        transaction before a :class:`JournalError` says the file is locked (``BUSY_TIMEOUT``).
+        ``owner`` stands for another process in tests (``evac.journal.current_owner`` form)."""
         self.path = Path(path)
         self.timeout = timeout = BUSY_TIMEOUT if timeout is None else timeout
         if str(path) != ":memory:":
             _check_place(self.path)
         self._mutex = threading.RLock()
-        self._owner = current_owner()
+        self._owner = owner or current_owner()
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as exc:
@@ -275,6 +276,14 @@ class SqliteJournal:
             if ok:
                 db.execute("UPDATE jobs SET owner = ?, updated = ? WHERE id = ?", (self._owner, time.time(), job_id))
         return bool(ok)
+
+    def release(self, job_id: int) -> None:
+        self._write(
+            "UPDATE jobs SET owner = '', updated = ? WHERE id = ? AND owner = ?", (time.time(), job_id, self._owner)
+        )
+
+    def fence_token(self, job_id: int | None) -> int:
+        return 0
 
     def finish_job(self, job_id: int, state: JobState, error: str = "") -> None:
         """On a fault, what can still be done is: the job's lock is released on its own,
@@ -497,6 +506,131 @@ class SqliteJournal:
             removed += count
             if count < PRUNE_BATCH:
                 return removed
+
+    # ---------------------------------------------------------------- copy (evac journal copy)
+    def dump(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every record, as ``evac.journalcopy`` moves them between journals."""
+        for r in self._read("SELECT * FROM jobs ORDER BY id"):
+            job = dict(r)
+            job.update(params=json.loads(r["params"]), dry_run=bool(r["dry_run"]))
+            job["cancel_requested"] = bool(r["cancel_requested"])
+            yield "job", job
+        for r in self._read("SELECT * FROM steps ORDER BY job_id, step"):
+            yield "step", {**dict(r), "outputs": json.loads(r["outputs"])}
+        for r in self._read("SELECT * FROM items ORDER BY job_id, step, key"):
+            yield "item", {**dict(r), "outputs": json.loads(r["outputs"])}
+        for r in self._read("SELECT * FROM events ORDER BY id"):
+            yield "event", {**dict(r), "data": json.loads(r["data"])}
+        for r in self._read("SELECT * FROM approvals ORDER BY job_id, step"):
+            yield "approval", dict(r)
+        for r in self._read("SELECT * FROM audit ORDER BY id"):
+            yield "audit", {**dict(r), "detail": json.loads(r["detail"])}
+        for r in self._read("SELECT * FROM host_states ORDER BY host"):
+            yield "host", dict(r)
+        for r in self._read("SELECT reason, since FROM storm_brake"):
+            yield "brake", dict(r)
+        hosts = {r["host"]: r["ts"] for r in self._read("SELECT host, MAX(ts) AS ts FROM definitions GROUP BY host")}
+        hosts |= {r["host"]: r["ts"] for r in self._read("SELECT host, ts FROM snapshots")}  # before 0.2: none
+        for host, ts in sorted(hosts.items()):
+            guests = self._read("SELECT guest, xml FROM definitions WHERE host = ?", (host,))
+            yield "definitions", {"host": host, "ts": ts, "definitions": {g["guest"]: g["xml"] for g in guests}}
+        for r in self._read("SELECT * FROM learned ORDER BY key"):
+            yield "learned", dict(r)
+
+    def load(self, records: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Into an empty journal: job ids kept, events and audit rows in their order.
+        A copied unfinished job belongs to nobody until a controller claims it."""
+        if self._read("SELECT id FROM jobs LIMIT 1"):
+            raise ConfigError(f"{self.path}: already has jobs; copy only into an empty journal")
+        with self._transaction() as db:
+            for kind, r in records:
+                self._load(db, kind, r)
+
+    def _load(self, db: sqlite3.Connection, kind: str, r: dict[str, Any]) -> None:
+        if kind == "job":
+            running = r["state"] == JobState.RUNNING
+            db.execute(
+                "INSERT INTO jobs (id, runbook, source, params, target, state, dry_run, lock, owner, created, updated,"
+                " error, cancel_requested) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    r["id"],
+                    r["runbook"],
+                    r["source"],
+                    json.dumps(r["params"]),
+                    r["target"],
+                    r["state"],
+                    int(r["dry_run"]),
+                    r.get("lock"),
+                    "" if running else r.get("owner", ""),
+                    r["created"],
+                    r["updated"],
+                    r.get("error", ""),
+                    int(r.get("cancel_requested", False)),
+                ),
+            )
+            if running and r.get("lock"):
+                db.execute("INSERT INTO locks (name, job_id) VALUES (?, ?)", (r["lock"], r["id"]))
+        elif kind == "step":
+            db.execute(
+                "INSERT INTO steps (job_id, step, state, outputs, error, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                (r["job_id"], r["step"], r["state"], json.dumps(r["outputs"]), r["error"], r["updated"]),
+            )
+        elif kind == "item":
+            db.execute(
+                "INSERT INTO items (job_id, step, key, state, outputs, error, attempts, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    r["job_id"],
+                    r["step"],
+                    r["key"],
+                    r["state"],
+                    json.dumps(r["outputs"]),
+                    r["error"],
+                    r["attempts"],
+                    r["updated"],
+                ),
+            )
+        elif kind == "event":
+            db.execute(
+                "INSERT INTO events (job_id, ts, kind, step, item, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (r["job_id"], r["ts"], r["kind"], r["step"], r["item"], r["message"], json.dumps(r["data"])),
+            )
+        elif kind == "approval":
+            db.execute(
+                "INSERT INTO approvals (job_id, step, actor, ts) VALUES (?, ?, ?, ?)",
+                (r["job_id"], r["step"], r["actor"], r["ts"]),
+            )
+        elif kind == "audit":
+            db.execute(
+                "INSERT INTO audit (ts, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                (r["ts"], r["actor"], r["action"], r["target"], json.dumps(r["detail"])),
+            )
+        elif kind == "host":
+            db.execute(
+                "INSERT OR REPLACE INTO host_states (host, state, reason, actor, since) VALUES (?, ?, ?, ?, ?)",
+                (r["host"], r["state"], r["reason"], r["actor"], r["since"]),
+            )
+        elif kind == "brake":
+            db.execute(
+                "INSERT OR REPLACE INTO storm_brake (id, reason, since) VALUES (1, ?, ?)", (r["reason"], r["since"])
+            )
+        elif kind == "definitions":
+            db.execute("DELETE FROM definitions WHERE host = ?", (r["host"],))
+            db.executemany(
+                "INSERT INTO definitions (host, guest, xml, ts) VALUES (?, ?, ?, ?)",
+                [(r["host"], name, xml, r["ts"]) for name, xml in r["definitions"].items()],
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO snapshots (host, ts, guests) VALUES (?, ?, ?)",
+                (r["host"], r["ts"], len(r["definitions"])),
+            )
+        elif kind == "learned":
+            db.execute(
+                "INSERT OR REPLACE INTO learned (key, value, ts, job_id) VALUES (?, ?, ?, ?)",
+                (r["key"], r["value"], r["ts"], r.get("job_id")),
+            )
+        else:
+            raise ConfigError(f"{self.path}: unknown record kind {kind!r} in the copy")
 
 
 def _job(r: sqlite3.Row) -> JobRecord:

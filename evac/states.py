@@ -86,3 +86,7 @@ class EventKind(StrEnum):
     HOST_FAILOVER_NOT_STARTED = "host.failover_not_started"  # a dead host's failover could not start
     MONITOR_STORM_BRAKE = "monitor.storm_brake"
     MONITOR_BRAKE_RELEASED = "monitor.brake_released"
+    CLUSTER_LEADER = "cluster.leader"  # this replica became the leader
+    CLUSTER_FOLLOWER = "cluster.follower"  # this replica lost or gave up the leadership
+    CLUSTER_UNAVAILABLE = "cluster.unavailable"  # etcd lost: nothing is fenced or restarted
+    CLUSTER_AVAILABLE = "cluster.available"  # etcd answers again

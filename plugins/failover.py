@@ -46,6 +46,7 @@ def fence(ctx: StepContext) -> Mapping[str, Any]:
     state = app.journal.host_states().get(spec.name)
     if state and state.state == HostMode.FENCED:
         return {"host": spec.name, "method": "already fenced", "by": state.actor, "seconds": 0}
+    ctx.guard()
     try:
         result = fence_host(app.pm, spec, confirm_timeout=float(ctx.inputs.get("confirm_timeout", 30)))
     except FencingError as exc:
@@ -147,6 +148,7 @@ def restart(ctx: StepContext) -> Mapping[str, Any]:
         if defined_here:
             hv.define(xml)
         try:
+            ctx.guard()
             hv.start(name)
         except EvacError as exc:
             if defined_here:  # no shut-off copy left behind on a second host

@@ -219,6 +219,7 @@ def run_migration(
     errors: list[BaseException] = []
     done = threading.Event()
     with Hypervisor.connect(source.name, source.uri) as hv:
+        ctx.guard()
 
         def worker() -> None:
             try:

@@ -6,6 +6,7 @@ Bad input exits with code 2 and a one-line message; nothing is started.
 from __future__ import annotations
 
 import argparse
+import atexit
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,10 +18,10 @@ from .. import app as evac_app
 from ..app import App
 from ..errors import ConfigError, EvacError
 from ..plugins import plugin_manager
-from . import failover, hosts, jobs, lab, maintenance, plugins, runbooks, serve
+from . import failover, hosts, jobs, journal, lab, maintenance, plugins, runbooks, serve
 from .parser import Parser
 
-COMMANDS = (lab, hosts, maintenance, jobs, failover, serve, runbooks, plugins)
+COMMANDS = (lab, hosts, maintenance, jobs, failover, serve, runbooks, plugins, journal)
 
 
 def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:
@@ -68,8 +69,11 @@ def _config_on_every_command(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def make_app(args: argparse.Namespace) -> App:
-    """The app for the parsed command line: ``--config`` with ``--inventory``/``--journal`` over it."""
-    return evac_app.make_app(args.config, args.pm, args.inventory, args.journal)
+    """The app for the parsed command line: ``--config`` with ``--inventory``/``--journal`` over it.
+    Its etcd session, if any, ends with the command (a job it started and left is orphaned at once)."""
+    app = evac_app.make_app(args.config, args.pm, args.inventory, args.journal)
+    atexit.register(app.close)
+    return app
 
 
 def main(argv: Sequence[str] | None = None) -> int:

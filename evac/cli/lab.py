@@ -28,6 +28,11 @@ def register(sub: Any) -> None:
     up = verbs.add_parser("up", help="create or repair the lab")
     up.add_argument("--hosts", type=int, default=3)
     up.add_argument("--guests-per-host", type=int, default=2)
+    up.add_argument(
+        "--etcd",
+        action="store_true",
+        help="also run a 3-member etcd cluster, one member on each of the first three hosts",
+    )
     up.set_defaults(func=cmd_up)
     verbs.add_parser("down", help="remove the lab completely").set_defaults(func=cmd_down)
     status = verbs.add_parser("status", help="hosts: power, network, daemons")
@@ -38,10 +43,21 @@ def register(sub: Any) -> None:
         ("start-host", "power a host on again"),
         ("cut", "partition a host from the network (it keeps running)"),
         ("heal", "reconnect a cut host"),
+        ("kill-etcd", "kill only the host's etcd member"),
+        ("start-etcd", "start the host's etcd member again"),
+        ("cut-etcd", "partition the host from etcd only (libvirt and ssh still answer)"),
+        ("heal-etcd", "undo cut-etcd"),
     ):
         p = verbs.add_parser(verb, help=helptext)
         p.add_argument("host")
         p.set_defaults(func=cmd_fault, verb_name=verb)
+    etcd = verbs.add_parser("etcd", help="the etcd cluster: member, health, leader, cut")
+    etcd.add_argument("--json", action="store_true")
+    etcd.set_defaults(func=cmd_etcd)
+    serve = verbs.add_parser("serve", help="start an `evac serve` replica inside a host (on the lab's etcd)")
+    serve.add_argument("host")
+    serve.add_argument("--stop", action="store_true", help="stop the host's replica instead")
+    serve.set_defaults(func=cmd_serve)
     loss = verbs.add_parser("loss", help="drop a share of a host's packets (0 clears)")
     loss.add_argument("host")
     loss.add_argument("percent", type=int)
@@ -79,13 +95,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     build_assets(lab)
     t_assets = time.monotonic() - t0
-    t_hosts = lab.up(args.hosts)
+    t_hosts = lab.up(args.hosts, etcd=args.etcd)
     t1 = time.monotonic()
     started = start_default_guests(lab, args.guests_per_host)
     t_guests = time.monotonic() - t1
+    etcd = f"; etcd {lab.etcd_url()}" if args.etcd else ""
     console.print(
         f"lab up: {len(lab.hosts())} hosts in {t_hosts:.2f} s (guest assets {t_assets:.2f} s); "
-        f"{len(started)} guests booted in {t_guests:.2f} s; inventory {lab.inventory_file}"
+        f"{len(started)} guests booted in {t_guests:.2f} s; inventory {lab.inventory_file}{etcd}"
     )
     return 0
 
@@ -126,7 +143,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    columns = ("host", "address", "power", "network", "libvirtd", "processes")
+    columns: tuple[str, ...] = ("host", "address", "power", "network", "libvirtd", "processes")
+    if any("etcd" in row for row in rows):
+        columns += ("etcd",)
     print_table("lab", columns, ([row[c] for c in columns] for row in rows))
     return 0
 
@@ -138,8 +157,50 @@ def cmd_fault(args: argparse.Namespace) -> int:
         "start-host": lab.start_host,
         "cut": lab.cut,
         "heal": lab.heal,
+        "kill-etcd": lab.kill_etcd,
+        "start-etcd": lab.start_etcd,
+        "cut-etcd": lab.cut_etcd,
+        "heal-etcd": lab.heal_etcd,
     }[args.verb_name]
+    if args.verb_name.endswith("-etcd"):
+        require_etcd(lab)
     action(args.host)
+    return 0
+
+
+def require_etcd(lab: Lab) -> None:
+    from ..lab import LabError
+
+    if not lab.has_etcd():
+        raise LabError(f"the lab at {lab.root} has no etcd cluster; bring it up with: evac lab up --etcd")
+
+
+def cmd_etcd(args: argparse.Namespace) -> int:
+    lab = open_lab(args)
+    require_etcd(lab)
+    rows = lab.etcd_status()
+    if args.json:
+        print_json(rows)
+        return 0
+    columns = ("member", "endpoint", "running", "healthy", "leader", "cut")
+    print_table("etcd", columns, ([row[c] for c in columns] for row in rows))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    lab = open_lab(args)
+    lab.host(args.host)  # an unknown host is one line, before anything starts
+    if args.stop:
+        lab.stop_serve(args.host)
+        console.print(f"{args.host}: evac serve stopped")
+        return 0
+    require_etcd(lab)
+    if lab.serve_pids(args.host):
+        console.print(f"{args.host}: evac serve already runs at {lab.serve_url(args.host)}")
+        return 0
+    config = lab.serve(args.host)
+    log = lab.host_dir(args.host) / "log" / "serve.log"
+    console.print(f"{args.host}: evac serve starting at {lab.serve_url(args.host)} (config {config}, log {log})")
     return 0
 
 

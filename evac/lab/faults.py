@@ -2,22 +2,33 @@
 
 Power works from the root namespace, so it reaches a host that is cut off the network,
 as a BMC on its own management network would. A cut takes the host's veth down: the
-host keeps running, nobody reaches it. Packet loss uses ``tc netem`` where the kernel
-has it, else nftables in the host's namespace.
+host keeps running, nobody reaches it. An etcd cut is narrower: nftables in the host's
+namespace drop its etcd traffic only (ports 2379 and 2380 either way), so libvirt and
+ssh still answer while the host's member and its local clients lose the cluster.
+Packet loss uses ``tc netem`` where the kernel has it, else nftables in the host's
+namespace.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import signal
+import socket
 import subprocess
 import time
+from typing import Any
 
-from .daemons import HostDaemons
+from ..errors import FencingError
+from .etcd import CLIENT_PORT, PEER_PORT, EtcdCluster
 from .layout import LabError
 from .processes import alive, daemon_name, is_reaper, port_open, run, signal_pids
 
+ETCD_CUT_TABLE = "evac_etcd_cut"
 
-class Faults(HostDaemons):
+
+class Faults(EtcdCluster):
     """Power a host off and on, cut it off the network, make it lose packets."""
 
     def power_state(self, name: str) -> str:
@@ -38,8 +49,51 @@ class Faults(HostDaemons):
             time.sleep(0.02)
         (self.host_dir(name) / "run" / "libvirtd.pid").unlink(missing_ok=True)
 
+    def power_off(self, name: str, token: int | None) -> None:
+        """The power switch's off button, as a fence agent presses it: refuse a fencing token
+        older than the newest one accepted (for any host), then kill the host.
+
+        Every press is one line of ``power.log`` (accepted or not). Checking, recording and
+        killing happen under one lock shared by every process, so a deposed controller
+        that passed the check cannot act after a newer token was accepted. A press with
+        no token (a SQLite journal, a manual fence) is accepted and recorded as null.
+        """
+        self.host(name)
+        with open(self.root / "power.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            seen = [e["token"] for e in self.power_log() if e["accepted"] and e["token"] is not None]
+            newest = max(seen, default=None)
+            accepted = token is None or newest is None or token >= newest
+            if token is None:
+                reason = "no fencing token (manual fence, or a journal without tokens)"
+            elif accepted:
+                reason = f"token {token} is not older than any seen (newest seen {newest})"
+            else:
+                reason = f"stale fencing token {token} (newest seen {newest})"
+            entry = {
+                "ts": time.time(),
+                "host": name,
+                "caller": f"{socket.gethostname()}:{os.getpid()}",
+                "token": token,
+                "accepted": accepted,
+                "reason": reason,
+            }
+            with open(self.root / "power.log", "a") as log:
+                log.write(json.dumps(entry) + "\n")
+            if not accepted:
+                raise FencingError(f"lab power switch: refused a {reason} for {name}")
+            self.kill_host(name)
+
+    def power_log(self) -> list[dict[str, Any]]:
+        """Every press of the power switch's off button, oldest first."""
+        path = self.root / "power.log"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
     def start_host(self, name: str) -> None:
-        """Power on after ``kill_host``: libvirtd and sshd start again in the same host."""
+        """Power on after ``kill_host``: libvirtd, sshd and (in a lab with etcd) the etcd
+        member start again in the same host; ``evac serve`` replicas do not."""
         h = self.host(name)
         if not self.libvirtd_ready(name):
             self._start_daemons(h)
@@ -48,6 +102,8 @@ class Faults(HostDaemons):
             self._start_sshd(h)
         self._wait_port(h, 22, "sshd")
         self._ensure_pool(h)
+        if self.has_etcd() and name in self.etcd_member_names():
+            self.start_etcd(name)
 
     def cut(self, name: str) -> None:
         """Network partition: the host keeps running but nobody can reach it."""
@@ -59,6 +115,35 @@ class Faults(HostDaemons):
     def is_cut(self, name: str) -> bool:
         out = run("ip", "-o", "link", "show", self.host(name).veth, check=False).stdout
         return "state DOWN" in out or ",UP" not in out
+
+    def cut_etcd(self, name: str) -> None:
+        """Partition the host from etcd only: its member from its peers and clients, and
+        its local clients from every member. libvirt and ssh stay reachable."""
+        h = self.host(name)
+        ports = f"{{ {CLIENT_PORT}, {PEER_PORT} }}"
+        drop = f"tcp dport {ports} drop; tcp sport {ports} drop;"
+        rules = (
+            f"table inet {ETCD_CUT_TABLE} {{\n"
+            f"  chain input {{ type filter hook input priority -300; {drop} }}\n"
+            f"  chain output {{ type filter hook output priority -300; {drop} }}\n"
+            "}\n"
+        )
+        if self.etcd_is_cut(name):
+            return
+        proc = subprocess.run(
+            ["ip", "netns", "exec", h.netns, "nft", "-f", "-"], input=rules, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise LabError(f"cut etcd on {name}: nftables refused the rules: {proc.stderr.strip()}")
+
+    def heal_etcd(self, name: str) -> None:
+        h = self.host(name)
+        run("ip", "netns", "exec", h.netns, "nft", "delete", "table", "inet", ETCD_CUT_TABLE, check=False)
+
+    def etcd_is_cut(self, name: str) -> bool:
+        h = self.host(name)
+        listed = run("ip", "netns", "exec", h.netns, "nft", "list", "table", "inet", ETCD_CUT_TABLE, check=False)
+        return listed.returncode == 0
 
     def set_loss(self, name: str, percent: int) -> str:
         """Drop ``percent`` % of the host's packets each way (0 clears); returns the means used.

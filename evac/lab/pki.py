@@ -1,6 +1,11 @@
 """Certificates for the lab's TLS: one lab CA; per host one key and certificate (for its
-address) that serves as both server and client, laid out for QEMU's migration streams
-and for libvirtd's TLS listener; and one client pair for evac itself (``pkipath``).
+address) that serves as both server and client, laid out for QEMU's migration streams,
+for libvirtd's TLS listener and for the host's etcd member; and one client pair for evac
+itself (``pkipath``, and its etcd client certificate).
+
+Every certificate carries both ``serverAuth`` and ``clientAuth``: a QEMU migration end,
+an etcd member (its peers, and its own gRPC gateway, dial with the server certificate)
+and evac's client pair are each used on both sides of a handshake somewhere.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from ..errors import EvacError
 QEMU_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem", "client-key.pem")
 LIBVIRT_SERVER_FILES = ("cacert.pem", "servercert.pem", "serverkey.pem")
 LIBVIRT_CLIENT_FILES = ("cacert.pem", "clientcert.pem", "clientkey.pem")  # what ?pkipath= expects
+ETCD_MEMBER_FILES = ("ca.pem", "member.pem", "member-key.pem")
 CA = tuple[Path, Path]
 
 
@@ -86,3 +92,9 @@ def issue_libvirt_client(ca: CA, directory: Path, name: str = "evac") -> None:
     """A client's ``pkipath`` directory: evac's, and every lab host's for peer-to-peer migration."""
     if not all((directory / f).exists() for f in LIBVIRT_CLIENT_FILES):
         _issue(ca, directory, name, None, ("cacert.pem",), ("clientcert.pem",), ("clientkey.pem",))
+
+
+def issue_etcd_member(ca: CA, directory: Path, host: str, address: str) -> None:
+    """An etcd member's pair for one host: its client listener and its peer traffic, both ways."""
+    if not all((directory / f).exists() for f in ETCD_MEMBER_FILES):
+        _issue(ca, directory, host, address, ("ca.pem",), ("member.pem",), ("member-key.pem",))

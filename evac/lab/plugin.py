@@ -5,6 +5,9 @@ production install never loads it. The inventory ``evac lab up`` writes names th
 module under ``plugins:``, the way a test suite opts into ``pytester``. It works from
 the root namespace, so it reaches a host that is cut off the network, as a BMC on its
 own management network would.
+
+The switch checks fencing tokens the way a token-aware BMC proxy would: it refuses a
+token older than the newest it accepted, and logs every press to ``power.log``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import tokens
 from ..fencing import FenceMethod
 from ..hooks import hookimpl
 from ..inventory import HostSpec
@@ -26,7 +30,8 @@ class LabSwitch:
     host: str
 
     def power_off(self) -> None:
-        self.lab.kill_host(self.host)
+        """Refused (``FencingError``) when the calling thread's fencing token is stale."""
+        self.lab.power_off(self.host, tokens.token())
 
     def power_state(self) -> str:
         try:

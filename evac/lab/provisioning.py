@@ -14,7 +14,7 @@ import stat
 import time
 from pathlib import Path
 
-from .daemons import HostDaemons
+from .etcd import EtcdCluster
 from .hostconfig import write_configs
 from .layout import LabError, LabHost
 from .pki import ensure_ca, issue_libvirt_client, issue_libvirt_server, issue_qemu_credentials
@@ -25,14 +25,17 @@ from .processes import mounted, port_open, run, terminate, unmount_all
 INVENTORY_PLUGINS = ("evac.lab.plugin",)
 
 
-class Provisioning(HostDaemons):
+class Provisioning(EtcdCluster):
     """``up`` and ``down``, and the inventory ``up`` writes."""
 
-    def up(self, hosts: int = 3) -> float:
+    def up(self, hosts: int = 3, etcd: bool = False) -> float:
         """Create or repair the hosts; returns the seconds it took.
 
         Re-running ``up`` keeps what is healthy (guests included) and repairs the rest;
-        a different host count rebuilds the lab.
+        a different host count rebuilds the lab. With ``etcd`` every host also runs an
+        etcd member, started after libvirtd, and ``up`` returns once the cluster is
+        healthy; without it, a cluster an earlier ``up`` started is removed (``up``
+        brings the lab into the state asked for).
         """
         started = time.monotonic()
         if not 1 <= hosts <= 200:
@@ -43,7 +46,8 @@ class Provisioning(HostDaemons):
             self.down()
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)  # evac refuses an inventory in a directory others can write
-        self.state_file.write_text(json.dumps({"hosts": wanted, "prefix": self.prefix, "net": self.net}))
+        had_etcd = self.has_etcd()
+        self.state_file.write_text(json.dumps({"hosts": wanted, "prefix": self.prefix, "net": self.net, "etcd": etcd}))
         for sub in ("disks", "console", "lockspace"):
             (self.shared / sub).mkdir(parents=True, exist_ok=True)
         self._ensure_ns_dir()
@@ -67,12 +71,19 @@ class Provisioning(HostDaemons):
         for h in self.hosts():
             self._wait_port(h, 22, "sshd")
             self._ensure_pool(h)
+        if etcd:
+            self._ensure_etcd()
+        elif had_etcd:
+            self._remove_etcd()
         self._save_capabilities()
         write_inventory(self.inventory_file, self.inventory_text())
         return time.monotonic() - started
 
     def down(self) -> None:
-        """Remove every trace of the lab but caches: processes, namespaces, links, mounts."""
+        """Remove every trace of the lab but caches: processes, namespaces, links, mounts.
+
+        An etcd member's tmpfs lives in its host's mount namespace and goes with it.
+        """
         names = self.host_names() or self._hosts_on_disk()
         pids = [p for n in names for p in self.pids(n)]
         terminate(pids)
@@ -96,6 +107,8 @@ class Provisioning(HostDaemons):
             self.state_file,
             self.inventory_file,
             self.root / "etc-hosts",
+            self.root / "power.log",
+            self.root / "power.lock",
             journal,
             journal.with_suffix(".db-wal"),
             journal.with_suffix(".db-shm"),

@@ -1,17 +1,19 @@
 """The lab as one object: ``Lab`` combines its layout, processes, provisioning and faults.
 
 Each concern lives in a module of its own (``layout``, ``processes``, ``daemons``,
-``provisioning``, ``faults``); this module joins them and keeps the names tests,
+``etcd``, ``provisioning``, ``faults``, ``replicas``); this module joins them and keeps the names tests,
 benchmarks and ``evac lab`` import from ``evac.lab.rig`` working.
 """
 
 from __future__ import annotations
 
 from .daemons import LIBVIRT_PORT, LIBVIRT_TLS_PORT, LIBVIRTD, SSHD, VIRTLOCKD
+from .etcd import CLIENT_PORT
 from .faults import Faults
 from .layout import DEFAULT_DIR, LabError, LabHost
 from .processes import run
 from .provisioning import INVENTORY_PLUGINS, Provisioning
+from .replicas import ServeReplicas
 
 __all__ = [
     "DEFAULT_DIR",
@@ -28,12 +30,30 @@ __all__ = [
 ]
 
 
-class Lab(Provisioning, Faults):
+class Lab(Provisioning, Faults, ServeReplicas):
     """One lab instance. Several can coexist with different ``root``/``prefix``/``net``."""
 
+    def etcd_status(self) -> list[dict[str, object]]:
+        """One row per etcd member: running, healthy, Raft leader, cut off etcd."""
+        health = self.etcd_health()
+        leader = self.etcd_leader()
+        return [
+            {
+                "member": h.name,
+                "endpoint": f"https://{h.address}:{CLIENT_PORT}",
+                "running": bool(self.etcd_pids(h.name)),
+                "healthy": health.get(h.name, False),
+                "leader": h.name == leader,
+                "cut": self.etcd_is_cut(h.name),
+            }
+            for h in self.etcd_hosts()
+        ]
+
     def status(self) -> list[dict[str, object]]:
-        """One row per host: power, network and daemons, as ``evac lab status`` shows them."""
+        """One row per host: power, network and daemons, as ``evac lab status`` shows them
+        (and its etcd member's state, in a lab with etcd)."""
         rows: list[dict[str, object]] = []
+        members = {str(m["member"]): m for m in self.etcd_status()} if self.has_etcd() else {}
         for h in self.hosts():
             pids = self.pids(h.name)
             rows.append(
@@ -47,4 +67,16 @@ class Lab(Provisioning, Faults):
                     "processes": len(pids),
                 }
             )
+            if h.name in members:
+                rows[-1]["etcd"] = _member_state(members[h.name])
         return rows
+
+
+def _member_state(member: dict[str, object]) -> str:
+    if not member["running"]:
+        return "down"
+    if member["cut"]:
+        return "cut"
+    if not member["healthy"]:
+        return "unhealthy"
+    return "leader" if member["leader"] else "follower"

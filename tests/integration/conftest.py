@@ -38,6 +38,22 @@ def lab() -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="session")
+def ha_lab() -> Iterator[Lab]:
+    """A 4-host lab with an etcd member on each of the first three, for evac's own high
+    availability: host4 can fail while another host is cut from etcd, and the cluster
+    keeps its quorum."""
+    lab_prerequisites()
+    require(Path("/usr/bin/etcd").exists() and Path("/usr/bin/etcdctl").exists(), "etcd not installed")
+    the_lab = Lab(root="/tmp/evac-test-ha", prefix="evh", net="198.18.4")
+    build_assets(the_lab)
+    the_lab.up(hosts=4, etcd=True)
+    try:
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture(scope="session")
 def inventory(lab: Lab) -> Inventory:
     return load_inventory(lab.inventory_file)
 

@@ -20,6 +20,7 @@ import pytest
 
 from evac import hookimpl
 from evac.app import App
+from evac.coordination import Agreement, Coordination
 from evac.errors import ConfigError, HostUnreachable
 from evac.events import Event
 from evac.evidence import Evidence, MonitorSettings, PolledWatch, ProbeSource, Report, Rule, Verdict
@@ -179,8 +180,12 @@ def watched(app: App) -> Iterator[Watched]:
     app.pm.register(events)
     monitors: list[Monitor] = []
 
-    def start(settings: MonitorSettings = FAST, brake: StormBrake | None = None) -> Monitor:
-        monitor = Monitor(app, failovers, settings, brake, probe=fleet.probe, connect=fleet.connect)
+    def start(
+        settings: MonitorSettings = FAST, brake: StormBrake | None = None, coordination: Coordination | None = None
+    ) -> Monitor:
+        monitor = Monitor(
+            app, failovers, settings, brake, probe=fleet.probe, connect=fleet.connect, coordination=coordination
+        )
         monitor.start()
         monitors.append(monitor)
         assert monitor.started.wait(TIMEOUT)
@@ -380,3 +385,69 @@ def test_two_evidence_sources_of_one_name_are_refused_naming_both(app: App) -> N
     app.pm.register(SourcePlugin(ProbeSource(lambda spec: True)))
     with pytest.raises(ConfigError, match=r"'probe' is given twice: by evac\.evidence\.ProbeSource and"):
         Monitor(app, lambda host, reason: None, FAST)
+
+
+# ---------------------------------------------------------------- replicas
+
+
+class Gate:
+    """Replicas as the monitor sees them: the views it published, and whether the leader
+    may fail a host over (closed until a test opens it)."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.published: list[tuple[str, Health]] = []
+
+    def start(self, emit: Callable[[Event], None]) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def leads(self) -> bool:
+        return self.open.is_set()
+
+    def publish(self, host: str, health: Health, reason: str) -> None:
+        self.published.append((host, health))
+
+    def agreed_down(self, host: str) -> Agreement:
+        if self.open.is_set():
+            return Agreement(True, "2 of 3 replicas see it down")
+        return Agreement(False, "1 of 3 replicas see it down; 2 must")
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+
+def test_every_view_of_a_host_is_published_for_the_other_replicas(watched: Watched) -> None:
+    gate = Gate()
+    watched.start(coordination=gate)
+    assert sorted(gate.published) == [(h, Health.UP) for h in HOSTS]
+    watched.fleet.kill("host1")
+    watched.events.wait_for("host1", EventKind.HOST_DOWN)
+    assert gate.published[-1] == ("host1", Health.DOWN)
+
+
+def test_a_down_host_is_failed_over_only_once_enough_replicas_agree(watched: Watched) -> None:
+    gate = Gate()
+    watched.start(coordination=gate)
+    watched.fleet.kill("host1")
+    watched.events.wait_for("host1", EventKind.HOST_DOWN)
+    probes = watched.fleet.probes["host2"]
+    poll_until(lambda: watched.fleet.probes["host2"] >= probes + 30, TIMEOUT, "30 more probes: settle is over")
+    assert watched.failovers.hosts() == []
+    gate.open.set()
+    assert watched.failovers.wait_for("host1").what.endswith("; 2 of 3 replicas see it down")
+
+
+def test_a_host_that_comes_back_while_replicas_disagree_is_never_failed_over(watched: Watched) -> None:
+    gate = Gate()
+    watched.start(coordination=gate)
+    watched.fleet.kill("host1")
+    watched.events.wait_for("host1", EventKind.HOST_DOWN)
+    watched.fleet.revive("host1")
+    watched.events.wait_for("host1", EventKind.HOST_UP)
+    gate.open.set()
+    probes = watched.fleet.probes["host1"]
+    poll_until(lambda: watched.fleet.probes["host1"] >= probes + 30, TIMEOUT, "30 more probes of host1")
+    assert watched.failovers.hosts() == []

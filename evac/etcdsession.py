@@ -1,0 +1,139 @@
+"""A controller's session: one etcd lease, kept alive while the process is healthy.
+
+Everything a controller owns on etcd (its running jobs, its slots) names the session's
+owner string, and is another controller's to take over once the lease is gone. The
+session judges its own validity by this process's monotonic clock, from the moment it
+last *sent* a successful keepalive, so it gives up before etcd can expire the lease
+(a paused process must not act on a right it has lost).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from .errors import JournalError
+from .etcdclient import Cluster
+
+log = logging.getLogger(__name__)
+
+
+def session_key(prefix: str, owner: str) -> str | None:
+    """The session key behind an owner string (``etcd:<lease hex>@host:pid``); None for
+    an owner that is no etcd session (an embedded journal's, or nobody's)."""
+    if not owner.startswith("etcd:") or "@" not in owner:
+        return None
+    return f"{prefix}sessions/{owner[5:].split('@', 1)[0]}"
+
+
+class Session:
+    def __init__(self, cluster: Cluster, ttl: int, name: str = "") -> None:
+        self.cluster = cluster
+        self.ttl = ttl
+        self.name = name or socket.gethostname()
+        self.id = 0  # the current lease; a new one after the old was lost
+        self.owner = ""
+        self.on_lost: list[Callable[[], None]] = []
+        self._renewed = 0.0  # monotonic send time of the last keepalive that etcd answered
+        self._lost = True
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.cluster.settings.prefix}sessions/{self.id:x}"
+
+    def start(self) -> None:
+        """Grant the lease and publish the session (``ClusterUnavailable`` if etcd cannot)."""
+        self._grant()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._keepalive, name=f"etcd-session {self.owner}", daemon=True)
+        self._thread.start()
+
+    def stop(self, revoke: bool = True) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        lease, self._renewed, self._lost = self.id, 0.0, True
+        if revoke and lease:
+            try:
+                self.cluster.revoke(lease)
+            except JournalError as exc:
+                log.warning("etcd session %s: could not revoke its lease (it expires on its own): %s", self.owner, exc)
+
+    def valid(self, margin: float = 0.0) -> bool:
+        """The lease holds by this process's own clock, ``margin`` seconds ahead."""
+        return not self._lost and self.deadline() - margin > time.monotonic()
+
+    def deadline(self) -> float:
+        """Monotonic time at which etcd may expire the lease at the earliest."""
+        return self._renewed + self.ttl
+
+    def live_owners(self) -> set[str]:
+        """The owner of every live session, in one read."""
+        owners = set()
+        for kv in self.cluster.range(f"{self.cluster.settings.prefix}sessions/"):
+            try:
+                owners.add(str(json.loads(kv.value)["owner"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return owners
+
+    def _grant(self) -> None:
+        sent = time.monotonic()
+        lease = self.cluster.grant(self.ttl)
+        owner = f"etcd:{lease:x}@{socket.gethostname()}:{os.getpid()}"
+        record = {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        try:
+            self.cluster.put(
+                f"{self.cluster.settings.prefix}sessions/{lease:x}", json.dumps({**record, "owner": owner}), lease
+            )
+        except JournalError:
+            self._revoke_quietly(lease)
+            raise
+        self.id, self.owner, self._renewed, self._lost = lease, owner, sent, False
+
+    def _revoke_quietly(self, lease: int) -> None:
+        try:
+            self.cluster.revoke(lease)
+        except JournalError:
+            pass  # it expires on its own
+
+    def _keepalive(self) -> None:
+        outage = False
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if not self._lost:
+                    sent = time.monotonic()
+                    if self.cluster.keepalive(self.id) > 0:
+                        self._renewed = sent
+                    else:
+                        log.warning("etcd session %s: its lease is gone", self.owner)
+                        self._lose()
+                if self._lost:
+                    self._grant()
+                    log.info("etcd session: new lease, owner %s", self.owner)
+                if outage:
+                    log.info("etcd session %s: etcd answers again", self.owner)
+                    outage = False
+            except JournalError as exc:
+                if not outage:
+                    log.warning("etcd session %s: keepalive failed: %s", self.owner, exc)
+                    outage = True
+                if not self._lost and time.monotonic() >= self.deadline():
+                    log.warning("etcd session %s: its lease expired by this process's clock", self.owner)
+                    self._lose()
+
+    def _lose(self) -> None:
+        self._lost = True
+        for callback in list(self.on_lost):
+            try:
+                callback()
+            except Exception:
+                log.exception("etcd session %s: an on_lost callback failed", self.owner)
