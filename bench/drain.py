@@ -1,10 +1,11 @@
 """Drain speed: evac's drain vs the sequential `virsh migrate` loop vs the best raw parallel
-libvirt-python drain, in one run, unshaped and with the host's link capped by tc.
+libvirt-python drain, in one run, unshaped and with the host's link capped by tc. evac
+runs twice: on a SQLite journal and on the lab's etcd (the same drain, in this process).
 
-    .venv/bin/python -m bench.drain [--guests 8] [--mbit 400] [--rounds 1]
+    .venv/bin/python -m bench.drain [--guests 8] [--mbit 400] [--rounds 3]
 
-Targets: at least 2x faster than the loop; within 1.1x of the raw parallel drain; within
-1.2x of the link floor (bytes moved / rate) when shaped.
+Targets: at least 2x faster than the loop; within 1.1x of the raw parallel drain (on
+SQLite and on etcd unshaped); within 1.2x of the link floor (bytes moved / rate) when shaped.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from bench.labkit import app, bench_lab, boot, destroy_all, gather, raw_parallel, shape, virsh_loop
+from bench.labkit import Replicas, app, bench_lab, boot, destroy_all, etcd_app, gather, raw_parallel, shape, virsh_loop
 from bench.report import publish
+from evac.app import App
 from evac.lab.guests import GuestSpec
 from evac.runbook import bind_params
 from evac.states import HostMode
@@ -24,10 +27,7 @@ from evac.states import HostMode
 PARALLEL = 4
 
 
-def evac_drain(lab, names: list[str], journal: Path) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    import time
-
-    a = app(lab, journal)
+def evac_drain(a: App) -> tuple[float, int]:
     book = a.runbook("maintenance")
     params = bind_params(
         book, {"host": "host1", "concurrency": PARALLEL, "max_out": PARALLEL, "max_in": PARALLEL}, a.host_names()
@@ -41,6 +41,12 @@ def evac_drain(lab, names: list[str], journal: Path) -> tuple[float, int]:  # ty
     return seconds, moved
 
 
+def evac_etcd_drain(a: App) -> float:
+    """The same drain with the journal on the lab's etcd (no replicas: this process runs it)."""
+    seconds, _ = evac_drain(a)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--guests", type=int, default=8)
@@ -48,6 +54,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     lab = bench_lab()
+    Replicas(lab).stop_all()  # the etcd drain runs in this process
+    etcd = etcd_app(lab)
     names = [f"drain{i}" for i in range(args.guests)]
     destroy_all(lab, names)
     boot(lab, "host1", [GuestSpec(name=n) for n in names])
@@ -63,9 +71,16 @@ def main() -> None:
                 gather(lab, names, "host1")
                 raw = raw_parallel(lab, moves, PARALLEL)
                 gather(lab, names, "host1")
-                ours, moved = evac_drain(lab, names, Path(tmp) / f"j{mbit}-{r}.db")
+                ours, moved = evac_drain(app(lab, Path(tmp) / f"j{mbit}-{r}.db"))
+                gather(lab, names, "host1")
+                on_etcd = evac_etcd_drain(etcd)
                 gather(lab, names, "host1")
                 floor = moved / (mbit * 1e6 / 8) if mbit else None
+                print(
+                    f"{link} round {r + 1}: loop {loop:.2f} s, raw {raw:.2f} s, evac {ours:.2f} s,"
+                    f" evac on etcd {on_etcd:.2f} s",
+                    flush=True,
+                )
                 rows.append(
                     (
                         link,
@@ -73,8 +88,10 @@ def main() -> None:
                         loop,
                         raw,
                         ours,
+                        on_etcd,
                         loop / ours,
                         ours / raw,
+                        on_etcd / raw,
                         f"{moved / 2**20:.0f} MiB",
                         f"{ours / floor:.2f}" if floor else "-",
                     )
@@ -83,13 +100,15 @@ def main() -> None:
                     "virsh_loop": loop,
                     "raw_parallel": raw,
                     "evac": ours,
+                    "evac_etcd": on_etcd,
                     "bytes": moved,
                     "floor_s": floor,
                 }
             if args.rounds > 1:
                 runs = [v for k, v in data.items() if k.startswith(link)]
                 med = {
-                    k: statistics.median(r[k] for r in runs) for k in ("virsh_loop", "raw_parallel", "evac", "bytes")
+                    k: statistics.median(r[k] for r in runs)
+                    for k in ("virsh_loop", "raw_parallel", "evac", "evac_etcd", "bytes")
                 }
                 floor = med["bytes"] / (mbit * 1e6 / 8) if mbit else None
                 rows.append(
@@ -99,13 +118,16 @@ def main() -> None:
                         med["virsh_loop"],
                         med["raw_parallel"],
                         med["evac"],
+                        med["evac_etcd"],
                         med["virsh_loop"] / med["evac"],
                         med["evac"] / med["raw_parallel"],
+                        med["evac_etcd"] / med["raw_parallel"],
                         f"{med['bytes'] / 2**20:.0f} MiB",
                         f"{med['evac'] / floor:.2f}" if floor else "-",
                     )
                 )
         shape(lab, "host1", None)
+    etcd.close()
     destroy_all(lab, names)
     publish(
         "drain",
@@ -116,8 +138,10 @@ def main() -> None:
             "virsh loop s",
             "raw parallel s",
             "evac s",
+            "evac etcd s",
             "loop/evac (>=2)",
             "evac/raw (<=1.1)",
+            "evac-etcd/raw (<=1.1)",
             "moved",
             "evac/floor (<=1.2)",
         ),

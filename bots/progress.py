@@ -27,10 +27,13 @@ log = logging.getLogger("evac.slack")
 ITEM_STEPS = ("migrate", "restart")
 FENCE_FAILED = "fence_failed"  # the ``kind`` of the alert plugins/failover.py raises when a fence fails
 STARTS = (EventKind.JOB_STARTED, EventKind.JOB_RESUMED)
-HOST_ICONS = {  # host events the alerts channel hears of
+HOST_ICONS = {  # host and control-plane events the alerts channel hears of
     EventKind.HOST_DOWN: ":red_circle:",
     EventKind.MONITOR_STORM_BRAKE: ":octagonal_sign:",
     EventKind.HOST_CLEANED: ":broom:",
+    EventKind.CLUSTER_UNAVAILABLE: ":rotating_light:",
+    EventKind.CLUSTER_AVAILABLE: ":large_green_circle:",
+    EventKind.CLUSTER_LEADER: ":crown:",
 }
 
 

@@ -96,8 +96,7 @@ class App:
         """Who may act on the monitor's verdicts: this process alone, or the replicas' leader."""
         if self.settings.cluster is None:
             return Solo()
-        cluster, session = self._etcd
-        self.journal  # noqa: B018 - the journal and the replicas share one session
+        cluster, session = self._etcd  # the journal's session: one lease per process
         return Replicas(cluster, session, self.settings.cluster.agree)
 
     @cached_property

@@ -101,6 +101,7 @@ class Engine:
         self.sleep = sleep
         self.poll_interval = poll_interval
         self._runs: dict[int, _Run] = {}
+        self._claiming = threading.Lock()  # one run per job in this process
         self._stopping = threading.Event()
 
     # ---------------------------------------------------------------- public API
@@ -154,7 +155,10 @@ class Engine:
         if job is None:
             raise ConfigError(f"no job {job_id}")
         run = _Run(job_id)
-        self._runs[job_id] = run
+        with self._claiming:
+            if job_id in self._runs:  # claimed again under a new lease while its first run goes on
+                raise EvacError(f"job {job_id} is already running in this process")
+            self._runs[job_id] = run
         watcher = threading.Thread(target=self._watch_cancel, args=(run,), daemon=True, name=f"cancel-{job_id}")
         watcher.start()
         context: dict[str, Any] = {"params": job.params, "steps": {}, "job": {"id": job_id, "target": job.target}}
@@ -175,7 +179,9 @@ class Engine:
             state, error = JobState.FAILED, f"engine error: {describe(exc)}"
         finally:
             run.finished.set()
-            self._runs.pop(job_id, None)
+            with self._claiming:
+                if self._runs.get(job_id) is run:
+                    del self._runs[job_id]
         try:
             self.journal.finish_job(job_id, state, error)
         except Interrupted as exc:  # the job is another controller's now, or etcd is gone

@@ -281,8 +281,10 @@ class Cluster:
             except requests.RequestException as exc:
                 last = _reason(exc)
                 continue
-            except ValueError as exc:  # a body that is not JSON: not etcd's gateway, or cut short
-                last = f"unreadable answer ({exc})"
+            except (ValueError, KeyError, TypeError) as exc:
+                # not JSON, or JSON without what etcd3gw reads (the gateway's {"error": …} body
+                # where a stream's answer was due): not etcd's gateway, cut short, or no leader
+                last = f"unreadable answer ({exc!r})"
                 continue
             self._current = index
             return result

@@ -42,7 +42,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote
 
-from .errors import ConfigError, LockedError, OwnershipLost
+from .errors import ConfigError, LockedError, OwnershipLost, TransientError
 from .etcdclient import (
     KV,
     Cluster,
@@ -55,7 +55,7 @@ from .etcdclient import (
     put_op,
     value_is,
 )
-from .etcdsession import Session, session_key
+from .etcdsession import Session, owners_of, safety_margin, session_key
 from .events import Event
 from .journal import AuditRecord, BrakeState, HostState, ItemRecord, JobRecord, StepRecord
 from .states import TERMINAL, HostMode, ItemState, JobState, StepState
@@ -102,6 +102,7 @@ class EtcdJournal:
         self, runbook: str, source: str, params: dict[str, Any], target: str, dry_run: bool, lock: str | None
     ) -> int:
         counter = f"{self.p}seq/job"
+        nonce = uuid.uuid4().hex  # finds our own job again when a creation's answer was lost
         for _ in range(RETRIES):
             kv = self.cluster.get(counter)
             job_id = (int(kv.value) if kv else 0) + 1
@@ -119,6 +120,7 @@ class EtcdJournal:
                 "updated": now,
                 "error": "",
                 "cancel_requested": False,
+                "nonce": nonce,
             }
             compare = [mod_revision_is(counter, kv.mod_revision) if kv else absent(counter)]
             success = [
@@ -133,9 +135,16 @@ class EtcdJournal:
             if result.succeeded:
                 return job_id
             held = _kvs(result)
+            holder = int(held[0].value) if lock and held else job_id
+            if self._created_by(holder, nonce):  # an earlier try committed; its answer was lost
+                return holder
             if lock and held:
-                raise LockedError(f"already running: job {int(held[0].value)} holds {lock}")
-        raise OwnershipLost(f"etcd: could not create a job: {RETRIES} conflicting creations in a row; try again")
+                raise LockedError(f"already running: job {holder} holds {lock}")
+        raise TransientError(f"etcd: could not create a job: {RETRIES} conflicting creations in a row; try again")
+
+    def _created_by(self, job_id: int, nonce: str) -> bool:
+        kv = self.cluster.get(self._job_key(job_id))
+        return kv is not None and json.loads(kv.value).get("nonce") == nonce
 
     def _record(self, kv: KV, owners: dict[int, str], live: set[str]) -> JobRecord:
         r = json.loads(kv.value)
@@ -161,15 +170,6 @@ class EtcdJournal:
     def _owners(self, running: list[KV]) -> dict[int, str]:
         return {int(kv.key.rsplit("/", 1)[1]): kv.value for kv in running}
 
-    def _live(self, sessions: list[KV]) -> set[str]:
-        live = set()
-        for kv in sessions:
-            try:
-                live.add(str(json.loads(kv.value)["owner"]))
-            except (ValueError, KeyError, TypeError):
-                continue
-        return live
-
     def job(self, job_id: int) -> JobRecord | None:
         result = self.cluster.txn(
             [],
@@ -178,7 +178,7 @@ class EtcdJournal:
         found = _kvs(result, 0)
         if not found:
             return None
-        return self._record(found[0], self._owners(_kvs(result, 1)), self._live(_kvs(result, 2)))
+        return self._record(found[0], self._owners(_kvs(result, 1)), owners_of(_kvs(result, 2)))
 
     def jobs(self, limit: int = 50) -> list[JobRecord]:
         newest = get_op(f"{self.p}job/", prefix=True)
@@ -186,14 +186,14 @@ class EtcdJournal:
         result = self.cluster.txn(
             [], [newest, get_op(f"{self.p}running/", prefix=True), get_op(f"{self.p}sessions/", prefix=True)]
         )
-        owners, live = self._owners(_kvs(result, 1)), self._live(_kvs(result, 2))
+        owners, live = self._owners(_kvs(result, 1)), owners_of(_kvs(result, 2))
         return [self._record(kv, owners, live) for kv in _kvs(result, 0)]
 
     def unfinished_jobs(self) -> list[JobRecord]:
         result = self.cluster.txn(
             [], [get_op(f"{self.p}running/", prefix=True), get_op(f"{self.p}sessions/", prefix=True)]
         )
-        owners, live = self._owners(_kvs(result, 0)), self._live(_kvs(result, 1))
+        owners, live = self._owners(_kvs(result, 0)), owners_of(_kvs(result, 1))
         records = []
         ids = sorted(owners)
         for start in range(0, len(ids), TXN_OPS):
@@ -215,14 +215,17 @@ class EtcdJournal:
             theirs = session_key(self.p, kv.value)
             if theirs is not None:
                 compare.append(absent(theirs))
-        return self.cluster.txn(compare, [put_op(key, me)]).succeeded
+        if self.cluster.txn(compare, [put_op(key, me)]).succeeded:
+            return True
+        now = self.cluster.get(key)  # a claim whose answer was lost may have committed all the same
+        return now is not None and now.value == me
 
     def release(self, job_id: int) -> None:
         key = self._running(job_id)
         self.cluster.txn([value_is(key, self.session.owner)], [put_op(key, "")])
 
     def fence_token(self, job_id: int | None) -> int:
-        margin = max(0.5, self.session.ttl * 0.2)
+        margin = safety_margin(self.session.ttl)
         what = f"job {job_id}" if job_id is not None else "evac"
         if not self.session.valid(margin=margin):
             raise OwnershipLost(
@@ -234,6 +237,8 @@ class EtcdJournal:
             compare.insert(0, value_is(self._running(job_id), self.session.owner))
             failure.insert(0, get_op(self._running(job_id)))
         result = self.cluster.txn(compare, [get_op(f"{self.p}leader")], failure)
+        if result.succeeded and not self.session.valid(margin=margin):  # the answer came too late
+            raise OwnershipLost(f"{what}: this controller's etcd lease ran out while asking; leaving the job")
         if result.succeeded:
             leader = _kvs(result)
             return leader[0].create_revision if leader else 0
@@ -243,9 +248,17 @@ class EtcdJournal:
             raise OwnershipLost(f"job {job_id}: owned by {holder} now, not this controller; leaving it to them")
         raise OwnershipLost("evac: this controller's etcd lease is gone; leaving its work to the next owner")
 
-    def _owned(self, job_id: int, ops: list[dict[str, Any]], extra: list[dict[str, Any]] | None = None) -> None:
-        """Apply ``ops`` only while this controller owns the job (or nobody does, or it is
-        finished); ``OwnershipLost`` when another controller owns it."""
+    def _owned(
+        self,
+        job_id: int,
+        ops: list[dict[str, Any]],
+        extra: list[dict[str, Any]] | None = None,
+        *,
+        finished_too: bool = False,
+    ) -> None:
+        """Apply ``ops`` only while this controller owns the job, or nobody does. A finished
+        job takes them only from the controller that finished it (``finished_too``: from
+        anyone; events): a deposed owner that wakes up cannot rewrite the new owner's result."""
         key = self._running(job_id)
         compare = [value_is(key, self.session.owner), *(extra or [])]
         for _ in range(RETRIES):
@@ -257,8 +270,16 @@ class EtcdJournal:
                 raise OwnershipLost(
                     f"job {job_id}: owned by {now[0].value} now, not this controller; leaving it to them"
                 )
+            if not now and not finished_too:
+                self._finished_by_us(job_id)
             compare = [absent(key) if not now else value_is(key, now[0].value), *(extra or [])]
-        raise OwnershipLost(f"job {job_id}: its owner keeps changing; leaving it")
+        raise TransientError(f"job {job_id}: its owner keeps changing; try again")
+
+    def _finished_by_us(self, job_id: int) -> None:
+        kv = self.cluster.get(self._job_key(job_id))
+        finisher = json.loads(kv.value).get("owner", "") if kv else ""
+        if finisher != self.session.owner:
+            raise OwnershipLost(f"job {job_id}: finished by {finisher or 'another controller'}; leaving it")
 
     def finish_job(self, job_id: int, state: JobState, error: str = "") -> None:
         key = self._job_key(job_id)
@@ -272,7 +293,9 @@ class EtcdJournal:
             record = json.loads(kv.value)
             running = _kvs(found, 1)
             if running:
-                record["owner"] = running[0].value
+                record["owner"] = self.session.owner  # who finished it: the only one who may again
+            elif record.get("owner") != self.session.owner:
+                self._finished_by_us(job_id)
             record.update(state=str(state), error=error, updated=time.time())
             ops = [put_op(key, json.dumps(record, default=str))]
             if running:
@@ -282,7 +305,7 @@ class EtcdJournal:
             for fact in _kvs(found, 2):
                 if json.loads(fact.value).get("job_id") == job_id:
                     ops.append(delete_op(fact.key))
-            if not running:  # finished already: no owner to check, as SQLite rewrites it
+            if not running:  # finished already, by this controller: it may say so again
                 if self.cluster.txn([mod_revision_is(key, kv.mod_revision)], ops).succeeded:
                     return
                 continue
@@ -293,7 +316,7 @@ class EtcdJournal:
                 latest = self.cluster.get(self._running(job_id))
                 if latest is not None and latest.value not in ("", self.session.owner):
                     raise
-        raise OwnershipLost(f"job {job_id}: its record keeps changing; leaving it")
+        raise TransientError(f"job {job_id}: its record keeps changing; try again")
 
     def request_cancel(self, job_id: int) -> None:
         key = self._job_key(job_id)
@@ -354,7 +377,7 @@ class EtcdJournal:
         if event.job_id == 0:  # the monitor's, no job's
             self.cluster.txn([], [op])
         else:
-            self._owned(event.job_id, [op])
+            self._owned(event.job_id, [op], finished_too=True)
 
     def events(self, job_id: int, after: int = 0) -> list[tuple[int, Event]]:
         kvs = self.cluster.range(f"{self.p}event/{_id(job_id)}/", sort_target="create", min_create_revision=after + 1)
@@ -413,7 +436,7 @@ class EtcdJournal:
         key = f"{self.p}slot/{_q(slot)}"
         for _ in range(RETRIES):
             result = self.cluster.txn([], [get_op(key), get_op(f"{self.p}sessions/", prefix=True)])
-            found, live = _kvs(result, 0), self._live(_kvs(result, 1))
+            found, live = _kvs(result, 0), owners_of(_kvs(result, 1))
             holders: dict[str, str] = json.loads(found[0].value) if found else {}
             held = {h: o for h, o in holders.items() if o in live or o == self.session.owner}
             taken = holder in held or len(held) < max(1, limit)
@@ -424,7 +447,7 @@ class EtcdJournal:
             compare = [mod_revision_is(key, found[0].mod_revision) if found else absent(key)]
             if self.cluster.txn(compare, [put_op(key, json.dumps(held))]).succeeded:
                 return taken
-        raise OwnershipLost(f"slot {slot}: {RETRIES} conflicting updates in a row; try again")
+        raise TransientError(f"slot {slot}: {RETRIES} conflicting updates in a row; try again")
 
     def release_slot(self, slot: str, holder: str) -> None:
         key = f"{self.p}slot/{_q(slot)}"

@@ -18,9 +18,26 @@ import time
 from collections.abc import Callable
 
 from .errors import JournalError
-from .etcdclient import Cluster
+from .etcdclient import KV, Cluster
 
 log = logging.getLogger(__name__)
+
+
+def safety_margin(ttl: float) -> float:
+    """How long before its lease could expire a controller stops acting on it: renewals
+    are late when the machine is busy, and clocks run at slightly different rates."""
+    return max(0.5, ttl * 0.2)
+
+
+def owners_of(sessions: list[KV]) -> set[str]:
+    """The owner strings of the session keys ``sessions`` (``{prefix}sessions/…``)."""
+    owners = set()
+    for kv in sessions:
+        try:
+            owners.add(str(json.loads(kv.value)["owner"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return owners
 
 
 def session_key(prefix: str, owner: str) -> str | None:
@@ -32,6 +49,10 @@ def session_key(prefix: str, owner: str) -> str | None:
 
 
 class Session:
+    """This process's lease on etcd: what it owns is its own while the lease holds. Lost
+    (expired, or past its deadline by this process's clock), it is replaced by a new
+    lease with a new owner string, and what the old one owned is another's to claim."""
+
     def __init__(self, cluster: Cluster, ttl: int, name: str = "") -> None:
         self.cluster = cluster
         self.ttl = ttl
@@ -43,6 +64,7 @@ class Session:
         self._lost = True
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._identity = threading.Lock()
 
     @property
     def key(self) -> str:
@@ -75,17 +97,20 @@ class Session:
         """Monotonic time at which etcd may expire the lease at the earliest."""
         return self._renewed + self.ttl
 
+    def identity(self) -> tuple[int, str]:
+        """The lease and the owner string, read together (a new lease changes both)."""
+        with self._identity:
+            return self.id, self.owner
+
     def live_owners(self) -> set[str]:
         """The owner of every live session, in one read."""
-        owners = set()
-        for kv in self.cluster.range(f"{self.cluster.settings.prefix}sessions/"):
-            try:
-                owners.add(str(json.loads(kv.value)["owner"]))
-            except (ValueError, KeyError, TypeError):
-                continue
-        return owners
+        return owners_of(self.cluster.range(f"{self.cluster.settings.prefix}sessions/"))
 
     def _grant(self) -> None:
+        if self.id:
+            # Whatever the old lease still holds (views, the leader key) must not outlive
+            # it alongside the new one's.
+            self._revoke_quietly(self.id)
         sent = time.monotonic()
         lease = self.cluster.grant(self.ttl)
         owner = f"etcd:{lease:x}@{socket.gethostname()}:{os.getpid()}"
@@ -97,7 +122,8 @@ class Session:
         except JournalError:
             self._revoke_quietly(lease)
             raise
-        self.id, self.owner, self._renewed, self._lost = lease, owner, sent, False
+        with self._identity:
+            self.id, self.owner, self._renewed, self._lost = lease, owner, sent, False
 
     def _revoke_quietly(self, lease: int) -> None:
         try:
@@ -122,9 +148,12 @@ class Session:
                 if outage:
                     log.info("etcd session %s: etcd answers again", self.owner)
                     outage = False
-            except JournalError as exc:
+            except Exception as exc:  # JournalError, or anything else: the thread must live on
                 if not outage:
-                    log.warning("etcd session %s: keepalive failed: %s", self.owner, exc)
+                    if isinstance(exc, JournalError):
+                        log.warning("etcd session %s: keepalive failed: %s", self.owner, exc)
+                    else:
+                        log.exception("etcd session %s: keepalive failed", self.owner)
                     outage = True
                 if not self._lost and time.monotonic() >= self.deadline():
                     log.warning("etcd session %s: its lease expired by this process's clock", self.owner)

@@ -22,7 +22,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 import pluggy
 
-from .errors import ConfigError, EvacError, FencingError
+from .errors import ConfigError, EvacError, FencingError, Interrupted
 from .inventory import FenceSpec, HostSpec
 from .registry import by_name
 
@@ -147,8 +147,12 @@ def fence_host(
     confirm_timeout: float = 30.0,
     poll: float = 0.1,
     sleep: Callable[[float], None] = time.sleep,
+    guard: Callable[[], object] = lambda: None,
 ) -> FenceResult:
-    """Power ``host`` off by the first method that works and confirms; ``FencingError`` if none."""
+    """Power ``host`` off by the first method that works and confirms; ``FencingError`` if none.
+
+    ``guard`` runs right before each method presses power (a job's fencing-token check):
+    a chain can take long enough for the right to act to lapse between two methods."""
     if not host.fence:
         raise FencingError(
             f"{host.name}: no fence methods configured; fence by hand, then `evac fence {host.name} --confirm-manually`"
@@ -159,6 +163,7 @@ def fence_host(
         t0 = time.monotonic()
         try:
             agent = agent_for(pm, host, spec)
+            guard()
             agent.power_off()
             deadline = time.monotonic() + confirm_timeout
             state = agent.power_state()
@@ -167,6 +172,8 @@ def fence_host(
                 state = agent.power_state()
             if state != "off":
                 raise FencingError(f"power still '{state}' {confirm_timeout:g} s after power off")
+        except Interrupted:
+            raise  # the right to act is gone: no further method, and the job is not failed
         except EvacError as exc:
             attempts.append(FenceAttempt(spec.method, False, time.monotonic() - t0, str(exc)))
             continue

@@ -241,7 +241,7 @@ class Jobs:
         alert reached it) hands the job over instead, and the leader claims it at once.
         None then: nothing runs here."""
         if started.runbook.name == self.app.settings.runbooks.failover and not self.app.coordination.leads():
-            self.app.journal.release(started.job)
+            threading.Thread(target=self._hand_over, args=(started.job,), daemon=True, name="hand-over").start()
             log.info("job %s (failover of %s) handed to the leader", started.job, started.target)
             return None
 
@@ -253,6 +253,7 @@ class Jobs:
                 return
             if result.state == JobState.INTERRUPTED and not self.app.engine.stopping:
                 self._hand_over(started.job)
+                log.info("job %s interrupted; released for the leader to resume", started.job)
 
         thread = threading.Thread(target=run, daemon=True, name=f"job-{started.job}")
         with self._lock:
@@ -261,18 +262,21 @@ class Jobs:
         return thread
 
     def _hand_over(self, job: int) -> None:
-        """A job interrupted while the service runs (etcd was away, or the job's ownership
-        lapsed) goes back to the pool, so the leader resumes it where the journal says."""
-        for _ in range(30):
+        """Give a job to whoever leads: a failover this replica may not decide, or a job
+        interrupted while the service runs (etcd was away, or its ownership lapsed). It is
+        released as soon as etcd answers; if this process stops first, its lease goes with
+        it, and the job is the leader's all the same."""
+        while True:
             try:
                 self.app.journal.release(job)
-                log.info("job %s interrupted; released for the leader to resume", job)
                 return
             except OwnershipLost:
                 return  # another controller owns it already
-            except JournalError:
-                time.sleep(1)
-        log.warning("job %s interrupted and could not be released; it resumes when its lease expires", job)
+            except JournalError as exc:
+                log.debug("job %s not released yet: %s", job, exc)
+            if self.app.engine.stopping:
+                return
+            time.sleep(1.0)
 
     def join(self, timeout: float) -> None:
         """Wait up to ``timeout`` in all for the jobs :meth:`spawn` started."""
@@ -283,15 +287,31 @@ class Jobs:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def resumable(self, actor: Actor) -> list[Started]:
-        """Claim the jobs whose controller died (a dry run left behind is cancelled)."""
+        """Claim the jobs whose controller died (a dry run left behind is cancelled), each on
+        its own: a job that cannot be resumed here is left for a controller that can."""
         claimed = []
-        for job in self.app.journal.unfinished_jobs():
-            if job.dry_run:
-                self.app.journal.finish_job(job.id, JobState.CANCELLED, "dry run left unfinished")
+        journal = self.app.journal
+        for job in journal.unfinished_jobs():
+            if not job.orphaned:
+                continue  # a live process runs it, here or on another controller
+            try:
+                if job.dry_run:
+                    if journal.claim(job.id):
+                        journal.finish_job(job.id, JobState.CANCELLED, "dry run left unfinished")
+                    continue
+                book = load_runbook(job.source)  # first: a job this process cannot run stays unclaimed
+                if not journal.claim(job.id):
+                    continue  # another controller was first
+            except EvacError as exc:
+                log.warning("job %s not resumed here: %s", job.id, exc)
                 continue
-            if self.app.journal.claim(job.id):
-                self.app.journal.audit(str(actor), "resume", job.target or job.runbook, {"job": job.id})
-                claimed.append(Started(job.id, load_runbook(job.source), job.params, job.target))
+            if job.id in self.app.engine.running_jobs():
+                continue  # its run here goes on, now under this process's new lease: never twice
+            try:
+                journal.audit(str(actor), "resume", job.target or job.runbook, {"job": job.id})
+            except JournalError as exc:
+                log.warning("resuming job %s, not audited: %s", job.id, exc)
+            claimed.append(Started(job.id, book, job.params, job.target))
         return claimed
 
     # ---------------------------------------------------------------- control
@@ -333,9 +353,9 @@ class Jobs:
     def fence(self, host: str, actor: Actor) -> FenceResult:
         """Power a host off through its fence chain, and record it fenced."""
         spec = self.app.inventory.host(host)
-        tokens.current.set(self.app.journal.fence_token(None))
         try:
-            result = fence_host(self.app.pm, spec)
+            with tokens.carried(self.app.journal.fence_token(None)):
+                result = fence_host(self.app.pm, spec)
         except FencingError as exc:
             self.app.journal.audit(str(actor), "fence.failed", spec.name, {"error": str(exc)})
             raise

@@ -22,19 +22,13 @@ from collections.abc import Callable
 
 from .errors import JournalError
 from .etcdclient import Cluster, absent, delete_op, get_op, put_op, value_is
-from .etcdsession import Session
+from .etcdsession import Session, safety_margin
 
 log = logging.getLogger("evac.leadership")
 
 
 def leader_key(prefix: str) -> str:
     return f"{prefix}leader"
-
-
-def safety_margin(ttl: float) -> float:
-    """How long before its lease could expire a leader stops acting: renewals are late
-    when the machine is busy, and clocks run at slightly different rates."""
-    return max(0.5, ttl * 0.2)
 
 
 class Leadership:
@@ -51,12 +45,14 @@ class Leadership:
         self.on_change = on_change or (lambda leads, revision: None)
         self.revision = 0  # our leader key's create_revision while we lead, else 0
         self.leader = ""  # who leads, as last seen
+        self._as = ""  # the owner string we lead as: a new lease is a new owner, who does not lead
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="leadership")
         self._leading = False
 
     def start(self) -> None:
+        self.session.on_lost.append(lambda: self._set(False, 0))
         self.cluster.watch(self.key, self._wake.set, self._stop)
         self._thread.start()
 
@@ -67,19 +63,23 @@ class Leadership:
         self._thread.join(5)
         if self._leading:
             try:
-                self.cluster.txn([value_is(self.key, self.session.owner)], [delete_op(self.key)])
+                self.cluster.txn([value_is(self.key, self._as)], [delete_op(self.key)])
             except JournalError as exc:
                 log.warning("could not resign the leadership (it ends with the lease): %s", exc)
             self._set(False, 0)
 
     def leads(self) -> bool:
-        """Leading now, by the key we created and by our own clock's view of our lease."""
-        return self._leading and self.session.valid(self.margin)
+        """Leading now: by the key we created, as the owner we still are, and by our own
+        clock's view of our lease."""
+        return self._leading and self._as == self.session.owner and self.session.valid(self.margin)
 
     def _run(self) -> None:
         interval = max(0.2, self.cluster.settings.lease_ttl / 3)
         while not self._stop.is_set():
-            self._campaign()
+            try:
+                self._campaign()
+            except Exception:  # the campaign must go on whatever broke once
+                log.exception("leader campaign failed")
             self._wake.wait(interval if self._leading else min(interval, 1.0))
             self._wake.clear()
 
@@ -87,11 +87,9 @@ class Leadership:
         if not self.session.valid(self.margin):
             self._set(False, 0)
             return
-        owner = self.session.owner
+        lease, owner = self.session.identity()
         try:
-            result = self.cluster.txn(
-                [absent(self.key)], [put_op(self.key, owner, self.session.id)], [get_op(self.key)]
-            )
+            result = self.cluster.txn([absent(self.key)], [put_op(self.key, owner, lease)], [get_op(self.key)])
         except JournalError as exc:
             log.debug("leader campaign: %s", exc)
             if not self.session.valid(self.margin):
@@ -99,7 +97,7 @@ class Leadership:
             return
         if result.succeeded:
             self.leader = owner
-            self._set(True, result.revision)
+            self._set(True, result.revision, owner)
             return
         kvs = result.responses[0].get("kvs", []) if result.responses else []
         if not kvs:  # deleted between the compare and the read: campaign again soon
@@ -107,13 +105,14 @@ class Leadership:
             return
         holder = kvs[0]
         self.leader = holder.value
-        self._set(holder.value == owner, holder.create_revision if holder.value == owner else 0)
+        ours = holder.value == owner
+        self._set(ours, holder.create_revision if ours else 0, owner if ours else "")
 
-    def _set(self, leads: bool, revision: int) -> None:
+    def _set(self, leads: bool, revision: int, owner: str = "") -> None:
         if leads == self._leading and (not leads or revision == self.revision):
             return
         was = self._leading
-        self._leading, self.revision = leads, revision
+        self._leading, self.revision, self._as = leads, revision, owner
         if leads:
             log.info("this replica leads (revision %s)", revision)
         elif was:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .coordination import Coordination
+from .errors import JournalError
 from .events import Event
 from .hooks import hookimpl
 from .journal import Journal
@@ -67,7 +70,27 @@ class Metrics:
     def watch_journal(self, journal: Journal) -> None:
         """Jobs whose process died stay 'running' in the journal: count them at each scrape."""
         orphaned = Gauge("evac_jobs_orphaned", "Running jobs whose evac process is gone", registry=self.registry)
-        orphaned.set_function(lambda: sum(1 for job in journal.unfinished_jobs() if job.orphaned))
+
+        def count() -> float:
+            try:
+                return sum(1 for job in journal.unfinished_jobs() if job.orphaned)
+            except JournalError:
+                return math.nan  # unknown while etcd is unavailable (evac_cluster_available says so)
+
+        orphaned.set_function(count)
+
+    def watch_coordination(self, coordination: Coordination) -> None:
+        """With replicas on etcd: whether this one leads, and whether etcd answers."""
+        leads = Gauge(
+            "evac_cluster_leader",
+            "1 while this evac decides failovers (one controller: always)",
+            registry=self.registry,
+        )
+        leads.set_function(lambda: float(coordination.leads()))
+        available = Gauge(
+            "evac_cluster_available", "0 while etcd has no quorum or does not answer", registry=self.registry
+        )
+        available.set_function(lambda: float(coordination.status().get("etcd", "ok") == "ok"))
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -162,12 +162,20 @@ class Monitor:
         return self.health[host].state
 
     def _watch_brake(self) -> None:
-        """Follow a release made from another process (``evac brake release``, Slack)."""
+        """Follow the brake in the journal: a release made from another process (``evac brake
+        release``, Slack), or a brake another replica engaged (hosts failing together are
+        counted once, whichever replica counted them)."""
         while not self._stop.wait(self.settings.interval):
+            try:
+                held = self.app.journal.brake()
+            except JournalError:
+                continue  # etcd away: nothing is failed over meanwhile anyway
             with self._lock:
-                released = self.brake.engaged and self.app.journal.brake() is None
+                released = self.brake.engaged and held is None
                 if released:
                     self.brake.release()
+                elif held is not None and not self.brake.engaged:
+                    self.brake.engaged, self.brake.reason = True, held.reason
             if released:
                 held_back = self._held_back()
                 self._emit(
@@ -181,7 +189,10 @@ class Monitor:
 
     def _held_back(self) -> list[str]:
         """Hosts down now that the brake kept from failover: releasing it is the operator's go."""
-        states = self.app.journal.host_states()
+        try:
+            states = self.app.journal.host_states()
+        except JournalError:
+            states = {}  # each failover checks again before it acts
         with self._lock:
             return [
                 name
@@ -250,9 +261,12 @@ class Monitor:
         return conn
 
     def _on_reconnect(self, spec: HostSpec, hv: HostConnection) -> None:
+        if not self.coordination.leads():
+            return  # with replicas, the leader cleans, under its fencing token
         state = self.app.journal.host_states().get(spec.name)
         if not state or state.state != HostMode.FENCED:
             return
+        self.app.journal.fence_token(None)  # still ours to act on, or OwnershipLost
         elsewhere = {
             g.name
             for h in snapshot(self.app.inventory)
@@ -285,6 +299,8 @@ class Monitor:
             log.exception("weighing evidence about %s", spec.name)
 
     def _observe(self, evidence: Evidence) -> None:
+        """Weigh one piece of evidence. The journal is written and read outside the lock: with
+        etcd away each call may wait for a timeout, and other hosts' watches must not."""
         host = evidence.host
         with self._lock:
             health = self.health[host]
@@ -293,24 +309,26 @@ class Monitor:
                 return
             self._changed.notify_all()
             reason = health.reason
-            self._emit(HEALTH_EVENTS[changed], host, reason)
-            self.coordination.publish(host, changed, reason)
-            if changed is not Health.DOWN:
-                return
+        self._emit(HEALTH_EVENTS[changed], host, reason)
+        self.coordination.publish(host, changed, reason)
+        if changed is not Health.DOWN:
+            return
+        try:
+            exempt = _exempt(self.app.journal.host_states().get(host))
+        except JournalError:
+            exempt = None  # etcd away: the failover waits for agreement, and asks again then
+        if exempt is not None:
+            self._emit(EventKind.HOST_IGNORED, host, f"{host} is in {exempt}: no failover")
+            return
+        with self._lock:
+            allowed = self.brake.host_down(host, evidence.at, len(self.health))
+        if not allowed:
             try:
-                exempt = _exempt(self.app.journal.host_states().get(host))
-            except JournalError:
-                exempt = None  # etcd away: the failover waits for agreement, and asks again then
-            if exempt is not None:
-                self._emit(EventKind.HOST_IGNORED, host, f"{host} is in {exempt}: no failover")
-                return
-            if not self.brake.host_down(host, evidence.at, len(self.health)):
-                try:
-                    self.app.journal.engage_brake(self.brake.reason)
-                except JournalError as exc:  # held in this process; the journal is told when it can be
-                    log.error("storm brake engaged but not journaled: %s", exc)
-                self._emit(EventKind.MONITOR_STORM_BRAKE, host, self.brake.reason)
-                return
+                self.app.journal.engage_brake(self.brake.reason)
+            except JournalError as exc:  # held in this process; the journal is told when it can be
+                log.error("storm brake engaged but not journaled: %s", exc)
+            self._emit(EventKind.MONITOR_STORM_BRAKE, host, self.brake.reason)
+            return
         self._spawn_fail_over(host, reason)
 
     def _spawn_fail_over(self, host: str, reason: str) -> None:
@@ -341,6 +359,9 @@ class Monitor:
         waiting = ""
         while not self._stop.is_set():
             if self.health[host].state is not Health.DOWN:
+                return None
+            if self.brake.engaged:  # engaged meanwhile, here or by another replica
+                self._emit(EventKind.MONITOR_STORM_BRAKE, host, f"{host} not failed over: {self.brake.reason}")
                 return None
             try:
                 if _exempt(self.app.journal.host_states().get(host)) is not None:

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from .coordination import Agreement
 from .errors import JournalError
@@ -31,11 +34,16 @@ BATCH = 100  # views per transaction (etcd allows 128 operations in one)
 
 
 class Replicas:
+    """This replica among the others: its leadership, its published views, its count of
+    the others' views, and its alerts when etcd goes away and comes back."""
+
     def __init__(self, cluster: Cluster, session: Session, agree: int | None = None, name: str = "") -> None:
         self.cluster = cluster
         self.session = session
         self.agree = agree
-        self.name = name or session.owner
+        # Stable across new leases: its views are replaced, never counted twice.
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.peak = 1  # the most replicas seen at once: a lone survivor of several may not fence alone
         self.prefix = cluster.settings.prefix
         self.leadership = Leadership(cluster, session, self._leadership_changed)
         self._views: dict[str, tuple[Health, str, float]] = {}
@@ -72,11 +80,12 @@ class Replicas:
         if not self.leadership.leads():
             return Agreement(False, f"this replica does not lead (leader: {self.leadership.leader or 'none'})")
         try:
-            views = [json.loads(kv.value) for kv in self.cluster.range(f"{self.prefix}view/{host}/")]
+            views = [json.loads(kv.value) for kv in self.cluster.range(f"{self.prefix}view/{quote(host, safe='')}/")]
         except JournalError as exc:
             return Agreement(False, f"etcd unavailable: {exc}")
+        self.peak = max(self.peak, len(views))
         down = sum(1 for view in views if view.get("health") == Health.DOWN)
-        need = self.agree if self.agree is not None else len(views) // 2 + 1
+        need = self.agree if self.agree is not None else max(len(views) // 2 + 1, min(2, self.peak))
         seen = f"{down} of {len(views)} replicas see {host} down"
         if views and down >= need:
             return Agreement(True, seen)
@@ -106,13 +115,14 @@ class Replicas:
 
     def _put(self, views: dict[str, tuple[Health, str, float]]) -> None:
         items = list(views.items())
+        lease, _ = self.session.identity()
         try:
             for start in range(0, max(1, len(items)), BATCH):
                 ops = [
                     put_op(
-                        f"{self.prefix}view/{host}/{self.session.id:x}",
+                        f"{self.prefix}view/{quote(host, safe='')}/{quote(self.name, safe='')}",
                         json.dumps({"health": health, "reason": reason, "at": at, "replica": self.name}),
-                        self.session.id,
+                        lease,
                     )
                     for host, (health, reason, at) in items[start : start + BATCH]
                 ]
@@ -122,6 +132,9 @@ class Replicas:
                     self.cluster.revision()  # nothing to publish: still learn whether etcd answers
         except JournalError as exc:
             self._availability(False, str(exc))
+            return
+        except Exception:  # the publisher must live on; the next round tries again
+            log.exception("publishing this replica's views")
             return
         self._availability(True, "")
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .app import App
-from .errors import ConfigError, JournalError
+from .errors import ConfigError, EvacError, JournalError
 from .events import Event
 from .evidence import MonitorSettings
 from .jobs import Actor, Channel
@@ -48,6 +48,7 @@ class Service:
         self.app.jobs.check()
         self.metrics = Metrics()
         self.metrics.watch_journal(self.app.journal)
+        self.metrics.watch_coordination(app.coordination)
         self.app.pm.register(self.metrics, name="evac.metrics")
         self.snapshots = Snapshotter(app, every=config.snapshots.every)
         self.accepting = True  # False once stopping: the webhooks answer 503 to new work
@@ -142,12 +143,16 @@ class Service:
     def _lead(self) -> None:
         """With replicas, the leader resumes a job as soon as its owner's lease is gone."""
         every = self.config.monitor.interval
+        said = ""
         while True:
             try:
                 if self.app.coordination.leads() and any(j.orphaned for j in self.app.journal.unfinished_jobs()):
                     self.resume()
-            except JournalError as exc:
-                log.debug("orphaned jobs: %s", exc)
+                said = ""
+            except EvacError as exc:  # etcd away, or another replica claimed first: look again
+                if str(exc) != said:
+                    log.warning("orphaned jobs not resumed yet: %s", exc)
+                    said = str(exc)
             if self._stopping.wait(every):
                 return
 

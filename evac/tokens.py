@@ -11,11 +11,25 @@ pause cannot power off a host on the strength of an old decision.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 current: ContextVar[int | None] = ContextVar("evac_fencing_token", default=None)
 
 
 def token() -> int | None:
-    """The token of the effect this thread is about to apply; None outside a guarded effect."""
+    """The token of this thread's last guard (a job's step thread guards before every
+    effect); None where nothing guarded."""
     return current.get()
+
+
+@contextmanager
+def carried(value: int) -> Iterator[int]:
+    """``value`` is this thread's token inside the block only (a pooled thread, such as an
+    HTTP worker's, must not carry one request's token into the next)."""
+    reset = current.set(value)
+    try:
+        yield value
+    finally:
+        current.reset(reset)

@@ -45,7 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, webhooks
 from .deadline import header_deadline_protocol
-from .errors import EvacError
+from .errors import EvacError, JournalError
 from .metrics import Metrics
 from .signatures import bearer_matches
 
@@ -339,6 +339,9 @@ def http_error(request: Request, exc: Exception) -> Response:
 
 
 def internal_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, JournalError):  # etcd without quorum, a full disk: said in one line, retry later
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the evac serve log"}, status_code=500)
 

@@ -46,9 +46,8 @@ def fence(ctx: StepContext) -> Mapping[str, Any]:
     state = app.journal.host_states().get(spec.name)
     if state and state.state == HostMode.FENCED:
         return {"host": spec.name, "method": "already fenced", "by": state.actor, "seconds": 0}
-    ctx.guard()
     try:
-        result = fence_host(app.pm, spec, confirm_timeout=float(ctx.inputs.get("confirm_timeout", 30)))
+        result = fence_host(app.pm, spec, confirm_timeout=float(ctx.inputs.get("confirm_timeout", 30)), guard=ctx.guard)
     except FencingError as exc:
         ctx.progress(f"ALERT: {exc}", level="alert", kind="fence_failed", host=spec.name)
         app.journal.audit(f"job:{ctx.job_id}", "fence.failed", spec.name, {"error": str(exc)})
@@ -144,6 +143,7 @@ def restart(ctx: StepContext) -> Mapping[str, Any]:
     xml = with_bridges(xml, guest_renames(snapshot, app.inventory.host(failed).networks, target.networks))
     started = time.monotonic()
     with Hypervisor.connect(target.name, target.uri) as hv:
+        ctx.guard()  # before the definition too: a deposed owner must not touch the target at all
         defined_here = not hv.has_guest(name)
         if defined_here:
             hv.define(xml)

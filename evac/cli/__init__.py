@@ -6,7 +6,6 @@ Bad input exits with code 2 and a one-line message; nothing is started.
 from __future__ import annotations
 
 import argparse
-import atexit
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,8 +71,11 @@ def make_app(args: argparse.Namespace) -> App:
     """The app for the parsed command line: ``--config`` with ``--inventory``/``--journal`` over it.
     Its etcd session, if any, ends with the command (a job it started and left is orphaned at once)."""
     app = evac_app.make_app(args.config, args.pm, args.inventory, args.journal)
-    atexit.register(app.close)
+    _made.append(app)
     return app
+
+
+_made: list[App] = []  # closed when the command returns (main's finally)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,3 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        while _made:
+            _made.pop().close()

@@ -37,14 +37,19 @@ def run_copy(args: argparse.Namespace) -> int:
     app = make_app(args)
     if args.source == args.target:
         raise ConfigError("journal copy: --from and --to name the same journal")
-    source = _open(app, args.source, "--from", must_exist=True)
-    target = _open(app, args.target, "--to", must_exist=False)
-    counts = copy(source, target)
+    sessions: list[Session] = []
+    try:
+        source = _open(app, args.source, "--from", sessions, must_exist=True)
+        target = _open(app, args.target, "--to", sessions, must_exist=False)
+        counts = copy(source, target)
+    finally:
+        for session in sessions:
+            session.stop(revoke=True)
     print_table(f"copied {args.source} -> {args.target}", ("records", "count"), sorted(counts.items()))
     return 0
 
 
-def _open(app: Any, where: str, option: str, must_exist: bool) -> Journal:
+def _open(app: Any, where: str, option: str, sessions: list[Session], must_exist: bool) -> Journal:
     if where.startswith("etcd://"):
         cluster = app.settings.cluster
         if cluster is not None:
@@ -54,6 +59,7 @@ def _open(app: Any, where: str, option: str, must_exist: bool) -> Journal:
         client = Cluster(etcd)
         session = Session(client, etcd.lease_ttl, name="journal-copy")
         session.start()
+        sessions.append(session)
         return EtcdJournal(client, session)
     path = Path(where)
     if must_exist and not path.is_file():

@@ -56,16 +56,17 @@ class Faults(EtcdCluster):
         Every press is one line of ``power.log`` (accepted or not). Checking, recording and
         killing happen under one lock shared by every process, so a deposed controller
         that passed the check cannot act after a newer token was accepted. A press with
-        no token (a SQLite journal, a manual fence) is accepted and recorded as null.
+        no token, or token 0 (a SQLite journal: no leader, nothing to compare), is
+        accepted and recorded as it came.
         """
         self.host(name)
         with open(self.root / "power.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            seen = [e["token"] for e in self.power_log() if e["accepted"] and e["token"] is not None]
+            seen = [e["token"] for e in self.power_log() if e["accepted"] and e["token"]]
             newest = max(seen, default=None)
-            accepted = token is None or newest is None or token >= newest
-            if token is None:
-                reason = "no fencing token (manual fence, or a journal without tokens)"
+            accepted = not token or newest is None or token >= newest
+            if not token:
+                reason = "no fencing token (a journal without a leader, or a press by hand)"
             elif accepted:
                 reason = f"token {token} is not older than any seen (newest seen {newest})"
             else:

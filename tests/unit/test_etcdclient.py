@@ -4,7 +4,6 @@ cluster that answers nothing, watches that break, leases that are lost."""
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 
 import pytest
@@ -58,11 +57,8 @@ def test_no_endpoint_answering_is_one_line_naming_them(etcd_settings: EtcdSettin
 def test_a_cluster_that_answers_nothing_fails_within_the_timeout(etcd: EtcdServer, etcd_settings: EtcdSettings) -> None:
     cluster = Cluster(replace(etcd_settings, timeout=0.3))
     cluster.get("/warm")
-    with etcd.frozen():
-        started = time.monotonic()
-        with pytest.raises(ClusterUnavailable, match=r"^etcd: no endpoint answers \(.*\): timed out;"):
-            cluster.put("/x", "y")
-        assert time.monotonic() - started < 2
+    with etcd.frozen(), pytest.raises(ClusterUnavailable, match=r"^etcd: no endpoint answers \(.*\): timed out;"):
+        cluster.put("/x", "y")  # a request that times out, not one that hangs
 
 
 def test_a_transaction_compares_and_reads_in_one_step(etcd_settings: EtcdSettings) -> None:

@@ -12,11 +12,13 @@ import pytest
 from evac import hookimpl
 from evac.app import App, make_app
 from evac.cli import main
+from evac.coordination import Solo
 from evac.errors import ConfigError
 from evac.events import Event
 from evac.jobs import Actor, Channel
 from evac.plugins import plugin_manager
 from evac.states import EventKind, HostMode, JobState
+from tests.conftest import poll_until
 
 CLI = Actor(Channel.CLI, "ops")
 SLACK = Actor(Channel.SLACK, "U1")
@@ -233,3 +235,35 @@ def test_the_evacuate_prompt_names_the_failover_it_would_really_run(
     assert main(["--config", str(fleet(tmp_path, closed_port())), "evacuate", "host1"]) == 1
     assert asked == ["Evacuate host1 with runbook 'host-failure'? [y/N] "]
     assert "host1 does not answer: running host-failure" in capsys.readouterr().out
+
+
+class Follower(Solo):
+    """A replica that does not lead (docs/ha.md)."""
+
+    def leads(self) -> bool:
+        return False
+
+
+def test_a_failover_an_alert_starts_on_a_replica_that_does_not_lead_is_handed_to_the_leader(tmp_path: Path) -> None:
+    app = make_app(fleet(tmp_path, closed_port()))
+    app.__dict__["coordination"] = Follower()
+    started = app.jobs.fail_over("host1", Actor(Channel.ALERTMANAGER, "HostDown"), "alert HostDown")
+    assert app.jobs.spawn(started) is None
+
+    def handed_over() -> bool:
+        job = app.journal.job(started.job)
+        return job is not None and job.state == JobState.RUNNING and job.orphaned  # the leader's to claim
+
+    poll_until(handed_over, 10, "the job released for the leader")
+    assert app.journal.events(started.job) == []  # nothing ran here
+
+
+def test_a_drain_runs_where_it_was_started_whoever_leads(tmp_path: Path) -> None:
+    app = make_app(fleet(tmp_path, closed_port()))
+    app.__dict__["coordination"] = Follower()
+    book = tmp_path / "mine.yaml"
+    book.write_text("name: mine\nsteps:\n  - {id: say, action: notify.log, with: {text: hi}}\n")
+    thread = app.jobs.spawn(app.jobs.start(str(book), {}, CLI))
+    assert thread is not None
+    thread.join(10)
+    assert app.journal.jobs()[0].state == JobState.SUCCEEDED

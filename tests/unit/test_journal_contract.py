@@ -186,7 +186,7 @@ def test_a_deposed_owner_cannot_write_the_new_owners_job(etcd_controllers: Contr
     b.finish_job(job_id, JobState.SUCCEEDED)
 
 
-def test_a_released_or_finished_job_still_takes_writes(controllers: Controllers) -> None:
+def test_a_released_job_takes_writes_and_a_finished_one_from_its_finisher(controllers: Controllers) -> None:
     a = controllers.start()
     job_id = new_job(a)
     a.release(job_id)
@@ -196,6 +196,22 @@ def test_a_released_or_finished_job_still_takes_writes(controllers: Controllers)
     a.finish_job(job_id, JobState.FAILED, "again")
     job = a.job(job_id)
     assert job is not None and (job.state, job.error) == (JobState.FAILED, "again")
+
+
+def test_a_deposed_owner_cannot_rewrite_a_job_the_new_owner_finished(etcd_controllers: Controllers) -> None:
+    a, b = etcd_controllers.start(), etcd_controllers.start()
+    job_id = new_job(a)
+    a.release(job_id)  # as if a's lease had lapsed during a pause
+    assert b.claim(job_id)
+    b.finish_job(job_id, JobState.SUCCEEDED)
+    finished_by_b = rf"^job {job_id}: finished by {etcd_controllers.owner(b)}"
+    with pytest.raises(OwnershipLost, match=finished_by_b):
+        a.finish_job(job_id, JobState.FAILED, "woke up late")
+    with pytest.raises(OwnershipLost, match=finished_by_b):
+        a.save_step(job_id, "fence", StepState.FAILED, {})
+    a.add_event(Event("job.interrupted", job_id))  # what happened is still told
+    job = b.job(job_id)
+    assert job is not None and (job.state, job.error) == (JobState.SUCCEEDED, "")
 
 
 # ---------------------------------------------------------------- steps, items, events

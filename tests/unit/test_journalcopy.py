@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from evac.app import make_app
+from evac.cli import main
 from evac.errors import ConfigError
+from evac.etcdclient import EtcdSettings
 from evac.journalcopy import copy
-from evac.states import JobState
+from evac.sqlitejournal import SqliteJournal
+from evac.states import HostMode, JobState
 from tests.unit.conftest import open_controllers
 
 
@@ -47,3 +51,34 @@ def test_copy_refuses_while_a_live_process_runs_a_job(
     finally:
         sources.close()
         targets.close()
+
+
+def test_evac_journal_copy_grows_a_sqlite_install_into_an_etcd_one(
+    etcd_settings: EtcdSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = SqliteJournal(tmp_path / "journal.db")
+    job_id = old.create_job("maintenance", "m.yaml", {"host": "host2"}, "host2", False, "host:host2")
+    old.finish_job(job_id, JobState.SUCCEEDED)
+    old.set_host_state("host2", HostMode.MAINTENANCE, "kernel", "cli:alice")
+    old.close()
+    (endpoint,) = etcd_settings.endpoints
+    url = endpoint.replace("http://", "etcd://")
+    config = tmp_path / "evac.yaml"
+    config.write_text(f"journal: {url}\netcd: {{prefix: '{etcd_settings.prefix}'}}\n")
+    assert main(["--config", str(config), "journal", "copy", "--from", str(tmp_path / "journal.db"), "--to", url]) == 0
+    assert "job" in capsys.readouterr().out
+    app = make_app(config)
+    try:
+        assert [(j.id, j.state) for j in app.journal.jobs()] == [(job_id, JobState.SUCCEEDED)]
+        assert app.journal.host_states()["host2"].reason == "kernel"
+    finally:
+        app.close()
+
+
+def test_evac_journal_copy_names_a_missing_source_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["journal", "copy", "--from", str(tmp_path / "none.db"), "--to", str(tmp_path / "new.db")]) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"evac: error: journal copy: --from {tmp_path}/none.db: no such journal file"
+    )

@@ -12,10 +12,13 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from evac.coordination import Agreement
 from evac.etcdclient import Cluster, EtcdSettings
 from evac.etcdsession import Session
 from evac.events import Event
+from evac.metrics import Metrics
 from evac.replicas import Replicas
 from evac.states import EventKind, Health
 from tests.conftest import poll_until
@@ -156,3 +159,35 @@ def test_without_etcd_nothing_is_agreed_and_an_alert_says_so_until_it_returns(st
     poll_until(lambda: replica.replicas.agreed_down("host1").ok, TIMEOUT, "agreement again")
     alert = next(e for e in replica.events if e.kind == EventKind.CLUSTER_UNAVAILABLE)
     assert alert.data["level"] == "alert"
+
+
+def test_metrics_say_whether_this_replica_leads_and_whether_etcd_answers(start: Start, etcd: EtcdServer) -> None:
+    (replica,) = start(1)
+    one_leader([replica])
+    metrics = Metrics()
+    metrics.watch_coordination(replica.replicas)
+
+    def value(name: str) -> float:
+        (sample,) = [
+            s for m in text_string_to_metric_families(metrics.text().decode()) for s in m.samples if s.name == name
+        ]
+        return float(sample.value)
+
+    assert (value("evac_cluster_leader"), value("evac_cluster_available")) == (1.0, 1.0)
+    with etcd.frozen():
+        poll_until(lambda: value("evac_cluster_available") == 0.0, TIMEOUT, "etcd unavailable in the metrics")
+        poll_until(lambda: value("evac_cluster_leader") == 0.0, TIMEOUT, "no longer leading in the metrics")
+
+
+def test_the_last_replica_standing_of_several_never_fences_on_its_own_view(start: Start) -> None:
+    replicas = start(3)
+    leader = one_leader(replicas)
+    for replica in replicas:
+        replica.replicas.publish("host1", Health.UP, "")
+    poll_until(lambda: "of 3" in leader.replicas.agreed_down("host1").why, TIMEOUT, "three views seen")
+    for replica in replicas:
+        if replica is not leader:
+            replica.stop()  # two of three replicas gone (or cut off etcd)
+    leader.replicas.publish("host1", Health.DOWN, "unreachable from here")
+    poll_until(lambda: "1 of 1" in leader.replicas.agreed_down("host1").why, TIMEOUT, "its own view alone")
+    assert leader.replicas.agreed_down("host1") == Agreement(False, "1 of 1 replicas see host1 down; 2 must")

@@ -610,6 +610,15 @@ def test_an_alert_other_than_a_failed_fence_is_plain_text_in_the_alerts_channel(
     assert not mock.find("chat.postMessage", "evac_fence_manual")
 
 
+def test_losing_etcd_quorum_is_an_alert_in_the_alerts_channel_and_so_is_its_return(bot: Bot, mock: SlackMock) -> None:
+    lost = "ALERT: etcd unavailable, nothing is fenced or restarted until it returns: no endpoint answers"
+    bot.progress.evac_event(Event(EventKind.CLUSTER_UNAVAILABLE, 0, message=lost, data={"level": "alert"}))
+    call = mock.wait("chat.postMessage", "nothing is fenced or restarted")
+    assert call.args["channel"] == "CALERTS" and call.args["text"].startswith(":rotating_light: cluster.unavailable")
+    bot.progress.evac_event(Event(EventKind.CLUSTER_AVAILABLE, 0, message="etcd answers again"))
+    assert mock.wait("chat.postMessage", "etcd answers again").args["channel"] == "CALERTS"
+
+
 def forged_host_name(bot: Bot) -> str:
     return "host4"  # what the button carried before: a host the clicker picks
 

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from evac.app import App
 from evac.config import load_config
-from evac.errors import EvacError
+from evac.errors import ClusterUnavailable, EvacError
 from evac.plugins import plugin_manager
 from evac.service import Service
 from evac.web import WebServer, WebSettings, build_app, field_error
@@ -87,6 +87,10 @@ def serve(service: Service) -> Iterator[Serve]:
         def evacuate(body: Evacuate) -> dict[str, str]:
             return {"host": body.host}
 
+        @web.get("/probe/etcd")
+        def etcd() -> dict[str, str]:
+            raise ClusterUnavailable("etcd: no endpoint answers (https://a:2379): timed out")
+
         @web.get("/probe/block")
         def block() -> dict[str, bool]:
             entered.set()
@@ -125,6 +129,11 @@ def call(
 
 def error(reply: tuple[int, Any]) -> tuple[int, str]:
     return reply[0], reply[1]["error"]
+
+
+def test_a_journal_that_cannot_answer_is_a_503_saying_why_in_one_line(serve: Serve) -> None:
+    _, server = serve()
+    assert error(call(server, "/probe/etcd")) == (503, "etcd: no endpoint answers (https://a:2379): timed out")
 
 
 def test_a_validation_error_is_a_400_naming_the_field(serve: Serve) -> None:
