@@ -30,6 +30,7 @@ from bench.labkit import Replicas, app, bench_lab, boot, destroy_all, etcd_app, 
 from bench.report import publish
 from evac import hookimpl
 from evac.app import App
+from evac.doctor import DoctorRun, diagnose, record
 from evac.events import Event
 from evac.evidence import MonitorSettings
 from evac.hypervisor import start_event_loop
@@ -103,8 +104,10 @@ def fault(lab: Lab, mode: str) -> None:
     (lab.kill_host if mode == "kill" else lab.cut)(DEAD)
 
 
-def run_evac(lab: Lab, names: list[str], mode: str, journal: Path) -> dict[str, float]:
+def run_evac(lab: Lab, names: list[str], mode: str, journal: Path, doctor: list[DoctorRun]) -> dict[str, float]:
     a = app(lab, journal)
+    for run in doctor:  # the lab passed evac doctor: automatic failover may fence (monitor.require_doctor)
+        record(a.journal, run)
     clock = Clock()
     a.pm.register(Marks(clock, len(names)))
     monitor = Monitor(a, a.jobs.host_down, MonitorSettings())
@@ -224,6 +227,7 @@ def main() -> None:
     parser.add_argument("--guests", type=int, default=4)
     args = parser.parse_args()
     lab = bench_lab()
+    doctor = diagnose(etcd_app(lab))  # for real, once; kept in etcd for the replicas, copied for SQLite
     names = [f"fo{i}" for i in range(args.guests)]
     results: dict[str, list[dict[str, float]]] = {}
     raft_on_dead: dict[str, list[bool]] = {}
@@ -248,7 +252,7 @@ def main() -> None:
                             marks = (
                                 run_raw(lab, names, mode)
                                 if method == "raw"
-                                else run_evac(lab, names, mode, Path(tmp) / f"{mode}{r}.db")
+                                else run_evac(lab, names, mode, Path(tmp) / f"{mode}{r}.db", doctor)
                             )
                         results.setdefault(f"{mode}/{method}", []).append(marks)
                         done += 1

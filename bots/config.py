@@ -10,7 +10,7 @@ from evac.config import secret_path
 from evac.errors import ConfigError
 from evac.yamldoc import Mapping, Where
 
-COMMANDS = ("evacuate", "status", "cancel", "hosts", "help", "fence", "approve", "brake")
+COMMANDS = ("evacuate", "status", "cancel", "hosts", "help", "fence", "approve", "brake", "doctor")
 READ_ONLY = ("status", "hosts", "help")
 
 

@@ -31,6 +31,7 @@ HOST_ICONS = {  # host and control-plane events the alerts channel hears of
     EventKind.HOST_DOWN: ":red_circle:",
     EventKind.MONITOR_STORM_BRAKE: ":octagonal_sign:",
     EventKind.HOST_CLEANED: ":broom:",
+    EventKind.HOST_FAILOVER_NOT_STARTED: ":warning:",
     EventKind.CLUSTER_UNAVAILABLE: ":rotating_light:",
     EventKind.CLUSTER_AVAILABLE: ":large_green_circle:",
     EventKind.CLUSTER_LEADER: ":crown:",

@@ -21,7 +21,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +30,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from evac.app import App
+from evac.doctor import DoctorRun, Result, diagnose, registered_checks, table_rows
 from evac.errors import EvacError, LockedError
 from evac.fleet import snapshot
 from evac.jobs import Actor, Channel, Started
@@ -51,8 +52,18 @@ HELP = (
     "`/evac cancel JOB` — cancel a job (it rolls back)\n"
     "`/evac hosts` — hosts, their state and guests\n"
     "`/evac brake [release]` — the storm brake; release it so failover resumes\n"
+    "`/evac doctor [HOST]` — check hosts are safe to automate (starts short-lived probe guests)\n"
     "`/evac help` — this text"
 )
+RESULT_EMOJI = {
+    Result.PASS: ":white_check_mark:",
+    Result.WARN: ":warning:",
+    Result.FAIL: ":x:",
+    Result.SKIP: ":heavy_minus_sign:",
+}
+EVIDENCE_CHARS = 300  # a doctor row's evidence is cut here (the journal keeps all of it)
+FIX_CHARS = 400
+MESSAGE_BLOCKS = 50  # Slack's limit of blocks in one message
 GROUP_EVENTS = ("subteam_members_changed", "subteam_updated")  # a group's members changed: ask again
 
 
@@ -351,6 +362,7 @@ class Bot:
             "cancel": self._cancel,
             "hosts": self._hosts,
             "brake": self._brake,
+            "doctor": self._doctor,
             "help": self._help,
         }
         handler = handlers.get(verb)
@@ -449,6 +461,55 @@ class Bot:
                 "and hosts that are still down are fenced and failed over now.",
             )
 
+    def _doctor(self, args: list[str], user: str, channel: str, respond: Callable[..., Any]) -> None:
+        """``evac doctor`` on every host, or one, as the CLI runs it (each host's run recorded
+        in the journal, where ``last_doctor`` finds it), then its table in this channel.
+
+        It runs here, on this listener's pool thread, after the ack: every check has its own
+        deadline, so the run ends, and Slack never waits for it. The table goes out with
+        ``chat.postMessage``, which, unlike ``respond``, does not expire after 30 minutes."""
+        if len(args) > 1:
+            respond(response_type="ephemeral", text="Usage: `/evac doctor [HOST]`")
+            return
+        inventory = self.evac.inventory
+        if args:
+            name = self._host(args[0], respond)
+            if name is None:
+                return
+            hosts = [inventory.host(name)]
+        else:
+            hosts = list(inventory.hosts)
+        try:
+            checks = list(registered_checks(self.evac.pm).values())
+        except EvacError as exc:
+            respond(response_type="ephemeral", text=f"Doctor not run: {exc}")
+            return
+        if not hosts or not checks:
+            why = "the inventory has no hosts" if not hosts else "no plugin registers a doctor check"
+            respond(response_type="ephemeral", text=f"Nothing to check: {why}.")
+            return
+        names = [h.name for h in hosts]
+        detail = {"channel": channel, "hosts": names, "checks": [c.name for c in checks]}
+        self.evac.journal.audit(str(self.actor(user)), "doctor", " ".join(args), detail)
+        what = names[0] if args else _count(len(names), "host")
+        respond(
+            response_type="ephemeral",
+            text=f"Examining {what} with {len(checks)} checks (the lock probe starts short-lived guests); "
+            "the table follows in this channel.",
+        )
+        runs = diagnose(self.evac, hosts)
+        summary = doctor_summary(runs)
+        try:
+            for text, message in doctor_messages(runs, f"<@{user}>"):
+                self.bolt.client.chat_postMessage(channel=channel, text=text, blocks=message)
+        except SlackApiError as exc:  # the runs are in the journal: say so, and what they found
+            error = exc.response.get("error")
+            log.warning("doctor: no table in %s: %s", channel, error)
+            respond(
+                response_type="ephemeral",
+                text=f"Could not post the table here ({error}); the journal has it. {summary}",
+            )
+
     def _on_approve(self, ack: Callable[..., Any], body: dict[str, Any], respond: Callable[..., Any]) -> None:
         """A runbook's approval gate: its own approvers list decides; without one, the ``approve`` rule."""
         ack()
@@ -530,6 +591,77 @@ class Bot:
         if step is None or step.state != StepState.FAILED:
             return None, f"job {job.id} did not fail at its fence step"
         return job, ""
+
+
+def doctor_lines(runs: Sequence[DoctorRun]) -> list[str]:
+    """The doctor's table, one mrkdwn line per host and check: host, check (``*``: a safety
+    check), result with its emoji, evidence cut to ``EVIDENCE_CHARS``, and a failure's fix."""
+    lines = []
+    for host, check, result, evidence, fix in table_rows(runs):
+        line = f"`{host}` `{check}` {RESULT_EMOJI[Result(result)]} {result}"
+        if evidence.strip():
+            line += f" — {_mrkdwn(evidence, EVIDENCE_CHARS)}"
+        if result == Result.FAIL and fix:
+            line += f" — *fix:* {_mrkdwn(fix, FIX_CHARS)}"
+        lines.append(line)
+    return lines
+
+
+def doctor_summary(runs: Sequence[DoctorRun]) -> str:
+    """One line: ``3 hosts: 1 check failed (host2 lock_manager): FIX``, or that none failed."""
+    hosts = _count(len(runs), "host")
+    failed = [(r.host, c) for r in runs for c in r.failed]
+    if failed:
+        named = ", ".join(f"{host} {check.name}" for host, check in failed[:5]) + (", …" if len(failed) > 5 else "")
+        count = f"{_count(len(failed), 'check')} failed"
+        if len(failed) > 1:
+            return f"{hosts}: {count} ({named}): the fixes are in the table"
+        check = failed[0][1]
+        return f"{hosts}: {count} ({named}): {_mrkdwn(check.fix or check.evidence, FIX_CHARS)}"
+    results = [c.result for r in runs for c in r.checks]
+    warned, skipped = results.count(Result.WARN), results.count(Result.SKIP)
+    if warned or skipped:
+        return f"{hosts}: no check failed ({warned} warned, {skipped} skipped)"
+    return f"{hosts}: every check passed"
+
+
+def doctor_messages(runs: Sequence[DoctorRun], who: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The doctor's table as Slack messages, each ``(fallback text, blocks)``: sections of
+    whole lines within Slack's section limit, at most ``MESSAGE_BLOCKS`` blocks a message,
+    the summary last."""
+    summary = doctor_summary(runs)
+    sections: list[str] = [f"*evac doctor*, asked by {who}: {_count(len(runs), 'host')} (`*` = safety check)"]
+    chunk: list[str] = []
+    for line in doctor_lines(runs):
+        line = line[: blocks.TEXT_LIMIT]
+        if chunk and sum(len(one) + 1 for one in chunk) + len(line) > blocks.TEXT_LIMIT:
+            sections.append("\n".join(chunk))
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        sections.append("\n".join(chunk))
+    mark = RESULT_EMOJI[Result.FAIL if any(r.failed for r in runs) else Result.PASS]
+    sections.append(f"{mark} {summary}")
+    pages = [sections[i : i + MESSAGE_BLOCKS] for i in range(0, len(sections), MESSAGE_BLOCKS)]
+    return [
+        (
+            f"evac doctor: {summary}" if n == 1 else f"evac doctor ({n}/{len(pages)}): {summary}",
+            [blocks.section(t) for t in page],
+        )
+        for n, page in enumerate(pages, 1)
+    ]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _mrkdwn(text: str, limit: int) -> str:
+    """``text`` as one line of at most ``limit`` characters (cut with "…"), escaped for mrkdwn."""
+    line = " ".join(text.split())
+    if len(line) > limit:
+        line = line[: limit - 1] + "…"
+    return line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _job_id(value: str) -> int | None:

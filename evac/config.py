@@ -127,6 +127,7 @@ class MonitorConfig:
     max_fraction: float = 0.2
     window: float = 120.0
     failover: bool = True
+    require_doctor: bool = True  # automatic fencing only of hosts whose last `evac doctor` passed
 
 
 @dataclass(frozen=True)
@@ -312,10 +313,21 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
         where,
         data,
         "monitor",
-        ("enabled", "failover", "interval", "probe_timeout", "confirm_misses", "max_down", "max_fraction", "window"),
+        (
+            "enabled",
+            "failover",
+            "interval",
+            "probe_timeout",
+            "confirm_misses",
+            "max_down",
+            "max_fraction",
+            "window",
+            "require_doctor",
+        ),
     )
     monitor = MonitorConfig(
         enabled=_flag(where, mon, "enabled", True, "monitor"),
+        require_doctor=_flag(where, mon, "require_doctor", True, "monitor"),
         failover=_flag(where, mon, "failover", True, "monitor"),
         interval=_seconds(where, mon, "interval", 0.5, "monitor"),
         probe_timeout=_seconds(where, mon, "probe_timeout", 1.0, "monitor"),

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .appview import AppView, ServicePart
     from .config import ServiceConfig
     from .convergence import ConvergencePolicy, MigrationTuning
+    from .doctor import DoctorCheck
     from .events import Event
     from .evidence import EvidenceSource, MonitorSettings
     from .fencing import FenceAgent, FenceMethod
@@ -269,5 +270,24 @@ def evac_evidence_sources(app: AppView, settings: MonitorSettings) -> Sequence[E
         @hookimpl
         def evac_evidence_sources(app, settings):
             return [LeaseSource(etcd_client(app), rule=Rule(confirm=1))]
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def evac_doctor_checks() -> Sequence[DoctorCheck]:
+    """Register checks ``evac doctor`` runs on every host before evac is trusted to fence.
+
+    Return a sequence of :class:`evac.doctor.DoctorCheck`: a unique ``name``, ``run(ctx,
+    host) -> Finding`` (``ctx`` is an :class:`evac.doctor.DoctorContext`: the app and the
+    run's options; ``host`` a ``HostSpec``), a ``timeout`` and ``safety=True`` when a failure
+    makes automatic fencing unsafe. A check that raises is a ``fail`` with its one-line
+    error; two plugins registering one name is an error naming both.
+
+    Example::
+
+        @hookimpl
+        def evac_doctor_checks():
+            return [DoctorCheck("ntp", lambda ctx, host: Finding(Result.PASS, "chrony synced"))]
     """
     raise NotImplementedError

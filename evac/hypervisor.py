@@ -296,6 +296,28 @@ class Hypervisor:
         with mapped_errors(f"{self.name}: libvirt version"):
             return int(self._conn.getLibVersion())
 
+    def hypervisor_version(self) -> int:
+        """QEMU's version on the host (``conn.getVersion()``), encoded like :meth:`library_version`."""
+        with mapped_errors(f"{self.name}: hypervisor version"):
+            return int(self._conn.getVersion())
+
+    def autostart(self, name: str) -> bool:
+        """Does libvirtd start this guest by itself when it starts (``virsh autostart``)?"""
+        dom = self._lookup(name)
+        with mapped_errors(f"{self.name}: autostart of '{name}'"):
+            return bool(dom.autostart())
+
+    def set_autostart(self, name: str, on: bool) -> None:
+        dom = self._lookup(name)
+        with mapped_errors(f"{self.name}: autostart of '{name}'"):
+            dom.setAutostart(1 if on else 0)
+
+    def start_transient(self, xml: str, paused: bool = False) -> None:
+        """Start a guest that leaves no definition behind once destroyed (the doctor's probe)."""
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+        with mapped_errors(f"{self.name}: starting a transient guest"):
+            self._conn.createXML(xml, flags)
+
     def ensure_dir_pool(self, name: str, path: str) -> None:
         """A started, autostarted directory pool, so storage migration can create disks here."""
         with mapped_errors(f"{self.name}: storage pool '{name}'"):

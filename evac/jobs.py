@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from . import tokens
 from .appview import AppView
 from .coordination import Coordination
+from .doctor import safe_to_fence
 from .engine import Engine, JobResult
 from .errors import ConfigError, EvacError, FencingError, JournalError, LockedError, OwnershipLost
 from .events import Event
@@ -60,6 +61,9 @@ class Channel(StrEnum):
     ALERTMANAGER = "alertmanager"
     MONITOR = "monitor"
     SERVICE = "service"
+
+
+AUTOMATIC = (Channel.MONITOR, Channel.ALERTMANAGER)  # failovers no person asked for
 
 
 @dataclass(frozen=True)
@@ -189,8 +193,21 @@ class Jobs:
 
     def fail_over(self, host: str, actor: Actor, reason: str, checks: int | None = None) -> Started:
         """Confirm down, fence, restart elsewhere. The monitor passes ``checks=1``: its own
-        verdict rests on signals a moment old, so one last reachability check is enough."""
+        verdict rests on signals a moment old, so one last reachability check is enough.
+
+        Automatic failovers (the monitor's, an alert's) fence only a host whose last
+        ``evac doctor`` passed its safety checks, unless ``monitor.require_doctor: false``;
+        an operator's explicit failover is theirs to decide."""
         spec = self.app.inventory.host(host)
+        if actor.channel in AUTOMATIC and self.app.settings.monitor.require_doctor:
+            safe, why = safe_to_fence(self.app.journal, spec.name)
+            if not safe:
+                refusal = ConfigError(
+                    f"{spec.name}: automatic fencing refused: evac doctor: {why}"
+                    f" (run `evac doctor {spec.name}`, or set monitor.require_doctor: false)"
+                )
+                self.refused(actor, "failover", spec.name, refusal)
+                raise refusal
         book = self.app.runbook(self.app.settings.runbooks.failover)
         given: dict[str, Any] = {"host": spec.name, "reason": reason}
         if checks is not None and any(p.name == "checks" for p in book.params):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import paramiko
 
@@ -16,8 +18,9 @@ from .errors import HostUnreachable
 from .inventory import SshSpec
 
 
-def run(spec: SshSpec, command: str, timeout: float = 10.0) -> str:
-    """Run ``command`` on the host; its stdout, or ``HostUnreachable`` with stderr."""
+@contextmanager
+def session(spec: SshSpec, timeout: float = 10.0) -> Iterator[paramiko.SSHClient]:
+    """A connected client (host key checked against ``known_hosts``); ``HostUnreachable`` if not."""
     client = paramiko.SSHClient()
     try:
         if spec.known_hosts:
@@ -36,16 +39,51 @@ def run(spec: SshSpec, command: str, timeout: float = 10.0) -> str:
             allow_agent=False,
             look_for_keys=spec.key is None,
         )
-        _, stdout, stderr = client.exec_command(command, timeout=timeout)
-        status = stdout.channel.recv_exit_status()
-        out = stdout.read().decode(errors="replace")
-        if status != 0:
-            raise HostUnreachable(f"{spec.host}: '{command}' exited {status}: {stderr.read().decode().strip()}")
-        return out
+        yield client
     except (OSError, paramiko.SSHException) as exc:
         raise HostUnreachable(f"{spec.host}: ssh: {exc}") from None
     finally:
         client.close()
+
+
+def _exec(client: paramiko.SSHClient, spec: SshSpec, command: str, timeout: float) -> str:
+    _, stdout, stderr = client.exec_command(command, timeout=timeout)
+    status = stdout.channel.recv_exit_status()
+    out = stdout.read().decode(errors="replace")
+    if status != 0:
+        raise HostUnreachable(f"{spec.host}: '{command}' exited {status}: {stderr.read().decode().strip()}")
+    return out
+
+
+def run(spec: SshSpec, command: str, timeout: float = 10.0) -> str:
+    """Run ``command`` on the host; its stdout, or ``HostUnreachable`` with stderr."""
+    with session(spec, timeout) as client:
+        return _exec(client, spec, command, timeout)
+
+
+def clock_offset(spec: SshSpec, timeout: float = 10.0, tries: int = 5) -> tuple[float, float]:
+    """(host clock minus ours, round trip) in seconds. One shell on the host answers each
+    line we send with ``date +%s.%N``, so a round trip is a line over an open channel,
+    not a new command; the host's reading is taken as of the middle of the round trip, so
+    the offset is known to within half of it. The try with the shortest round trip wins."""
+    best: tuple[float, float] | None = None
+    with session(spec, timeout) as client:
+        stdin, stdout, _ = client.exec_command("while read -r _; do date +%s.%N; done", timeout=timeout)
+        for _ in range(tries):
+            sent = time.time()
+            stdin.write("\n")
+            stdin.flush()
+            line = stdout.readline()
+            received = time.time()
+            if not line.strip():
+                raise HostUnreachable(f"{spec.host}: 'date +%s.%N' gave no answer")
+            rtt = received - sent
+            offset = float(line.strip()) - (sent + rtt / 2)
+            if best is None or rtt < best[1]:
+                best = (offset, rtt)
+        stdin.channel.shutdown_write()
+    assert best is not None
+    return best
 
 
 _LINK = re.compile(r"^\d+:\s+([^:@\s]+)[^:]*:.*?\bmtu (\d+)", re.M)

@@ -38,6 +38,27 @@ def lab() -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="session")
+def lab_doctor(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
+    """``evac doctor`` run for real on the test lab, once: every journal a test makes gets
+    its findings (``record_doctor``), as an operator's would, so automatic failover is
+    allowed (``monitor.require_doctor``)."""
+    from evac.app import App
+    from evac.doctor import diagnose
+
+    runs = diagnose(App(inventory_path=lab.inventory_file, journal_path=tmp_path_factory.mktemp("doctor") / "j.db"))
+    unsafe = [f"{run.host}: {run.safe_to_fence()[1]}" for run in runs if not run.safe_to_fence()[0]]
+    assert not unsafe, f"the test lab fails evac doctor: {unsafe}"
+    return runs
+
+
+def record_doctor(journal: Any, runs: list[Any]) -> None:
+    from evac.doctor import record
+
+    for run in runs:
+        record(journal, run)
+
+
+@pytest.fixture(scope="session")
 def ha_lab() -> Iterator[Lab]:
     """A 4-host lab with an etcd member on each of the first three, for evac's own high
     availability: host4 can fail while another host is cut from etcd, and the cluster
@@ -101,11 +122,14 @@ def make_guest(lab: Lab, inventory: Inventory, request: pytest.FixtureRequest) -
 
 
 @pytest.fixture
-def app(lab: Lab, tmp_path: Path) -> object:
-    """The application against the test lab, with a journal of its own."""
+def app(lab: Lab, lab_doctor: list[Any], tmp_path: Path) -> object:
+    """The application against the test lab, with a journal of its own (and the doctor's
+    findings about the lab in it)."""
     from evac.app import App
 
-    return App(inventory_path=lab.inventory_file, journal_path=tmp_path / "journal.db")
+    made = App(inventory_path=lab.inventory_file, journal_path=tmp_path / "journal.db")
+    record_doctor(made.journal, lab_doctor)
+    return made
 
 
 def inventory_copy(lab: Lab, tmp_path: Path, **hosts: dict[str, Any]) -> Path:

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from evac.app import App, make_app
+from evac.doctor import diagnose
 from evac.inventory import Inventory, load_inventory
 from evac.journal import Journal
 from evac.lab import Lab
@@ -51,6 +52,8 @@ class Replicas:
         }
         self.app: App = make_app(self.configs[self.hosts[0]])
         self.inventory: Inventory = load_inventory(lab.inventory_file)
+        doctor = diagnose(self.app)  # for real, into etcd: automatic failover needs a passed doctor
+        assert all(run.safe_to_fence()[0] for run in doctor), [run.safe_to_fence() for run in doctor]
         self.guests: list[str] = []
 
     @property

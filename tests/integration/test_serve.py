@@ -22,7 +22,7 @@ from evac.lab import Lab
 from evac.sqlitejournal import SqliteJournal
 from evac.states import HostMode
 from tests.conftest import poll_until
-from tests.integration.conftest import placements, qemu_processes
+from tests.integration.conftest import placements, qemu_processes, record_doctor
 
 TOKEN = "t0ken-for-tests"
 ROOT = Path(__file__).parents[2]
@@ -108,11 +108,14 @@ logging: {{format: json}}
 
 
 @pytest.fixture
-def serve(lab: Lab, tmp_path: Path) -> Iterator[Callable[..., Served]]:
+def serve(lab: Lab, lab_doctor: list[Any], tmp_path: Path) -> Iterator[Callable[..., Served]]:
     made: list[Served] = []
 
     def make(drain: str = "", listen: str = "") -> Served:
         served = Served(lab, tmp_path, drain, listen)
+        journal = SqliteJournal(served.journal_path)
+        record_doctor(journal, lab_doctor)  # the lab passed evac doctor: automatic failover may fence
+        journal.close()
         served.start()
         made.append(served)
         return served

@@ -39,8 +39,9 @@ def listening() -> Iterator[int]:
         yield int(server.getsockname()[1])
 
 
-def fleet(tmp_path: Path, libvirt_port: int, extra: str = "") -> Path:
-    """Two hosts on loopback; host1's libvirt port is ``libvirt_port``, nothing answers SSH."""
+def fleet(tmp_path: Path, libvirt_port: int, extra: str = "", doctor: bool = False) -> Path:
+    """Two hosts on loopback; host1's libvirt port is ``libvirt_port``, nothing answers SSH.
+    No doctor could pass such hosts, so ``monitor.require_doctor`` is off unless ``doctor``."""
     dead = closed_port()
     (tmp_path / "hosts.yaml").write_text(
         "hosts:\n"
@@ -48,7 +49,9 @@ def fleet(tmp_path: Path, libvirt_port: int, extra: str = "") -> Path:
         f"  - {{name: host2, uri: 'qemu+tcp://127.0.0.1:{dead}/system', ssh: {{host: 127.0.0.1, port: {dead}}}}}\n"
     )
     config = tmp_path / "evac.yaml"
-    config.write_text(f"inventory: hosts.yaml\njournal: journal.db\n{extra}")
+    config.write_text(
+        f"inventory: hosts.yaml\njournal: journal.db\nmonitor: {{require_doctor: {str(doctor).lower()}}}\n{extra}"
+    )
     return config
 
 
@@ -267,3 +270,28 @@ def test_a_drain_runs_where_it_was_started_whoever_leads(tmp_path: Path) -> None
     assert thread is not None
     thread.join(10)
     assert app.journal.jobs()[0].state == JobState.SUCCEEDED
+
+
+def test_the_monitor_fences_no_host_the_doctor_never_checked_and_the_alert_says_what_to_run(tmp_path: Path) -> None:
+    events: list[Event] = []
+
+    class Alerts:
+        @hookimpl
+        def evac_event(self, event: Event) -> None:
+            events.append(event)
+
+    app = make_app(fleet(tmp_path, closed_port(), doctor=True))
+    app.pm.register(Alerts())
+    app.jobs.host_down("host1", "libvirt connection lost")
+    assert app.journal.jobs() == []
+    (alert,) = [e for e in events if e.kind == EventKind.HOST_FAILOVER_NOT_STARTED]
+    assert alert.message.endswith(
+        "host1: automatic fencing refused: evac doctor: never checked"
+        " (run `evac doctor host1`, or set monitor.require_doctor: false)"
+    )
+    assert alert.data["level"] == "alert"
+
+
+def test_an_operators_own_failover_needs_no_doctor(tmp_path: Path) -> None:
+    app = make_app(fleet(tmp_path, closed_port(), doctor=True))
+    assert app.jobs.fail_over("host1", CLI, "by hand", checks=1).runbook.name == "host-failure"

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,16 @@ from slack_sdk import WebClient
 from evac import Action, StepContext, hookimpl
 from evac.app import App
 from evac.config import RunbookNames, ServiceConfig
+from evac.doctor import Check, DoctorCheck, DoctorContext, DoctorRun, Finding, Result, last_doctor
 from evac.errors import ConfigError, FencingError
 from evac.events import Event
+from evac.inventory import HostSpec
 from evac.jobs import Actor, Channel
 from evac.plugins import plugin_manager
 from evac.states import EventKind, HostMode, JobState, StepState
 from evac.yamldoc import load_text
 from evac_bots.config import Rule, SlackConfig, parse_slack
-from evac_bots.slackapp import Bot
+from evac_bots.slackapp import Bot, doctor_messages, doctor_summary
 from tests.conftest import poll_until
 from tests.slackmock import SlackMock, action_body, button_value, command_body, event_body, signed, slack_mock
 
@@ -769,3 +772,147 @@ def test_a_click_is_audited_once_by_the_front_door_not_again_by_the_access_check
     settle(bot)
     actions = [a.action for a in bot.evac.journal.audit_log()]
     assert sorted(actions) == ["cancel", "run"]
+
+
+# ---------------------------------------------------------------- /evac doctor
+
+
+class FakeChecks:
+    """Doctor checks as a plugin registers them: host2 has no lock manager; the clock
+    check never applies. Nothing touches a host."""
+
+    def __init__(self) -> None:
+        self.examined: list[str] = []
+
+    def lock_manager(self, ctx: DoctorContext, host: HostSpec) -> Finding:
+        self.examined.append(host.name)
+        if host.name == "host2":
+            return Finding(Result.FAIL, "qemu.conf names no lock_manager", "set lock_manager = lockd in qemu.conf")
+        return Finding(Result.PASS, "virtlockd leases every disk")
+
+    @hookimpl
+    def evac_doctor_checks(self) -> list[DoctorCheck]:
+        return [
+            DoctorCheck("lock_manager", self.lock_manager, safety=True, timeout=10),
+            DoctorCheck("clock", lambda ctx, host: Finding(Result.SKIP, "no ssh settings"), timeout=10),
+        ]
+
+
+@pytest.fixture
+def checks(bot: Bot) -> Iterator[FakeChecks]:
+    """The fake checks, registered on the bot's plugin manager, and a doctor rule for OPS."""
+    fake = FakeChecks()
+    bot.evac.pm.register(fake, name="fake-doctor-checks")
+    bot.config = replace(bot.config, acl={**bot.config.acl, "doctor": Rule(users=frozenset({OPS}))})
+    try:
+        yield fake
+    finally:
+        settle(bot)  # no run is still on its way
+        bot.evac.pm.unregister(fake)
+
+
+def posted_text(call: Any) -> str:
+    found = call.args["blocks"]
+    return "\n".join(b["text"]["text"] for b in (json.loads(found) if isinstance(found, str) else found))
+
+
+def test_evac_doctor_posts_every_hosts_checks_with_the_failures_fix_and_a_summary(
+    bot: Bot, mock: SlackMock, checks: FakeChecks
+) -> None:
+    slash(bot, mock, "doctor", command="/evac")
+    mock.wait("response", "Examining 4 hosts with 2 checks")
+    text = posted_text(mock.wait("chat.postMessage", "1 check failed", timeout=20))
+    assert (
+        "`host2` `lock_manager *` :x: fail — qemu.conf names no lock_manager — *fix:* set lock_manager = lockd" in text
+    )
+    assert "`host1` `lock_manager *` :white_check_mark: pass — virtlockd leases every disk" in text
+    assert "`host3` `clock` :heavy_minus_sign: skip — no ssh settings" in text
+    assert text.endswith("4 hosts: 1 check failed (host2 lock_manager): set lock_manager = lockd in qemu.conf")
+    assert sorted(checks.examined) == ["host1", "host2", "host3", "host4"]
+
+
+def test_evac_doctor_host_examines_that_host_only_and_records_its_run_in_the_journal(
+    bot: Bot, mock: SlackMock, checks: FakeChecks
+) -> None:
+    slash(bot, mock, "doctor host2", command="/evac")
+    mock.wait("chat.postMessage", "1 host: 1 check failed", timeout=20)
+    assert checks.examined == ["host2"]
+    run = last_doctor(bot.evac.journal, "host2")
+    assert run is not None and [c.name for c in run.failed] == ["lock_manager"]
+    assert run.safe_to_fence()[0] is False
+    assert last_doctor(bot.evac.journal, "host1") is None
+
+
+def test_evac_doctor_is_audited_as_the_slack_user(bot: Bot, mock: SlackMock, checks: FakeChecks) -> None:
+    slash(bot, mock, "doctor host2", command="/evac")
+    mock.wait("chat.postMessage", "1 check failed", timeout=20)
+    [audit] = [a for a in bot.evac.journal.audit_log() if a.action == "doctor"]
+    assert (audit.actor, audit.target, audit.detail["hosts"]) == (f"slack:{OPS}", "host2", ["host2"])
+
+
+def test_evac_doctor_of_an_unknown_host_names_it_with_the_closest_known_name(
+    bot: Bot, mock: SlackMock, checks: FakeChecks
+) -> None:
+    slash(bot, mock, "doctor hots2", command="/evac")
+    mock.wait("response", "Unknown host `hots2`. (did you mean 'host2'?)")
+    settle(bot)
+    assert not checks.examined and not mock.find("chat.postMessage")
+
+
+def test_evac_doctor_refuses_a_user_without_the_doctor_rule_and_runs_nothing(
+    bot: Bot, mock: SlackMock, checks: FakeChecks
+) -> None:
+    slash(bot, mock, "doctor", user=OTHER, command="/evac")
+    mock.wait("response", "Sorry, you are not on the access list for `doctor`")
+    settle(bot)
+    assert not checks.examined and not mock.find("chat.postMessage")
+    assert [a.action for a in bot.evac.journal.audit_log()] == ["doctor.refused"]
+    assert last_doctor(bot.evac.journal, "host1") is None
+
+
+def test_evac_doctor_is_closed_to_everyone_until_a_rule_opens_it(bot: Bot, mock: SlackMock) -> None:
+    fake = FakeChecks()
+    bot.evac.pm.register(fake, name="fake-doctor-checks")
+    try:
+        slash(bot, mock, "doctor", command="/evac")
+        mock.wait("response", "`doctor` has no access rule: nobody may run it yet")
+        settle(bot)
+    finally:
+        bot.evac.pm.unregister(fake)
+    assert not fake.examined
+
+
+def test_help_lists_doctor_only_for_who_may_run_it(bot: Bot, mock: SlackMock, checks: FakeChecks) -> None:
+    slash(bot, mock, "help", command="/evac")
+    slash(bot, mock, "help", user=OTHER, command="/evac")
+    settle(bot)
+    texts = {call.args["text"] for call in mock.find("response", "*evac*")}
+    assert sum("`/evac doctor [HOST]`" in text for text in texts) == 1 and len(texts) == 2
+
+
+def test_a_long_doctor_table_is_split_within_slacks_section_and_block_limits() -> None:
+    long = "x" * 5000
+    runs = [
+        DoctorRun(
+            f"host{h}", 0.0, tuple(Check(f"check{c}", Result.FAIL, long, "fix <it> & " + long) for c in range(60))
+        )
+        for h in range(20)
+    ]
+    messages = doctor_messages(runs, "<@UOPS>")
+    sections = [b["text"]["text"] for _, message in messages for b in message]
+    assert len(messages) > 1 and all(len(message) <= 50 for _, message in messages)
+    assert all(len(text) <= 3000 for text in sections)
+    rows = [line for text in sections for line in text.splitlines() if line.startswith("`host")]
+    assert len(rows) == 20 * 60  # every row, each in one piece
+    assert "fix &lt;it&gt; &amp; xxx" in rows[0] and rows[0].endswith("…")
+    assert sections[-1] == (
+        ":x: 20 hosts: 1200 checks failed (host0 check0, host0 check1, host0 check2, host0 check3, host0 check4, …): "
+        "the fixes are in the table"
+    )
+
+
+def test_a_doctor_run_without_failures_says_so_in_its_summary() -> None:
+    passed = DoctorRun("host1", 0.0, (Check("clock", Result.PASS, "in sync"),))
+    skipped = DoctorRun("host2", 0.0, (Check("clock", Result.SKIP, "no ssh"),))
+    assert doctor_summary([passed]) == "1 host: every check passed"
+    assert doctor_summary([passed, skipped]) == "2 hosts: no check failed (0 warned, 1 skipped)"

@@ -66,10 +66,12 @@ def make_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any
             f"  - {{name: kvm3, uri: '{uri}', address: 198.18.0.3}}\n"
             f"  - {{name: kvm4, uri: '{uri}', address: 198.18.0.4}}\n"
         )
+    doctor = bool(settings.pop("require_doctor", False))  # nothing here is a real host for the doctor to check
     hooks = WebhookSettings(
         **{"token": TOKEN, "hmac_secret": SECRET, "rate_per_second": 1e6, "burst": 10**6, **settings}
     )
-    config = replace(default_config(inventory, tmp_path / "journal.db"), webhooks=hooks)
+    defaults = default_config(inventory, tmp_path / "journal.db")
+    config = replace(defaults, webhooks=hooks, monitor=replace(defaults.monitor, require_doctor=doctor))
     served = FakeServed(App.from_config(config), config)
     monkeypatch.setattr(served.app.jobs, "spawn", served.spawned.append)
     return served
@@ -122,6 +124,19 @@ def test_the_bearer_token_starts_a_failover_from_an_alert(served: FakeServed) ->
     (result,) = response.json()["results"]
     assert (result["result"], result["host"], result["runbook"]) == ("accepted", "kvm3", "host-failure")
     assert [s.job for s in served.spawned] == [result["job"]]
+
+
+def test_an_alert_about_a_host_the_doctor_never_checked_fences_nothing_and_says_what_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = make_served(tmp_path, monkeypatch, require_doctor=True)
+    (result,) = client(served).post(AM, json=batch(alert("198.18.0.3:9100")), headers=BEARER).json()["results"]
+    assert (result["result"], result["host"]) == ("refused", "kvm3")
+    assert result["why"] == (
+        "kvm3: automatic fencing refused: evac doctor: never checked"
+        " (run `evac doctor kvm3`, or set monitor.require_doctor: false)"
+    )
+    assert served.spawned == [] and served.app.journal.jobs() == []
 
 
 @pytest.mark.parametrize("path", [AM, EVAC])
