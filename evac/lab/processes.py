@@ -54,16 +54,24 @@ class HostProcesses(LabLayout):
         return int(record.read_text()) if record.exists() else None
 
     def pids(self, name: str) -> list[int]:
-        """Every process living in the host's mount namespace."""
+        """Every process living in the host's mount namespace.
+
+        Without the pin, the recorded inode may name a namespace the kernel has since
+        freed and given to another lab's host (namespace inodes are reused): a process
+        counts then only if its mounts show this host's own directory."""
         inode = self._mnt_inode(name)
         if inode is None:
             return []
+        pinned = mounted(self._mnt(name))
+        own = f" {_within_filesystem(self.host_dir(name))}/"  # mountinfo's 4th field
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
-                if os.stat(f"/proc/{entry}/ns/mnt").st_ino == inode:
+                if os.stat(f"/proc/{entry}/ns/mnt").st_ino != inode:
+                    continue
+                if pinned or own in Path(f"/proc/{entry}/mountinfo").read_text():
                     found.append(int(entry))
             except (FileNotFoundError, ProcessLookupError, PermissionError):
                 continue
@@ -80,6 +88,14 @@ class HostProcesses(LabLayout):
                 start_new_session=True,
                 env={**os.environ, "PYTHONPATH": _package_parent()},
             )
+
+
+def _within_filesystem(path: Path) -> str:
+    """``path`` as the filesystem it lives on names it (what /proc/PID/mountinfo shows as
+    a bind mount's root): relative to that filesystem's mount point."""
+    path = path.resolve()
+    top = next((p for p in (path, *path.parents) if os.path.ismount(p)), Path("/"))
+    return "/" + str(path.relative_to(top)) if path != top else "/"
 
 
 def terminate(pids: list[int], grace: float = 5.0) -> None:
