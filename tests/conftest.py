@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -53,3 +54,13 @@ def poll_until(predicate: Callable[[], object], timeout: float, what: str, every
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         pause.wait(every)
+
+
+def key_paths(value: Any, prefix: str = "") -> list[str]:
+    """Every key path in a JSON value, in order (``/hosts[0]/checks``): what must not change
+    between two runs of a command whose ``--json`` output is promised stable."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in [f"{prefix}/{k}", *key_paths(v, f"{prefix}/{k}")]]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in key_paths(v, f"{prefix}[{i}]")]
+    return []

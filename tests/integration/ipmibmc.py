@@ -8,7 +8,12 @@ Its chassis power is the lab's power switch, so a standard agent speaking IPMI 2
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from pyghmi.ipmi import bmc
 
@@ -36,6 +41,33 @@ class LabBmc(bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
     def power_reset(self) -> None:
         self.lab.kill_host(self.host)
         self.lab.start_host(self.host)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_bmc(lab: Lab, host: str, user: str = "admin", password: str = "s3cret") -> Iterator[int]:
+    """This BMC for ``host`` in a process of its own, on a free loopback UDP port (yielded);
+    afterwards the host is powered on again if a test powered it off through the BMC."""
+    port = free_udp_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.ipmibmc", str(lab.root), host, str(port), user, password],
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if lab.power_state(host) == "off":
+            lab.start_host(host)
 
 
 if __name__ == "__main__":

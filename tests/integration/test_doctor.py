@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,20 +21,16 @@ from evac.lab import Lab
 from evac.lab.guests import GuestSpec, disk_path, domain_xml
 from evac.sqlitejournal import SqliteJournal
 from evac.states import EventKind, HostMode
-from tests.conftest import require
-from tests.integration.conftest import inventory_copy, lab_prerequisites
+from tests.conftest import key_paths, require
+from tests.integration.conftest import inventory_copy
+from tests.integration.ipmibmc import running_bmc
 
 
-@pytest.fixture(scope="module")
-def doctor_lab() -> Iterator[Lab]:
-    """3 hosts (the lock probe's peer wraps around; N+1 needs a second host), no guests running."""
-    lab_prerequisites()
-    the_lab = Lab(root="/tmp/evac-test-doctor", prefix="evd", net="198.18.6")
-    the_lab.up(hosts=3)
-    try:
-        yield the_lab
-    finally:
-        the_lab.down()
+@pytest.fixture
+def doctor_lab(lab: Lab) -> Lab:
+    """The shared test lab: 3 hosts (the lock probe's peer wraps around; N+1 needs a second
+    host). Each test restores what it changes (qemu.conf, a host's power, guests)."""
+    return lab
 
 
 @pytest.fixture
@@ -68,14 +61,6 @@ def doctor(inventory: Path, journal: Path, *argv: str, capsys: pytest.CaptureFix
 
 def results(out: str) -> dict[tuple[str, str], dict[str, Any]]:
     return {(h["host"], c["name"]): c for h in json.loads(out)["hosts"] for c in h["checks"]}
-
-
-def key_paths(value: Any, prefix: str = "") -> list[str]:
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in [f"{prefix}/{k}", *key_paths(v, f"{prefix}/{k}")]]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in key_paths(v, f"{prefix}[{i}]")]
-    return []
 
 
 def test_a_healthy_lab_passes_every_check_and_json_is_stable(
@@ -158,41 +143,13 @@ def test_a_guest_set_to_autostart_is_flagged(
     assert "autostart --disable dr-autostart" in check["fix"]
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def ipmi_bmc(doctor_lab: Lab) -> Iterator[int]:
     """An IPMI 2.0 BMC on loopback (password ``s3cret``) whose chassis power is host3's."""
     require(shutil.which("ipmitool") is not None, "ipmitool not installed (apt-get install ipmitool)")
     require(shutil.which("fence_ipmilan", path="/usr/sbin:/usr/bin") is not None, "fence-agents not installed")
-    port = free_udp_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.integration.ipmibmc",
-            str(doctor_lab.root),
-            "host3",
-            str(port),
-            "admin",
-            "s3cret",
-        ],
-        cwd=Path(__file__).parents[2],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
-    try:
+    with running_bmc(doctor_lab, "host3") as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if doctor_lab.power_state("host3") == "off":
-            doctor_lab.start_host("host3")
 
 
 @pytest.mark.parametrize(("password", "result"), [("s3cret", "pass"), ("wrong", "fail")])

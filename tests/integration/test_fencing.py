@@ -9,7 +9,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from evac.inventory import FenceSpec, HostSpec
 from evac.lab import Lab
 from evac.plugins import plugin_manager
 from tests.conftest import poll_until, require
+from tests.integration.ipmibmc import running_bmc
 
 UUID = "3e5d5f2a-0000-4000-8000-00000000beef"
 INSECURE = ssl._create_unverified_context()  # the emulator's certificate is a throwaway self-signed one
@@ -143,31 +143,12 @@ def test_every_method_failing_is_a_fencing_error_that_says_what_to_do() -> None:
         fence_host(plugin_manager(), host(FenceSpec("redfish", {"url": dead, "timeout": 1}), FenceSpec("nosuch", {})))
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def ipmi_bmc(lab: Lab) -> Iterator[int]:
     """An IPMI 2.0 BMC on loopback whose chassis power is lab host3's power switch."""
     require(shutil.which("ipmitool") is not None, "ipmitool not installed (apt-get install ipmitool)")
-    port = free_udp_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.ipmibmc", str(lab.root), "host3", str(port), "admin", "s3cret"],
-        cwd=Path(__file__).parents[2],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
-    try:
+    with running_bmc(lab, "host3") as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if lab.power_state("host3") == "off":
-            lab.start_host("host3")
 
 
 def test_fence_ipmilan_powers_a_lab_host_off_through_its_ipmi_bmc(lab: Lab, ipmi_bmc: int) -> None:

@@ -8,7 +8,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pluggy
 import pytest
@@ -41,6 +40,7 @@ from evac_plugins import doctor as builtin
 from evac_plugins.doctor_fencing import check_fencing
 from evac_plugins.doctor_host import KnownIssue, decode, migration_conf, sync_status
 from evac_plugins.doctor_locks import judge_config, lock_config, parse_conf, peer_of, refusal_text, refused_by
+from tests.conftest import key_paths
 
 INVENTORY = """hosts:
   - {name: host1, uri: "qemu+tcp://127.0.0.1:1/system", fence: [{method: fake}]}
@@ -234,14 +234,6 @@ def test_a_run_recorded_in_the_journal_comes_back_whole(ctx: DoctorContext, app:
 def test_an_unreadable_record_is_never_checked_not_safe(app: App) -> None:
     app.journal.remember("doctor:host1", "{not json")
     assert safe_to_fence(app.journal, "host1") == (False, "never checked")
-
-
-def key_paths(value: Any, prefix: str = "") -> list[str]:
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in [f"{prefix}/{k}", *key_paths(v, f"{prefix}/{k}")]]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in key_paths(v, f"{prefix}[{i}]")]
-    return []
 
 
 def test_json_has_the_same_keys_in_the_same_order_on_every_run(ctx: DoctorContext) -> None:
