@@ -45,7 +45,9 @@ DEAD = "host2"
 SPARES = ("host1", "host3")
 SURVIVES = "evac-etcd leader survives"
 ON_FAILED = "evac-etcd leader on failed host"
-METHODS = {"kill": ("raw", "evac", SURVIVES, ON_FAILED), "cut": ("raw", "evac")}
+ON_FAILED_RAFT = "evac-etcd leader and etcd's Raft leader on failed host"
+ETCD_METHODS = (SURVIVES, ON_FAILED, ON_FAILED_RAFT)
+METHODS = {"kill": ("raw", "evac", *ETCD_METHODS), "cut": ("raw", "evac")}
 
 
 class Clock:
@@ -164,7 +166,7 @@ def run_raw(lab: Lab, names: list[str], mode: str) -> dict[str, float]:
 
 
 def run_etcd(
-    lab: Lab, names: list[str], replicas: Replicas, etcd: App, leader: str
+    lab: Lab, names: list[str], replicas: Replicas, etcd: App, leader: str, raft: str | None = None
 ) -> tuple[dict[str, float], str | None]:
     """Power off DEAD with three replicas running and ``leader``'s leading; the marks come
     from the etcd journal's events (wall clock, this machine). Returns them and the host
@@ -173,6 +175,8 @@ def run_etcd(
     replicas.make_lead(leader)
     until(lambda: not set(names) - set(journal.definitions(DEAD)), 30, f"{names} in the snapshot of {DEAD}")
     seen = max((seq for seq, _ in journal.events(0)), default=0)
+    if raft is not None:
+        lab.move_etcd_leader(raft)
     raft = lab.etcd_leader()
     offsets = {n: console_path(lab, n).stat().st_size for n in names}
     clock = Clock()
@@ -240,10 +244,11 @@ def main() -> None:
             for mode, methods in METHODS.items():
                 for r in range(args.runs):
                     for method in methods:
-                        if method in (SURVIVES, ON_FAILED):
+                        if method in ETCD_METHODS:
                             reset(lab, names)
-                            leader = DEAD if method == ON_FAILED else SPARES[r % 2]
-                            marks, raft = run_etcd(lab, names, replicas, etcd, leader)
+                            leader = SPARES[r % 2] if method == SURVIVES else DEAD
+                            force = DEAD if method == ON_FAILED_RAFT else None
+                            marks, raft = run_etcd(lab, names, replicas, etcd, leader, force)
                             raft_on_dead.setdefault(method, []).append(raft == DEAD)
                             after_etcd(lab, replicas, etcd)
                         else:
@@ -298,6 +303,7 @@ def main() -> None:
     for method, label, limit in (
         (SURVIVES, "etcd survives - sqlite", 0.3),
         (ON_FAILED, "etcd on failed - sqlite", LEASE_TTL + 1.0),
+        (ON_FAILED_RAFT, "etcd + Raft on failed - sqlite", LEASE_TTL + 1.0),
     ):
         extra = started(f"kill/{method}") - started("kill/evac")
         target = f"<= {limit:g} s" if method == SURVIVES else f"<= {LEASE_TTL} + 1 s"

@@ -146,6 +146,27 @@ class EtcdCluster(HostDaemons):
                 return str(member.get("name")) or None
         return None
 
+    def move_etcd_leader(self, name: str) -> None:
+        """Make the host's member etcd's Raft leader (``etcdctl move-leader``), to set up the
+        case where the host that fails also leads etcd."""
+        members = _json_obj(self.etcdctl("member", "list", "-w", "json").stdout).get("members", [])
+        target = next((int(m["ID"]) for m in members if m.get("name") == name), None)
+        leader = self.etcd_leader()
+        if target is None or leader is None:
+            raise LabError(f"move the etcd leader to {name}: no such member, or no leader now")
+        if leader == name:
+            return
+        proc = self.etcdctl(
+            "move-leader", f"{target:x}", endpoints=[f"https://{self.host(leader).address}:{CLIENT_PORT}"]
+        )
+        if proc.returncode != 0:
+            raise LabError(f"move the etcd leader to {name}: {proc.stderr.strip() or proc.stdout.strip()}")
+        deadline = time.monotonic() + 10
+        while self.etcd_leader() != name:
+            if time.monotonic() > deadline:
+                raise LabError(f"move the etcd leader to {name}: {self.etcd_leader()} still leads")
+            time.sleep(0.1)
+
     def kill_etcd(self, name: str) -> None:
         """SIGKILL only the host's member (its reaper exits by itself); the host stays up."""
         self.host(name)

@@ -70,6 +70,15 @@ def test_killing_the_leaders_host_leaves_a_quorum_that_takes_writes(ha_lab: Lab)
     poll_until(lambda: ha_lab.etcd_leader() not in (None, leader), 15, "a new leader")
 
 
+def test_etcds_raft_leadership_moves_to_a_chosen_member(ha_lab: Lab) -> None:
+    """What the failover bench uses to make the host it powers off etcd's leader too."""
+    leader = ha_lab.etcd_leader()
+    assert leader is not None
+    chosen = next(name for name in ha_lab.etcd_member_names() if name != leader)
+    ha_lab.move_etcd_leader(chosen)
+    assert ha_lab.etcd_leader() == chosen
+
+
 @pytest.mark.usefixtures("restore_hosts")
 def test_start_host_brings_its_member_back_healthy(ha_lab: Lab) -> None:
     ha_lab.kill_host("host2")
