@@ -10,6 +10,8 @@ import os
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,3 +66,14 @@ def key_paths(value: Any, prefix: str = "") -> list[str]:
     if isinstance(value, list):
         return [p for i, v in enumerate(value) for p in key_paths(v, f"{prefix}[{i}]")]
     return []
+
+
+def http_get(port: int, path: str, token: str | None = None) -> tuple[int, bytes]:
+    """GET ``path`` from an ``evac serve`` on loopback: the status and body, errors included."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()

@@ -21,7 +21,7 @@ from evac.inventory import Inventory
 from evac.lab import Lab
 from evac.sqlitejournal import SqliteJournal
 from evac.states import HostMode
-from tests.conftest import poll_until
+from tests.conftest import http_get, poll_until
 from tests.integration.conftest import placements, qemu_processes, record_doctor
 
 TOKEN = "t0ken-for-tests"
@@ -83,13 +83,7 @@ logging: {{format: json}}
         return "\n".join(self.log.read_text().splitlines()[-30:])
 
     def get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        return http_get(self.port, path, token)
 
     def post(self, path: str, body: bytes | dict[str, Any], token: str | None = TOKEN) -> tuple[int, dict[str, Any]]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()

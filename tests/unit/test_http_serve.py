@@ -14,8 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import poll_until
+from tests.conftest import http_get, poll_until
 
 ROOT = Path(__file__).parents[2]
 TOKEN = "t0ken-for-tests"
@@ -77,13 +75,7 @@ class LoopbackServe:
                 self.proc.wait()
 
     def get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        return http_get(self.port, path, token)
 
     def exchange(self, raw: bytes, timeout: float = 15) -> bytes:
         """Send ``raw`` on one connection; everything the server answers until it closes."""
