@@ -35,6 +35,7 @@ HOST_ICONS = {  # host and control-plane events the alerts channel hears of
     EventKind.CLUSTER_UNAVAILABLE: ":rotating_light:",
     EventKind.CLUSTER_AVAILABLE: ":large_green_circle:",
     EventKind.CLUSTER_LEADER: ":crown:",
+    EventKind.GUEST_LEFT_STOPPED: ":warning:",
 }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pluggy
 
+from .agents import AgentView
 from .config import ServiceConfig, default_config, settings
 from .coordination import Coordination, Solo
 from .engine import Engine
@@ -85,9 +86,22 @@ class App:
         session.start()
         return cluster, session
 
+    @cached_property
+    def agents(self) -> AgentView | None:
+        """The hosts' agents as etcd shows them (``evac agent``), followed from first use;
+        None without an ``agent:`` section."""
+        if self.settings.cluster is None or self.settings.agent is None:
+            return None
+        view = AgentView(self._etcd[0])
+        view.start(every=self.settings.agent.timings.lease_ttl)  # and on every change, by its watch
+        return view
+
     def close(self) -> None:
         """End this process's etcd session: its lease is revoked, so what it still owns
         (an interrupted job) is orphaned now, not when the lease would have expired."""
+        view = self.__dict__.get("agents")
+        if view is not None:
+            view.stop()
         if "_etcd" in self.__dict__:
             self._etcd[1].stop(revoke=True)
 

@@ -35,6 +35,7 @@ from .errors import ConfigError
 from .etcdclient import EtcdSettings, parse_url
 from .inventory import FENCE_SECRET_FILES, Inventory, check_trusted_file
 from .retention import Retention
+from .selffence import Timings
 from .yamldoc import Mapping, Sequence, Where, load_file, suggest
 
 TOP = (
@@ -50,6 +51,7 @@ TOP = (
     "logging",
     "retention",
     "etcd",
+    "agent",
 )
 SYSTEM_CONFIG = Path("/etc/evac/evac.yaml")
 SYSTEM_INVENTORY = Path("/etc/evac/hosts.yaml")
@@ -143,11 +145,24 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class AgentSettings:
+    """The ``agent:`` section: what ``evac agent`` on every host, and the leader's
+    ``watchdog`` fence method, agree on (docs/ha.md, "Hosts without a BMC")."""
+
+    timings: Timings
+    watchdog: dict[str, Any]  # {"method": "device", "device": "/dev/watchdog"}: a watchdog plugin's settings
+    port: int = 7480  # the agents' own port, where peers ask each other about etcd
+    secret: str = ""  # the agents' shared HMAC key: peers' answers are signed with it
+    libvirt: str = ""  # the agent's own libvirt URI; empty: its host's inventory uri
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     source: str
     inventory: Path
     journal: Path
     cluster: ClusterSettings | None = None  # journal on etcd: several replicas, one leader
+    agent: AgentSettings | None = None  # `evac agent` on the hosts: self-fencing by watchdog, guest restarts
     runbooks: RunbookNames = field(default_factory=RunbookNames)
     snapshots: SnapshotSettings = field(default_factory=SnapshotSettings)
     retention: Retention = field(default_factory=Retention)  # how long the journal keeps events and audit
@@ -369,11 +384,13 @@ def load_config(path: Path | str, pm: pluggy.PluginManager) -> ServiceConfig:
             f"expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}{suggest(log_level.lower(), LOG_LEVELS)}",
         )
     sections = {name: parse(data.get(name), source) for name, parse in plugin_sections.items() if name in data}
+    agent = _agent(where, data, cluster)
     return ServiceConfig(
         source=source,
         inventory=inventory,
         journal=journal,
         cluster=cluster,
+        agent=agent,
         runbooks=runbooks,
         snapshots=SnapshotSettings(every=every),
         retention=retention,
@@ -453,6 +470,53 @@ def _cluster(where: Where, data: Mapping, base: Path) -> ClusterSettings | None:
         lease_ttl=int(ttl),
     )
     return ClusterSettings(settings, None if agree == "majority" else int(agree), url)
+
+
+AGENT_KEYS = ("port", "secret", "lease_ttl", "margin", "peer_timeout", "reset", "watchdog", "libvirt")
+
+
+def _agent(where: Where, data: Mapping, cluster: ClusterSettings | None) -> AgentSettings | None:
+    """The ``agent:`` section; its timings must make the watchdog a fence (``Timings.problem``)."""
+    if "agent" not in data:
+        return None
+    section = _section(where, data, "agent", AGENT_KEYS)
+    if cluster is None:
+        raise where.error(data.line_of("agent"), "agent", "agents hold leases in etcd: set journal: etcd://HOST:PORT,…")
+    port = section.get("port", 7480)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise where.error(section.line_of("port"), "agent.port", f"expected a port number 1-65535, got {port!r}")
+    secret = resolve_secret(where, section, "secret", "agent.secret")
+    if not secret:
+        raise where.error(
+            data.line_of("agent"), "agent.secret", "required: the agents' shared key, as env:NAME or file:PATH"
+        )
+    dog = where.require_mapping(section.get("watchdog", Mapping()), section.line_of("watchdog"), "agent.watchdog")
+    method = dog.get("method")
+    if not isinstance(method, str) or not method:
+        raise where.error(
+            section.line_of("watchdog"), "agent.watchdog.method", "required: a watchdog plugin, like device"
+        )
+    timeout = _seconds(where, dog, "timeout", 10.0, "agent.watchdog")
+    ttl = _number(where, section, "lease_ttl", 3, "agent", whole=True)
+    if not 2 <= ttl <= 300:
+        raise where.error(section.line_of("lease_ttl"), "agent.lease_ttl", f"expected 2 to 300 seconds, got {ttl!r}")
+    timings = Timings(
+        lease_ttl=ttl,
+        watchdog_timeout=timeout,
+        margin=_seconds(where, section, "margin", 3.0, "agent"),
+        peer_timeout=_seconds(where, section, "peer_timeout", 0.5, "agent"),
+        reset=_number(where, section, "reset", 1.0, "agent"),
+    )
+    problem = timings.problem()
+    if problem:
+        raise where.error(
+            section.line_of("margin") if "margin" in section else data.line_of("agent"),
+            "agent.margin",
+            f"{problem}; worst case {timings.worst_case():.1f} s",
+        )
+    libvirt = where.require_str(section, "libvirt", "agent.libvirt", "")
+    settings = {str(k): v for k, v in dog.items() if k != "timeout"}
+    return AgentSettings(timings, settings, int(port), secret, str(libvirt))
 
 
 def _listen_address(where: Where, listen: Mapping) -> str:

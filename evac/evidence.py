@@ -12,15 +12,24 @@ A source is watched per host: ``source.watch(host, report)`` gives a :class:`Wat
 it every ``every`` seconds (0: every round, ``math.inf``: never), and the source may
 also push evidence at any moment through ``report`` (libvirt's close callback, an etcd
 watch): a push wakes the host's thread, so a failure never waits for the next poll.
+
+Watching costs the controller CPU for every host, all the time. A watch that can vouch
+for its host by itself (:class:`Vouching`: the host's agent holds its lease, which etcd
+keeps for nothing) lets the monitor *hush* the others (:class:`Hushable`) while the host
+is up: the probe and the BMC are not asked, and the libvirt connection is held without
+keepalive, so a dead host's EOF still arrives at once. Any evidence of death (a lease
+gone, an EOF) ends the hush, and every watch is asked again at once.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .errors import EvacError
 from .inventory import HostSpec
@@ -34,11 +43,14 @@ class MonitorSettings:
     interval: float = 0.5  # between probes
     suspect_interval: float = 0.1  # between probes while a host is suspect: confirm fast
     probe_timeout: float = 1.0
+    connect_timeout: float = 5.0  # libvirt.open has none of its own: slower counts as no connection
     keepalive: tuple[int, int] = (1, 3)  # libvirt keepalive: interval s, missed replies
     confirm_misses: int = 2
     power_every: float = 2.0  # BMC polls (0: never)
     settle: float = 0.5  # wait before failing over, so hosts failing together engage the storm brake
     settle_max: float = 6.0  # ...and up to this long while other hosts are still only suspect
+    brake_every: float = 2.0  # journal reads for a storm brake released or engaged elsewhere
+    quiet_interval: float = 5.0  # longest sleep of a hushed host's thread; pushes wake it at once
 
 
 class Verdict(StrEnum):
@@ -91,6 +103,25 @@ class Watch(Protocol):
         ...
 
 
+@runtime_checkable
+class Vouching(Protocol):
+    """A watch that can tell, by itself and for free, that its host is alive."""
+
+    def vouches(self) -> bool:
+        """True while this watch alone shows the host alive (its agent holds its lease)."""
+        ...
+
+
+@runtime_checkable
+class Hushable(Protocol):
+    """A watch that drops what it costs while another watch vouches for the host."""
+
+    def hush(self, quiet: bool) -> None:
+        """Called when the host becomes vouched for and up (True) or no longer (False);
+        its ``every`` then says when it wants polling while hushed (``math.inf``: never)."""
+        ...
+
+
 class EvidenceSource(Protocol):
     @property
     def name(self) -> str:
@@ -106,15 +137,25 @@ class EvidenceSource(Protocol):
         ...
 
 
-@dataclass
 class PolledWatch:
-    """A watch that only asks: ``read()`` on every poll, nothing pushed, nothing to close."""
+    """A watch that only asks: ``read()`` on every poll, nothing pushed, nothing to close.
+    A ``hushable`` one (a probe, a BMC poll) is not asked while the host is vouched for."""
 
-    read: Callable[[], Evidence | None]
-    every: float = 0.0
+    def __init__(self, read: Callable[[], Evidence | None], every: float = 0.0, *, hushable: bool = False) -> None:
+        self.read = read
+        self.interval = every
+        self.hushable = hushable
+        self.hushed = False
+
+    @property
+    def every(self) -> float:
+        return math.inf if self.hushed else self.interval
+
+    def hush(self, quiet: bool) -> None:
+        self.hushed = quiet and self.hushable
 
     def poll(self) -> Evidence | None:
-        return self.read()
+        return None if self.hushed else self.read()
 
     def close(self) -> None:
         pass
@@ -136,45 +177,83 @@ class Connection(Protocol):
 @dataclass(frozen=True)
 class LibvirtSource:
     """The monitor's own connection with keepalive. Its close callback pushes the loss
-    the moment libvirt notices (keepalive, EOF); the poll reconnects when it is gone."""
+    the moment libvirt notices (keepalive, EOF); the poll reconnects when it is gone.
+
+    While the host is hushed the connection is made with ``connect_quiet`` instead: no
+    keepalive, whose pings are what a connection costs. An idle TCP connection still
+    reports EOF the moment the host's processes die; a host cut off is told by its lease
+    instead, and the un-hushed watch then reconnects with keepalive at once, which a cut
+    host does not answer."""
 
     connect: Callable[[HostSpec], Connection]  # raises EvacError when the host does not answer
+    connect_quiet: Callable[[HostSpec], Connection] | None = None  # None: ``connect`` either way
     name: str = "libvirt"
     rule: Rule = Rule()
 
     def watch(self, host: HostSpec, report: Report) -> LibvirtWatch:
-        return LibvirtWatch(self.name, host, self.connect, report)
+        return LibvirtWatch(self.name, host, self.connect, report, self.connect_quiet)
 
 
 class LibvirtWatch:
-    every = 0.0
-
-    def __init__(self, source: str, host: HostSpec, connect: Callable[[HostSpec], Connection], report: Report) -> None:
+    def __init__(
+        self,
+        source: str,
+        host: HostSpec,
+        connect: Callable[[HostSpec], Connection],
+        report: Report,
+        connect_quiet: Callable[[HostSpec], Connection] | None = None,
+    ) -> None:
         self.source, self.host = source, host
         self._connect, self._report = connect, report
-        self._conn: Connection | None = None
+        self._connect_quiet = connect_quiet or connect
+        self._conn: Connection | None = None  # only its close is a loss, not one dropped on purpose
+        self._quiet = False
+        self._lock = threading.Lock()
+
+    @property
+    def every(self) -> float:
+        return math.inf if self._quiet and self._conn is not None else 0.0
+
+    def hush(self, quiet: bool) -> None:
+        if quiet == self._quiet:
+            return
+        self._quiet = quiet
+        self._drop()  # the next poll connects again, with keepalive or without
 
     def poll(self) -> Evidence | None:
         if self._conn is not None and not self._conn.alive():
-            self._conn.close()
-            self._conn = None
+            self._drop()
             return self._lost("no connection")  # reconnect on the next round
         if self._conn is not None:
             # Nothing new: a drop arrives through the close callback, and saying "alive"
             # here could overwrite a loss it pushed a moment ago.
             return None
         try:
-            conn = self._connect(self.host)
+            conn = (self._connect_quiet if self._quiet else self._connect)(self.host)
         except EvacError:
             return self._lost("no connection")
-        conn.on_close(lambda reason: self._report(self._lost(reason)))
-        self._conn = conn
+        with self._lock:
+            self._conn = conn
+        conn.on_close(lambda reason: self._closed(conn, reason))
+        if not conn.alive():  # closed before the callback was there to tell
+            self._drop()
+            return self._lost("no connection")
         return Evidence(self.source, self.host.name, Verdict.ALIVE)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._drop()
+
+    def _drop(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _closed(self, conn: Connection, reason: str) -> None:
+        with self._lock:
+            current = conn is self._conn
+        if current:
+            self._report(self._lost(reason))
 
     def _lost(self, reason: str) -> Evidence:
         return Evidence(self.source, self.host.name, Verdict.DEAD, f"libvirt connection lost: {reason}")
@@ -198,7 +277,7 @@ class ProbeSource:
                 return Evidence(self.name, host.name, Verdict.ALIVE)
             return Evidence(self.name, host.name, Verdict.DEAD, "probe missed")
 
-        return PolledWatch(read)
+        return PolledWatch(read, hushable=True)
 
 
 # ---------------------------------------------------------------- BMC power
@@ -226,4 +305,4 @@ class PowerSource:
                 return Evidence(self.name, host.name, Verdict.DEAD, "power is off (BMC)")
             return None
 
-        return PolledWatch(read, self.every)
+        return PolledWatch(read, self.every, hushable=True)

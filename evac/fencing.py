@@ -18,13 +18,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import pluggy
 
 from .errors import ConfigError, EvacError, FencingError, Interrupted
 from .inventory import FenceSpec, HostSpec
 from .registry import by_name
+
+if TYPE_CHECKING:
+    from .appview import AppView
 
 METHOD_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
@@ -57,6 +60,9 @@ class FenceMethod:
     ``required`` and ``optional`` name the settings the entry may have: the inventory
     loader rejects a missing required one and an unknown one, naming file:line and field.
     ``optional=None`` accepts any other setting (the ``agent`` method passes them on).
+    ``with_app(host, settings, app)``, when given, is used instead of ``factory`` wherever
+    the running evac is at hand: a method that judges from evac's own state (``watchdog``
+    reads the agents' leases in etcd) needs it.
     """
 
     name: str
@@ -64,6 +70,7 @@ class FenceMethod:
     description: str = ""
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] | None = ()
+    with_app: Callable[[HostSpec, Mapping[str, Any], AppView], FenceAgent] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= METHOD_NAME_CHARS:
@@ -129,11 +136,14 @@ def read_secret_file(host: str, method: str, path: str) -> str:
         raise ConfigError(f"{host}: fence method {method}: password_file {path}: {reason}") from None
 
 
-def agent_for(pm: pluggy.PluginManager, host: HostSpec, spec: FenceSpec) -> FenceAgent:
-    """The agent for one entry of ``host``'s fence chain: a registered method's factory,
-    else the first ``evac_fence_agent`` implementation that answers."""
+def agent_for(pm: pluggy.PluginManager, host: HostSpec, spec: FenceSpec, app: AppView | None = None) -> FenceAgent:
+    """The agent for one entry of ``host``'s fence chain: a registered method's factory
+    (``with_app`` when ``app`` is given), else the first ``evac_fence_agent`` implementation
+    that answers."""
     method = fence_methods(pm).get(spec.method)
     if method is not None:
+        if method.with_app is not None and app is not None:
+            return method.with_app(host, spec.options, app)
         return method.factory(host, spec.options)
     agent: FenceAgent | None = pm.hook.evac_fence_agent(host=host, method=spec.method, options=spec.options)
     if agent is None:
@@ -148,6 +158,7 @@ def fence_host(
     poll: float = 0.1,
     sleep: Callable[[float], None] = time.sleep,
     guard: Callable[[], object] = lambda: None,
+    app: AppView | None = None,
 ) -> FenceResult:
     """Power ``host`` off by the first method that works and confirms; ``FencingError`` if none.
 
@@ -162,7 +173,7 @@ def fence_host(
     for spec in host.fence:
         t0 = time.monotonic()
         try:
-            agent = agent_for(pm, host, spec)
+            agent = agent_for(pm, host, spec, app)
             guard()
             agent.power_off()
             deadline = time.monotonic() + confirm_timeout

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .fencing import FenceAgent, FenceMethod
     from .inventory import HostSpec
     from .model import Guest
+    from .watchdog import WatchdogMethod
 
 
 @hookspec
@@ -194,6 +195,26 @@ def evac_fence_methods() -> Sequence[FenceMethod]:
         @hookimpl
         def evac_fence_methods():
             return [FenceMethod("pdu", lambda host, s: PduOutlet(s["url"], s["outlet"]), required=("url", "outlet"))]
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def evac_watchdogs() -> Sequence[WatchdogMethod]:
+    """Register watchdog methods: what ``agent.watchdog.method`` may name for ``evac agent``.
+
+    Return a sequence of :class:`evac.watchdog.WatchdogMethod` (name, required and optional
+    settings, and ``factory(settings)`` building an :class:`evac.watchdog.Watchdog` that is
+    not armed yet). The watchdog has ``arm(timeout) -> float`` (the timeout it will use),
+    ``feed()``, ``disarm()`` (the magic close: the timer stops) and ``abandon()`` (closed
+    without it: the host is reset, as after a crash). Two plugins registering one name is
+    an error naming both.
+
+    Example::
+
+        @hookimpl
+        def evac_watchdogs():
+            return [WatchdogMethod("ipmi", lambda s: IpmiWatchdog(s["bmc"]), required=("bmc",))]
     """
     raise NotImplementedError
 

@@ -7,6 +7,7 @@ its tests) deals only in model dataclasses.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ import libvirt
 from .domainxml import parse_guest
 from .errors import DiskInUse, EvacError, HostUnreachable, MigrationError, NotFound, TransientError
 from .model import Capacity, Guest
+
+log = logging.getLogger("evac.hypervisor")
 
 # libvirt prints every error on stderr by default; our exceptions carry the same text.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -76,6 +79,36 @@ def state_name(state: int, reason: int) -> str:
     if state == libvirt.VIR_DOMAIN_SHUTOFF and reason in faults:
         return "crashed"
     return STATES.get(state, str(state))
+
+
+# A guest that stopped without being asked to: what evac's guest restarts act on. libvirt
+# 9.0 reports a QEMU killed under it (kill -9, the OOM killer) as the event STOPPED/FAILED,
+# while the guest's state then reads SHUTOFF/CRASHED. A guest panic (pvpanic) is the event
+# CRASHED, then STOPPED/CRASHED once libvirt destroyed it (on_crash: destroy, the default).
+# A shutdown, a destroy, a save or a migration away is none of these.
+DOWN_EVENTS = {
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED): "failed",
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED): "crashed",
+}
+STOP_REASONS = {libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed", libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed"}
+
+
+def down_reason(event: int, detail: int) -> str | None:
+    """``failed`` or ``crashed`` for a lifecycle event of a guest that went down by a fault;
+    None for any other event."""
+    if event == libvirt.VIR_DOMAIN_EVENT_CRASHED:
+        return "crashed"
+    return DOWN_EVENTS.get((event, detail))
+
+
+def stop_reason(state: int, reason: int) -> str | None:
+    """``failed`` or ``crashed`` for a guest a fault stopped (or a panic holds, with
+    on_crash: preserve), read from its state; None for one running or stopped on purpose."""
+    if state == libvirt.VIR_DOMAIN_CRASHED:
+        return "crashed"
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        return STOP_REASONS.get(reason)
+    return None
 
 
 def error_class(code: int) -> type[EvacError]:
@@ -175,6 +208,33 @@ class Hypervisor:
 
         with mapped_errors(f"{self.name}: subscribing to guest events"):
             self._conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, fire, None)
+
+    def on_guest_down(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(guest, reason)`` when a guest of this host goes down by a fault:
+        ``failed`` (its QEMU died) or ``crashed`` (a guest panic). One death may be told
+        twice (a panic: CRASHED, then STOPPED/CRASHED); ``Jobs.guest_failed`` makes it one
+        job. Events reach only a live connection: a periodic :meth:`guest_stop_reason`
+        catches a death told while it was down."""
+
+        def fire(_conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+            reason = down_reason(event, detail)
+            if reason is None:
+                return
+            try:
+                callback(dom.name(), reason)
+            except Exception:  # libvirt's event thread must outlive a subscriber's bug
+                log.exception("%s: guest-down subscriber failed", self.name)
+
+        with mapped_errors(f"{self.name}: subscribing to guest events"):
+            self._conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, fire, None)
+
+    def guest_stop_reason(self, name: str) -> str | None:
+        """``failed`` or ``crashed`` when a fault stopped the guest (see :func:`stop_reason`),
+        None when it runs or was stopped on purpose."""
+        dom = self._lookup(name)
+        with mapped_errors(f"{self.name}: state of '{name}'"):
+            state, reason = dom.state()
+        return stop_reason(state, reason)
 
     def alive(self) -> bool:
         try:

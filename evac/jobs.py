@@ -8,6 +8,8 @@ the rules live in one place and apply the same way whoever asks:
 - a host is named by the inventory (unknown hosts are refused with a suggestion);
 - a drain of a host that does not answer becomes a failover (fence first, then restart);
 - a manual fence is refused while the host still answers on its libvirt port;
+- a guest whose QEMU died is restarted in place, relocated or left stopped with an alert,
+  as its restart policy says (:meth:`Jobs.guest_failed`);
 - every start, refusal, cancel and approval is audited with the channel and who asked.
 
 Running a job is the caller's choice: :meth:`Jobs.run` in the calling thread (the CLI,
@@ -29,12 +31,16 @@ from .appview import AppView
 from .coordination import Coordination
 from .doctor import safe_to_fence
 from .engine import Engine, JobResult
-from .errors import ConfigError, EvacError, FencingError, JournalError, LockedError, OwnershipLost
+from .errors import ConfigError, EvacError, FencingError, JournalError, LockedError, NotFound, OwnershipLost
 from .events import Event
 from .fencing import FenceResult, fence_host
 from .fleet import reachable
+from .hypervisor import Hypervisor
+from .inventory import HostSpec
 from .journal import BrakeState, JobRecord
+from .model import Guest
 from .plugins import notify
+from .restartpolicy import Attempt, HaSettings, Recovery, RestartPolicy, decide
 from .runbook import Runbook, bind_params, load_runbook
 from .states import EventKind, HostMode, JobState
 from .stormbrake import release_held
@@ -95,14 +101,20 @@ class Jobs:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def check(self) -> None:
-        """Refuse to start a service whose drain or failover runbook does not exist: found
-        at start, not when a host dies."""
+        """Refuse to start a service whose drain, failover or guest-failure runbook does not
+        exist: found at start, not when a host or a guest dies."""
         names = self.app.settings.runbooks
         for role, name in (("drain", names.drain), ("failover", names.failover)):
             try:
                 self.app.runbook(name)
             except ConfigError as exc:
                 raise ConfigError(f"{self.app.settings.source}: runbooks.{role}: {exc}") from None
+        if "ha" in self.app.settings.sections:
+            for name in sorted(HaSettings.of(self.app.settings.sections).runbooks()):
+                try:
+                    self.app.runbook(name)
+                except ConfigError as exc:
+                    raise ConfigError(f"{self.app.settings.source}: ha: {exc}") from None
 
     # ---------------------------------------------------------------- start
     def start(
@@ -235,6 +247,121 @@ class Jobs:
         else:
             self.run(started)
 
+    # ---------------------------------------------------------------- guests
+    def guest_failed(self, host: str, guest: str, reason: str, actor: Actor | None = None) -> Started | None:
+        """A guest's QEMU died on ``host``, which is up (``reason``: ``failed`` or ``crashed``,
+        as ``Hypervisor.on_guest_down`` tells it). Its restart policy decides from its
+        earlier recoveries in the journal (:mod:`evac.restartpolicy`): a job of its
+        guest-failure runbook restarts it in place or relocates it, for the caller to run
+        (:meth:`spawn` hands it to the leader when replicas run); or it is left stopped
+        with an alert.
+
+        None when nothing starts: the guest runs again or is gone (a second report of one
+        death), its host's own flow owns its guests (in maintenance, fenced, being failed
+        over, unreachable), a job already recovers it (the runbook's lock), or it is left
+        stopped."""
+        actor = actor or Actor(Channel.MONITOR)
+        spec = self.app.inventory.host(host)
+        found = self._stopped_guest(spec, guest, actor)
+        if found is None:
+            return None
+        ha = HaSettings.of(self.app.settings.sections)
+        try:
+            policy, runbook = ha.for_guest(found)
+        except ConfigError as exc:  # one guest's typo must not leave it stopped
+            log.warning("%s; using the ha: defaults for it", exc)
+            policy, runbook = ha.policy, ha.runbook
+        now = time.time()
+        decision = decide(policy, self._recoveries(guest, runbook, now - policy.window), now)
+        if decision.action is Recovery.GIVE_UP:
+            self._left_stopped(spec.name, guest, f"it died again ({reason}) after {decision.reason}", policy, actor)
+            return None
+        given = {
+            "host": spec.name,
+            "guest": guest,
+            "reason": reason,
+            "action": str(decision.action),
+            "decision": decision.reason,
+        }
+        try:
+            return self.start(runbook, given, actor, guest)
+        except LockedError as exc:
+            log.info("%s on %s: not recovered twice: %s", guest, spec.name, exc)
+            return None
+        except EvacError as exc:
+            self._left_stopped(spec.name, guest, f"its recovery could not start: {exc}", policy, actor)
+            return None
+
+    def _stopped_guest(self, spec: HostSpec, guest: str, actor: Actor) -> Guest | None:
+        """The guest, when it is still down by a fault on a host whose own flow does not own it."""
+        state = self.app.journal.host_states().get(spec.name)
+        failover = self.app.settings.runbooks.failover
+        owner = ""
+        if state is not None and state.state in (HostMode.MAINTENANCE, HostMode.FENCED):
+            owner = f"{spec.name} is {'in ' if state.state == HostMode.MAINTENANCE else ''}{state.state}"
+        elif any(job.runbook == failover and job.target == spec.name for job in self.app.journal.unfinished_jobs()):
+            owner = f"{spec.name} is being failed over"
+        if owner:
+            self.refused(actor, "guest.recover", guest, ConfigError(f"{owner}: its own flow owns its guests"))
+            log.info("%s not recovered: %s", guest, owner)
+            return None
+        try:
+            with Hypervisor.connect(spec.name, spec.uri, keepalive=None) as hv:
+                found = hv.guest(guest, self.app.inventory.is_shared)
+        except NotFound:
+            log.info("%s is no longer defined on %s: nothing to recover", guest, spec.name)
+            return None
+        except EvacError as exc:  # the host does not answer: the monitor's to judge
+            self.refused(actor, "guest.recover", guest, exc)
+            log.warning("%s not recovered: %s", guest, exc)
+            return None
+        if found.state != "crashed":  # a fault's shut-off reads crashed (hypervisor.state_name)
+            log.info("%s on %s is %s: nothing to recover", guest, spec.name, found.state)
+            return None
+        return found
+
+    def _recoveries(self, guest: str, runbook: str, since: float) -> list[Attempt]:
+        """The guest's recoveries since ``since``: its jobs of ``runbook``, failed ones too."""
+        limit = 100
+        while True:
+            jobs = self.app.journal.jobs(limit)
+            if len(jobs) < limit or jobs[-1].created < since:
+                break
+            limit *= 10
+        actions = {str(Recovery.RESTART), str(Recovery.RELOCATE)}
+        return [
+            Attempt(job.created, Recovery(job.params["action"]))
+            for job in jobs
+            if job.created >= since
+            and job.runbook == runbook
+            and not job.dry_run
+            and job.params.get("guest") == guest
+            and job.params.get("action") in actions
+        ]
+
+    def _left_stopped(self, host: str, guest: str, why: str, policy: RestartPolicy, actor: Actor) -> None:
+        """Alert that a guest stays down, once per policy window: a periodic check reports
+        a guest that stays down again and again."""
+        message = f"{guest} left stopped on {host}: {why}; find out why, then start it by hand"
+        try:
+            first = self.app.journal.first_seen(f"guest-left-stopped:{guest}", policy.window)
+            if first:
+                self.app.journal.audit(str(actor), "guest.left_stopped", guest, {"host": host, "why": why})
+        except JournalError as exc:
+            log.warning("journal did not record that %s was left stopped: %s", guest, exc)
+            first = True
+        if not first:
+            log.info("%s (alerted already)", message)
+            return
+        log.error("%s", message)
+        data = {"host": host, "guest": guest, "level": "alert"}
+        event = Event(EventKind.GUEST_LEFT_STOPPED, 0, item=guest, message=message, data=data)
+        try:
+            self.app.journal.add_event(event)
+        except JournalError as exc:
+            log.warning("journal did not record the alert for %s: %s", guest, exc)
+        notify(self.app.pm, event)
+
     def preview_drain(self, host: str) -> dict[str, Any]:
         """The plan a drain would run (its own plan step, dry): what Slack shows first."""
         spec = self.app.inventory.host(host)
@@ -254,12 +381,12 @@ class Jobs:
     def spawn(self, started: Started) -> threading.Thread | None:
         """Run in a tracked background thread (:meth:`join` waits for them all).
 
-        With replicas, a failover belongs to the leader: a replica that does not lead (an
-        alert reached it) hands the job over instead, and the leader claims it at once.
-        None then: nothing runs here."""
-        if started.runbook.name == self.app.settings.runbooks.failover and not self.app.coordination.leads():
+        With replicas, a failover or a guest's recovery belongs to the leader: a replica
+        that does not lead (an alert or an agent's report reached it) hands the job over
+        instead, and the leader claims it at once. None then: nothing runs here."""
+        if self._leaders(started.runbook.name) and not self.app.coordination.leads():
             threading.Thread(target=self._hand_over, args=(started.job,), daemon=True, name="hand-over").start()
-            log.info("job %s (failover of %s) handed to the leader", started.job, started.target)
+            log.info("job %s (%s of %s) handed to the leader", started.job, started.runbook.name, started.target)
             return None
 
         def run() -> None:
@@ -277,6 +404,11 @@ class Jobs:
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
         return thread
+
+    def _leaders(self, runbook: str) -> bool:
+        """Is this runbook's job the leader's alone: a failover, or a guest's recovery."""
+        ha = HaSettings.of(self.app.settings.sections)
+        return runbook == self.app.settings.runbooks.failover or runbook in ha.runbooks()
 
     def _hand_over(self, job: int) -> None:
         """Give a job to whoever leads: a failover this replica may not decide, or a job
@@ -372,7 +504,7 @@ class Jobs:
         spec = self.app.inventory.host(host)
         try:
             with tokens.carried(self.app.journal.fence_token(None)):
-                result = fence_host(self.app.pm, spec)
+                result = fence_host(self.app.pm, spec, app=self.app)
         except FencingError as exc:
             self.app.journal.audit(str(actor), "fence.failed", spec.name, {"error": str(exc)})
             raise

@@ -27,6 +27,20 @@ class Interface:
 
 
 @dataclass(frozen=True)
+class HaMetadata:
+    """A guest's own restart limits from its ``ha-*`` metadata, as written there.
+
+    Kept as text and checked where it is used (:mod:`evac.restartpolicy`), so a typo in
+    one guest's metadata is reported for that guest instead of stopping evac from
+    listing every guest of its host."""
+
+    max_restart: str | None = None
+    max_relocate: str | None = None
+    window: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Guest:
     name: str
     uuid: str
@@ -40,6 +54,7 @@ class Guest:
     priority: int = 0
     anti_affinity: tuple[str, ...] = ()
     affinity: tuple[str, ...] = ()
+    ha: HaMetadata = HaMetadata()
 
     @property
     def local_disks(self) -> tuple[Disk, ...]:

@@ -2,10 +2,17 @@
 
 One thread per host polls the host's evidence sources (:mod:`evac.evidence`): the
 monitor's own libvirt connection with keepalive, a port probe and the BMC's power
-reading, plus any a plugin adds through ``evac_evidence_sources``. A source may also
-push evidence (libvirt's close callback), which wakes the thread at once: no fixed
-sleeps stand between a failure and its detection. :class:`evac.health.HostHealth`
+reading, the agent's lease where hosts run ``evac agent`` (:mod:`evac.agentevidence`),
+plus any a plugin adds through ``evac_evidence_sources``. A source may also push
+evidence (libvirt's close callback, a lease gone), which wakes the thread at once: no
+fixed sleeps stand between a failure and its detection. :class:`evac.health.HostHealth`
 weighs the evidence into up / suspect / down.
+
+Probing costs CPU per host; a lease costs nothing. So while a host is up and its agent
+holds its lease, the host is *hushed*: its probe and BMC are not asked and its libvirt
+connection carries no keepalive (it still tells a dead host's EOF at once). The first
+evidence of death (the lease gone, an EOF) un-hushes it, and every watch is asked again
+at once, so detection is no slower than probing all along.
 
 A host in maintenance is watched but never failed over; a fenced host that comes back
 has its stale definitions of guests now running elsewhere removed, and stays out of
@@ -16,11 +23,13 @@ not the monitor's job: it runs whether or not the monitor does.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from .agentevidence import AgentSource, Leases
 from .app import App
 from .coordination import Coordination, Solo
 from .errors import ConfigError, EvacError, HostUnreachable, JournalError
@@ -29,11 +38,13 @@ from .evidence import (
     Connection,
     Evidence,
     EvidenceSource,
+    Hushable,
     LibvirtSource,
     MonitorSettings,
     PowerSource,
     ProbeSource,
     Rule,
+    Vouching,
     Watch,
 )
 from .fencing import agent_for
@@ -48,6 +59,7 @@ from .states import EventKind, Health, HostMode
 from .stormbrake import StormBrake
 
 log = logging.getLogger("evac.monitor")
+T = TypeVar("T")
 
 HEALTH_EVENTS = {Health.UP: EventKind.HOST_UP, Health.SUSPECT: EventKind.HOST_SUSPECT, Health.DOWN: EventKind.HOST_DOWN}
 
@@ -63,12 +75,59 @@ class HostConnection(Connection, Protocol):
     def undefine(self, name: str) -> None: ...
 
 
-def connect_libvirt(spec: HostSpec, settings: MonitorSettings) -> Hypervisor:
+def connect_libvirt(spec: HostSpec, settings: MonitorSettings, keepalive: bool = True) -> Hypervisor:
     """The real connection. ``libvirt.open`` has no connect timeout, so a short TCP probe
-    first keeps a silent host from stalling its thread."""
+    first keeps a silent host from stalling its thread, and an open that hangs anyway (the
+    host cut off between the probe and the open) is given up after ``connect_timeout``.
+    Without ``keepalive`` (a hushed host) the idle connection costs nothing and still
+    reports the host's EOF."""
     if not reachable(spec.uri, settings.probe_timeout):
         raise HostUnreachable(f"{spec.name}: {spec.uri} does not answer")
-    return Hypervisor.connect(spec.name, spec.uri, keepalive=settings.keepalive)
+    ping = settings.keepalive if keepalive else None
+    opened = call_within(
+        lambda: Hypervisor.connect(spec.name, spec.uri, keepalive=ping),
+        settings.connect_timeout,
+        late=Hypervisor.close,
+        name=f"connect-{spec.name}",
+    )
+    if opened is None:
+        raise HostUnreachable(f"{spec.name}: {spec.uri} did not open within {settings.connect_timeout:g} s")
+    return opened
+
+
+def call_within(call: Callable[[], T], timeout: float, late: Callable[[T], None], name: str) -> T | None:
+    """``call()`` on a thread of its own, waited for ``timeout`` seconds; None when it has not
+    returned by then: the caller goes on, and ``late`` gets the result whenever it comes."""
+    lock = threading.Lock()
+    done = threading.Event()
+    result: list[T] = []
+    error: list[Exception] = []
+    gave_up = threading.Event()
+
+    def run() -> None:
+        try:
+            value = call()
+        except Exception as exc:
+            with lock:
+                error.append(exc)
+            done.set()
+            return
+        with lock:
+            if not gave_up.is_set():
+                result.append(value)
+                done.set()
+                return
+        late(value)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    done.wait(timeout)
+    with lock:
+        if not result and not error:
+            gave_up.set()
+            return None
+    if error:
+        raise error[0]
+    return result[0]
 
 
 def bmc_power(app: App, spec: HostSpec) -> str:
@@ -76,14 +135,15 @@ def bmc_power(app: App, spec: HostSpec) -> str:
     if not spec.fence:
         return "unknown"
     try:
-        return agent_for(app.pm, spec, spec.fence[0]).power_state()
+        return agent_for(app.pm, spec, spec.fence[0], app).power_state()
     except Exception:  # a BMC that does not answer is no signal either way
         return "unknown"
 
 
 class Monitor:
-    """Watches every inventory host. ``probe``, ``connect`` and ``power`` feed the built-in
-    evidence sources; they default to the real port probe, libvirt and BMC, and unit
+    """Watches every inventory host. ``probe``, ``connect``, ``power`` and ``agents`` feed
+    the built-in evidence sources; they default to the real port probe, libvirt, BMC and
+    ``app.agents`` (None without an ``agent:`` section: no ``agent`` source), and unit
     specs replace them to drive the monitor without a fleet."""
 
     def __init__(
@@ -97,6 +157,7 @@ class Monitor:
         connect: Callable[[HostSpec], HostConnection] | None = None,
         power: Callable[[HostSpec], str] | None = None,
         coordination: Coordination | None = None,
+        agents: Leases | None = None,
     ) -> None:
         self.app = app
         self.coordination = coordination or Solo()
@@ -108,7 +169,9 @@ class Monitor:
             self.brake.engaged, self.brake.reason = True, held.reason
         self._probe = probe or (lambda spec: answers(spec, settings.probe_timeout))
         self._connect_to = connect or (lambda spec: connect_libvirt(spec, settings))
+        self._connect_quiet = connect or (lambda spec: connect_libvirt(spec, settings, keepalive=False))
         self._power = power or (lambda spec: bmc_power(app, spec))
+        self._agents = agents if agents is not None else app.agents
         self.sources = self._collect_sources()
         rules = {source.name: source.rule for source in self.sources}
         self.health = {h.name: HostHealth(h.name, rules) for h in app.inventory.hosts}
@@ -117,15 +180,21 @@ class Monitor:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._ready_count = 0
+        self._wakes: list[threading.Event] = []
         self.started = threading.Event()
 
     def _collect_sources(self) -> list[EvidenceSource]:
         """The built-in sources, then plugins'; a name given twice is an error naming both."""
         own: list[EvidenceSource] = [
-            LibvirtSource(self._connect),
+            LibvirtSource(self._connect, self._connect_quiet_host),
             ProbeSource(self._probe, rule=Rule(confirm=self.settings.confirm_misses)),
             PowerSource(self._power, every=self.settings.power_every),
         ]
+        if self._agents is not None:
+            agent = self.app.settings.agent
+            ttl = agent.timings.lease_ttl if agent is not None else AgentSource.stale_after
+            # the view is read on every change and every lease_ttl: two missed reads make it stale
+            own.append(AgentSource(self._agents, stale_after=2 * ttl + 1))
         found: Sequence[Sequence[EvidenceSource]] = self.app.pm.hook.evac_evidence_sources(
             app=self.app, settings=self.settings
         )
@@ -155,6 +224,10 @@ class Monitor:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._lock:
+            wakes = list(self._wakes)
+        for wake in wakes:
+            wake.set()  # a hushed host's thread may sleep long
         for thread in self._threads:
             thread.join(10)
 
@@ -164,8 +237,9 @@ class Monitor:
     def _watch_brake(self) -> None:
         """Follow the brake in the journal: a release made from another process (``evac brake
         release``, Slack), or a brake another replica engaged (hosts failing together are
-        counted once, whichever replica counted them)."""
-        while not self._stop.wait(self.settings.interval):
+        counted once, whichever replica counted them). Each failover reads the brake again
+        before it acts, so this watch need not look often: every look costs an etcd read."""
+        while not self._stop.wait(self.settings.brake_every):
             try:
                 held = self.app.journal.brake()
             except JournalError:
@@ -203,6 +277,8 @@ class Monitor:
     # ---------------------------------------------------------------- one host
     def _watch(self, spec: HostSpec) -> None:
         wake = threading.Event()
+        with self._lock:
+            self._wakes.append(wake)
 
         def report(evidence: Evidence) -> None:
             self._take(spec, evidence)
@@ -213,10 +289,18 @@ class Monitor:
             watch = source.watch(spec, report)
             if watch is not None:
                 watches.append(watch)
+        vouching = [w for w in watches if isinstance(w, Vouching)]
+        hushable = [w for w in watches if isinstance(w, Hushable)]
         polled = [-float("inf")] * len(watches)
+        quiet = False
         first = True
         try:
             while not self._stop.is_set():
+                wake.clear()  # before looking: a push from here on wakes the next wait
+                if self._hushed(spec, vouching) != quiet:
+                    quiet = not quiet
+                    for watch in hushable:
+                        self._hush(spec, watch, quiet)
                 for index, watch in enumerate(watches):
                     now = time.monotonic()
                     if now - polled[index] < watch.every:
@@ -228,15 +312,44 @@ class Monitor:
                 if first:
                     first = False
                     self._ready()
-                suspect = self.health[spec.name].state is Health.SUSPECT
-                wake.wait(self.settings.suspect_interval if suspect else self.settings.interval)
-                wake.clear()
+                if self._hushed(spec, vouching) == quiet:  # else what was just seen (un)hushes it now
+                    wake.wait(self._pause(spec, watches, polled, quiet))
         finally:
             for watch in watches:
                 try:
                     watch.close()
                 except Exception:
                     log.exception("closing a watch on %s", spec.name)
+
+    def _hushed(self, spec: HostSpec, vouching: Sequence[Vouching]) -> bool:
+        """Whether the host's costly watches may rest: it is up, and a watch vouches for it."""
+        if self.health[spec.name].state is not Health.UP:
+            return False
+        for watch in vouching:
+            try:
+                if watch.vouches():
+                    return True
+            except Exception:  # a broken plugin source vouches for nothing
+                log.exception("asking whether a watch vouches for %s", spec.name)
+        return False
+
+    def _hush(self, spec: HostSpec, watch: Hushable, quiet: bool) -> None:
+        try:
+            watch.hush(quiet)
+        except Exception:
+            log.exception("%s the watches of %s", "hushing" if quiet else "waking", spec.name)
+
+    def _pause(self, spec: HostSpec, watches: list[Watch], polled: list[float], quiet: bool) -> float:
+        """How long the host's thread sleeps unless a push wakes it: a round's interval, or
+        while hushed until the next watch that still wants polling is due."""
+        if not quiet:
+            suspect = self.health[spec.name].state is Health.SUSPECT
+            return self.settings.suspect_interval if suspect else self.settings.interval
+        now = time.monotonic()
+        due = [
+            polled[i] + max(w.every, self.settings.interval) - now for i, w in enumerate(watches) if w.every != math.inf
+        ]
+        return max(0.0, min([self.settings.quiet_interval, *due]))
 
     def _poll(self, spec: HostSpec, watch: Watch) -> Evidence | None:
         try:
@@ -253,7 +366,12 @@ class Monitor:
 
     def _connect(self, spec: HostSpec) -> HostConnection:
         """Connect for the libvirt source; a fenced host that answers again is cleaned first."""
-        conn = self._connect_to(spec)
+        return self._cleaned(spec, self._connect_to(spec))
+
+    def _connect_quiet_host(self, spec: HostSpec) -> HostConnection:
+        return self._cleaned(spec, self._connect_quiet(spec))
+
+    def _cleaned(self, spec: HostSpec, conn: HostConnection) -> HostConnection:
         try:
             self._on_reconnect(spec, conn)
         except EvacError as exc:
@@ -360,14 +478,19 @@ class Monitor:
         while not self._stop.is_set():
             if self.health[host].state is not Health.DOWN:
                 return None
-            if self.brake.engaged:  # engaged meanwhile, here or by another replica
-                self._emit(EventKind.MONITOR_STORM_BRAKE, host, f"{host} not failed over: {self.brake.reason}")
-                return None
             try:
                 if _exempt(self.app.journal.host_states().get(host)) is not None:
                     return None  # fenced or in maintenance meanwhile, by another replica or a person
+                held = self.app.journal.brake()  # engaged elsewhere since the brake watch last looked
             except EvacError:
-                pass  # etcd away: the agreement below says so
+                held = None  # etcd away: the agreement below says so
+            with self._lock:
+                if held is not None and not self.brake.engaged:
+                    self.brake.engaged, self.brake.reason = True, held.reason
+                engaged = self.brake.engaged
+            if engaged:  # engaged meanwhile, here or by another replica
+                self._emit(EventKind.MONITOR_STORM_BRAKE, host, f"{host} not failed over: {self.brake.reason}")
+                return None
             agreement = self.coordination.agreed_down(host)
             if agreement.ok:
                 return agreement.why

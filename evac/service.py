@@ -22,8 +22,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .agents import AgentView
 from .app import App
-from .errors import ConfigError, EvacError, JournalError
+from .errors import ConfigError, EvacError, JournalError, LockedError
+from .etcdclient import delete_op, mod_revision_is
 from .events import Event
 from .evidence import MonitorSettings
 from .jobs import Actor, Channel
@@ -92,6 +94,8 @@ class Service:
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
         self.app.coordination.start(self._announce)
+        if self.app.agents is not None:  # leases followed from now: a host's lease seen gone is timed from here
+            log.info("evac serve: following the agents of %s hosts", len(self.app.inventory.hosts))
         if self.config.cluster is None:
             self.resume()  # one controller: what it left unfinished is its own to finish
         else:
@@ -148,6 +152,8 @@ class Service:
             try:
                 if self.app.coordination.leads() and any(j.orphaned for j in self.app.journal.unfinished_jobs()):
                     self.resume()
+                if self.app.coordination.leads() and self.app.agents is not None:
+                    self.restart_guests(self.app.agents)
                 said = ""
             except EvacError as exc:  # etcd away, or another replica claimed first: look again
                 if str(exc) != said:
@@ -155,6 +161,20 @@ class Service:
                     said = str(exc)
             if self._stopping.wait(every):
                 return
+
+    def restart_guests(self, agents: AgentView) -> None:
+        """Guests whose QEMU died, as their agents reported: one recovery job each (in
+        place, else elsewhere: ``Jobs.guest_failed``); the report is deleted once handled."""
+        for down in agents.guests_down():
+            try:
+                started = self.app.jobs.guest_failed(down.host, down.guest, down.reason)
+                if started is not None:
+                    self.app.jobs.spawn(started)
+            except LockedError as exc:
+                log.info("guest %s on %s: %s", down.guest, down.host, exc)
+            except EvacError as exc:
+                log.error("guest %s on %s died (%s) and was not restarted: %s", down.guest, down.host, down.reason, exc)
+            agents.cluster.txn([mod_revision_is(down.key, down.revision)], [delete_op(down.key)])
 
     def _announce(self, event: Event) -> None:
         """Leadership and quorum changes: to the journal when it answers, to every observer."""

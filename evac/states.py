@@ -90,3 +90,4 @@ class EventKind(StrEnum):
     CLUSTER_FOLLOWER = "cluster.follower"  # this replica lost or gave up the leadership
     CLUSTER_UNAVAILABLE = "cluster.unavailable"  # etcd lost: nothing is fenced or restarted
     CLUSTER_AVAILABLE = "cluster.available"  # etcd answers again
+    GUEST_LEFT_STOPPED = "guest.left_stopped"  # a guest's QEMU died more often than its restart policy allows

@@ -47,7 +47,7 @@ def power_cycle(ctx: DoctorContext, host: HostSpec) -> Finding:
             f"evac host disable {host.name}, drain it, then run evac doctor {host.name} --power-cycle-test",
         )
     spec = host.fence[0]
-    agent = agent_for(ctx.app.pm, host, spec)
+    agent = agent_for(ctx.app.pm, host, spec, ctx.app)
     agent.power_off()
     state = wait_for_state(agent, "off")
     if state != "off":
@@ -88,7 +88,7 @@ def check_fencing(ctx: DoctorContext, host: HostSpec) -> Finding:
     for index, spec in enumerate(host.fence):
         label = f"fence[{index}] {spec.method}"
         try:
-            state = agent_for(ctx.app.pm, host, spec).power_state()
+            state = agent_for(ctx.app.pm, host, spec, ctx.app).power_state()
         except Exception as exc:  # a plugin's error, whatever its class, is this method failing
             problems.append(f"{label}: {one_line(exc)}")
             continue

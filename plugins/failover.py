@@ -47,7 +47,9 @@ def fence(ctx: StepContext) -> Mapping[str, Any]:
     if state and state.state == HostMode.FENCED:
         return {"host": spec.name, "method": "already fenced", "by": state.actor, "seconds": 0}
     try:
-        result = fence_host(app.pm, spec, confirm_timeout=float(ctx.inputs.get("confirm_timeout", 30)), guard=ctx.guard)
+        result = fence_host(
+            app.pm, spec, confirm_timeout=float(ctx.inputs.get("confirm_timeout", 30)), guard=ctx.guard, app=app
+        )
     except FencingError as exc:
         ctx.progress(f"ALERT: {exc}", level="alert", kind="fence_failed", host=spec.name)
         app.journal.audit(f"job:{ctx.job_id}", "fence.failed", spec.name, {"error": str(exc)})
@@ -187,14 +189,23 @@ def report(ctx: StepContext) -> Mapping[str, Any]:
             {"guest": lost["guest"], "priority": 0, "to": "", "result": "unrecoverable", "detail": lost["reason"]}
         )
     ok = sum(1 for r in rows if r["result"] == "restarted")
+    fenced = (ctx.inputs.get("fence") or {}).get("method")
+    failed = f"{host} failed, fenced by {fenced}" if fenced else f"{host} failed"
     known, age = planned.get("snapshot_guests", len(rows)), planned.get("snapshot_age")
     seen = f"{known} guest(s) known from a snapshot {age} s old" if age is not None else f"{known} guest(s) known"
     if rows:
-        summary = f"{host} failed: {ok} of {len(rows)} guests restarted elsewhere ({seen})"
+        summary = f"{failed}: {ok} of {len(rows)} guests restarted elsewhere ({seen})"
     else:
-        summary = f"{host} failed: it ran no guests, nothing to restart ({seen})"
+        summary = f"{failed}: it ran no guests, nothing to restart ({seen})"
     ctx.progress(summary)
-    outputs = {"host": host, "rows": rows, "summary": summary, "snapshot_guests": known, "snapshot_age": age}
+    outputs = {
+        "host": host,
+        "fenced_by": fenced or "",
+        "rows": rows,
+        "summary": summary,
+        "snapshot_guests": known,
+        "snapshot_age": age,
+    }
     if ok < len(rows) and not ctx.dry_run:
         raise Incomplete(summary, outputs)
     return outputs
@@ -240,7 +251,7 @@ def evac_actions() -> list[Action]:
             report,
             plan=report,
             description="The failover's final report; fails while guests are not running again.",
-            inputs=("host", "plan", "restart"),
+            inputs=("host", "plan", "restart", "fence"),
             required=("host", "plan"),
         ),
     ]

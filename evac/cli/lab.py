@@ -33,6 +33,11 @@ def register(sub: Any) -> None:
         action="store_true",
         help="also run a 3-member etcd cluster, one member on each of the first three hosts",
     )
+    up.add_argument(
+        "--agents",
+        action="store_true",
+        help="also run `evac agent` on every host, feeding the lab's watchdog for it (needs --etcd)",
+    )
     up.set_defaults(func=cmd_up)
     verbs.add_parser("down", help="remove the lab completely").set_defaults(func=cmd_down)
     status = verbs.add_parser("status", help="hosts: power, network, daemons")
@@ -58,6 +63,12 @@ def register(sub: Any) -> None:
     serve.add_argument("host")
     serve.add_argument("--stop", action="store_true", help="stop the host's replica instead")
     serve.set_defaults(func=cmd_serve)
+    agent = verbs.add_parser("agent", help="start `evac agent` inside a host, with the lab's watchdog for it")
+    agent.add_argument("host")
+    how = agent.add_mutually_exclusive_group()
+    how.add_argument("--stop", action="store_true", help="the clean stop (SIGTERM): the watchdog is disarmed")
+    how.add_argument("--kill", action="store_true", help="a crash (SIGKILL): the watchdog resets the host")
+    agent.set_defaults(func=cmd_agent)
     loss = verbs.add_parser("loss", help="drop a share of a host's packets (0 clears)")
     loss.add_argument("host")
     loss.add_argument("percent", type=int)
@@ -95,11 +106,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     build_assets(lab)
     t_assets = time.monotonic() - t0
+    if args.agents and not args.etcd:
+        from ..errors import ConfigError
+
+        raise ConfigError("--agents: agents hold leases in etcd; add --etcd")
     t_hosts = lab.up(args.hosts, etcd=args.etcd)
+    if args.agents:
+        for h in lab.hosts():
+            lab.start_agent(h.name)
     t1 = time.monotonic()
     started = start_default_guests(lab, args.guests_per_host)
     t_guests = time.monotonic() - t1
     etcd = f"; etcd {lab.etcd_url()}" if args.etcd else ""
+    etcd += "; an agent and a watchdog on every host" if args.agents else ""
     console.print(
         f"lab up: {len(lab.hosts())} hosts in {t_hosts:.2f} s (guest assets {t_assets:.2f} s); "
         f"{len(started)} guests booted in {t_guests:.2f} s; inventory {lab.inventory_file}{etcd}"
@@ -201,6 +220,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = lab.serve(args.host)
     log = lab.host_dir(args.host) / "log" / "serve.log"
     console.print(f"{args.host}: evac serve starting at {lab.serve_url(args.host)} (config {config}, log {log})")
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    import signal
+
+    lab = open_lab(args)
+    lab.host(args.host)
+    if args.stop or args.kill:
+        lab.stop_agent(args.host, signal.SIGKILL if args.kill else signal.SIGTERM)
+        done = "killed: its watchdog stays armed" if args.kill else "stopped: its watchdog is disarmed"
+        console.print(f"{args.host}: evac agent {done}")
+        return 0
+    require_etcd(lab)
+    config = lab.start_agent(args.host)
+    log = lab.host_dir(args.host) / "log" / "agent.log"
+    console.print(f"{args.host}: evac agent runs, watchdog armed (config {config}, log {log})")
     return 0
 
 

@@ -54,8 +54,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         fails = problem.kind == "error" or (problem.kind == "insecure" and not args.allow_insecure)
         failed = failed or fails
         print(f"evac: {'error' if fails else 'warning'}: {problem.message}", file=sys.stderr)
+    if config.agent is not None:
+        from ..watchdog import watchdog_for
+
+        watchdog_for(app.pm, config.agent.watchdog)  # a bad method or setting: one line, exit 2
     if failed:
         return 2
+    if config.agent is not None:
+        console.print(f"agent: {config.agent.timings.summary()}")
     hooks = "bearer token" if config.webhooks.token else "HMAC" if config.webhooks.hmac_secret else "off"
     sections = ", ".join(config.sections) or "none"
     console.print(

@@ -221,6 +221,20 @@ def create_guest(lab: Lab, host: str, spec: GuestSpec) -> int:
     return offset
 
 
+def qemu_pids(name: str) -> list[int]:
+    """The QEMU processes running guest ``name`` anywhere on the machine (every lab host
+    shares its process table): outside evidence for tests and benches."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"/usr/bin/qemu-system") and f"guest={name},".encode() in cmdline:
+            found.append(int(pid))
+    return found
+
+
 def wait_console(lab: Lab, name: str, pattern: str = "LAB-READY", after: int = 0, timeout: float = 120) -> str:
     """The first console line containing ``pattern`` written after byte ``after``."""
     path = console_path(lab, name)

@@ -77,6 +77,18 @@ class HostProcesses(LabLayout):
                 continue
         return found
 
+    def evac_pids(self, name: str, command: str) -> list[int]:
+        """The host's live ``evac … COMMAND`` processes (``serve``, ``agent``), not their reapers."""
+        found = []
+        for pid in self.pids(name):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"evac" in cmdline and command.encode() in cmdline and not is_reaper(pid) and alive(pid):
+                found.append(pid)
+        return found
+
     def _spawn(self, h: LabHost, argv: list[str], log: Path) -> None:
         """Start ``argv`` detached inside the host, under its own subreaper."""
         with open(log, "ab") as out:

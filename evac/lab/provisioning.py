@@ -109,6 +109,7 @@ class Provisioning(EtcdCluster):
             self.root / "etc-hosts",
             self.root / "power.log",
             self.root / "power.lock",
+            self.root / "watchdog.log",
             journal,
             journal.with_suffix(".db-wal"),
             journal.with_suffix(".db-shm"),

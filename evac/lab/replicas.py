@@ -18,7 +18,7 @@ import yaml
 
 from .etcd import EtcdCluster
 from .layout import LabError
-from .processes import alive, is_reaper, signal_pids
+from .processes import alive, signal_pids
 from .provisioning import write_inventory
 
 SERVE_PORT = 8080
@@ -64,15 +64,7 @@ class ServeReplicas(EtcdCluster):
 
     def serve_pids(self, name: str) -> list[int]:
         """The host's ``evac serve`` processes (not their reapers)."""
-        found = []
-        for pid in self.pids(name):
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"evac" in cmdline and b"serve" in cmdline and not is_reaper(pid) and alive(pid):
-                found.append(pid)
-        return found
+        return self.evac_pids(name, "serve")
 
     def stop_serve(self, name: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 15) -> None:
         """Signal the host's replicas; for SIGTERM, SIGINT and SIGKILL wait until they are gone

@@ -1,19 +1,20 @@
 """The lab as one object: ``Lab`` combines its layout, processes, provisioning and faults.
 
 Each concern lives in a module of its own (``layout``, ``processes``, ``daemons``,
-``etcd``, ``provisioning``, ``faults``, ``replicas``); this module joins them and keeps the names tests,
-benchmarks and ``evac lab`` import from ``evac.lab.rig`` working.
+``etcd``, ``provisioning``, ``faults``, ``replicas``, ``agents``, ``watchdog``); this
+module joins them and keeps the names tests, benchmarks and ``evac lab`` import from
+``evac.lab.rig`` working.
 """
 
 from __future__ import annotations
 
+from .agents import LabAgents
 from .daemons import LIBVIRT_PORT, LIBVIRT_TLS_PORT, LIBVIRTD, SSHD, VIRTLOCKD
 from .etcd import CLIENT_PORT
 from .faults import Faults
 from .layout import DEFAULT_DIR, LabError, LabHost
 from .processes import run
 from .provisioning import INVENTORY_PLUGINS, Provisioning
-from .replicas import ServeReplicas
 
 __all__ = [
     "DEFAULT_DIR",
@@ -30,8 +31,15 @@ __all__ = [
 ]
 
 
-class Lab(Provisioning, Faults, ServeReplicas):
+class Lab(Provisioning, Faults, LabAgents):
     """One lab instance. Several can coexist with different ``root``/``prefix``/``net``."""
+
+    def down(self) -> None:
+        """Stop the watchdogs first: a host whose processes die under an armed watchdog
+        would be powered off twice."""
+        self.stop_watchdogs()
+        super().down()
+        self.agent_secret_file.unlink(missing_ok=True)  # the agents died with their hosts
 
     def etcd_status(self) -> list[dict[str, object]]:
         """One row per etcd member: running, healthy, Raft leader, cut off etcd."""

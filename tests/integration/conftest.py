@@ -14,7 +14,7 @@ import yaml
 from evac import hookimpl
 from evac.inventory import Inventory, load_inventory
 from evac.lab import Lab
-from evac.lab.guests import build_assets
+from evac.lab.guests import build_assets, qemu_pids
 from tests.conftest import require
 
 
@@ -24,11 +24,20 @@ def lab_prerequisites() -> None:
         require(shutil.which(tool) is not None or Path(f"/usr/sbin/{tool}").exists(), f"{tool} not installed")
 
 
+def lab_place(root: str, prefix: str, net: str) -> dict[str, str]:
+    """Where the test lab lives: ``$EVAC_TEST_LAB`` (``ROOT,PREFIX,NET``) moves it, so two
+    developers (or a developer and CI) on one machine do not share hosts."""
+    given = os.environ.get("EVAC_TEST_LAB", "")
+    if given:
+        root, prefix, net = given.split(",")
+    return {"root": root, "prefix": prefix, "net": net}
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     """A 3-host lab with guests started by the tests themselves."""
     lab_prerequisites()
-    the_lab = Lab(root="/tmp/evac-test-lab", prefix="evt", net="198.18.1")
+    the_lab = Lab(**lab_place("/tmp/evac-test-lab", "evt", "198.18.1"))
     build_assets(the_lab)
     the_lab.up(hosts=3)
     try:
@@ -212,12 +221,4 @@ class Events:
 
 def qemu_processes(name: str) -> int:
     """QEMU processes running this guest anywhere on the machine (every lab host shares it)."""
-    count = 0
-    for pid in os.listdir("/proc"):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmdline.startswith(b"/usr/bin/qemu-system") and f"guest={name},".encode() in cmdline:
-            count += 1
-    return count
+    return len(qemu_pids(name))

@@ -125,7 +125,7 @@ def test_serve_refuses_to_start_when_every_drain_would_be_refused(
     [
         (
             "      - method: nosuch\n",
-            "evac: error: hosts.yaml:5: hosts[0].fence[0].method: unknown fence method 'nosuch'; known: agent, redfish, ssh",
+            "evac: error: hosts.yaml:5: hosts[0].fence[0].method: unknown fence method 'nosuch'; known: agent, redfish, ssh, watchdog",
         ),
         (
             "      - method: redfish\n        username: evac\n",

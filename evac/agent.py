@@ -1,0 +1,256 @@
+"""``evac agent``: runs on every host, holds its lease in etcd and feeds its watchdog.
+
+The agent is how a host without a BMC evac can reach is fenced: it feeds the host's
+watchdog only while :func:`evac.selffence.may_feed` allows, so a host cut off from etcd
+and from its peers resets itself, and the leader can count it fenced after the timings
+in :mod:`evac.selffence`. It also publishes what it sees (libvirtd alive, its guests'
+states, which peers answer), and reports a guest whose QEMU died so the leader restarts
+it (``Jobs.guest_failed``).
+
+Order matters at both ends. On start the lease comes first, then the watchdog is armed,
+then ``running`` is recorded: a host the leader knows as ``running`` always has an armed
+watchdog. On a clean stop ``stopped`` is recorded first, then the lease is revoked,
+then the watchdog is disarmed: a disarmed host is never counted as fenced. When etcd
+cannot take the ``stopped`` record, the watchdog is left armed and resets the host,
+since nothing else would make the leader's count sound. A crashed agent does not
+disarm either: its watchdog resets the host, and that is the point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+from .agentpeers import PeerAsker, peer_app
+from .agents import RUNNING, STOPPED, AgentState, guestdown_key, live_key, state_key
+from .config import AgentSettings
+from .errors import ConfigError, EvacError, JournalError
+from .etcdclient import Cluster, EtcdSettings
+from .etcdsession import Session
+from .fleet import reachable
+from .hypervisor import Hypervisor
+from .inventory import HostSpec, Inventory
+from .selffence import may_feed
+from .watchdog import Watchdog
+from .web import WebServer, WebSettings
+
+log = logging.getLogger("evac.agent")
+STOP_RECORD_TRIES = 5  # attempts at recording "stopped" before leaving the watchdog armed
+PEER_PROBE_EVERY = 5.0  # seconds between checks of which peers' ports answer
+
+
+def host_address(spec: HostSpec) -> str:
+    """Where a host's agent listens: its inventory address, else its libvirt URI's host."""
+    return spec.address or urlsplit(spec.uri).hostname or spec.name
+
+
+class Agent:
+    """One host's agent. ``start`` returns once the watchdog is armed and fed by the loop;
+    ``stop`` is the clean stop (``systemctl stop``)."""
+
+    def __init__(
+        self,
+        host: HostSpec,
+        inventory: Inventory,
+        settings: AgentSettings,
+        etcd: EtcdSettings,
+        watchdog: Watchdog,
+        connect: Callable[[str, str], Hypervisor] = lambda name, uri: Hypervisor.connect(name, uri, keepalive=(1, 3)),
+    ) -> None:
+        self.host = host
+        self.settings = settings
+        self.timings = t = settings.timings
+        self.watchdog = watchdog
+        self.cluster = Cluster(replace(etcd, lease_ttl=int(t.lease_ttl)))
+        self.prefix = etcd.prefix
+        self.session = Session(self.cluster, int(t.lease_ttl), name=f"agent {host.name}")
+        peers = {h.name: f"http://{host_address(h)}:{settings.port}" for h in inventory.hosts if h.name != host.name}
+        self.asker = PeerAsker(peers, settings.secret, t.peer_timeout)
+        self.server = WebServer(
+            peer_app(host.name, lambda: self.reaches_etcd(), settings.secret),
+            host_address(host),
+            settings.port,
+            WebSettings(header_deadline=2.0, body_deadline=2.0, max_body_bytes=1024, keep_alive=2, shutdown_grace=1),
+        )
+        self._connect = connect
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._published: tuple[int, str] | None = None  # (lease, view) last put
+        self._view: dict[str, object] = {"libvirtd": False, "guests": {}, "peers": {}}
+        self._view_lock = threading.Lock()
+        self._reported: set[str] = set()  # guests reported dead and not running since
+        self.decision = ""  # why the watchdog is (not) fed, for the log and tests
+        self.feeding = False
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self, wait_for_etcd: float = float("inf")) -> None:
+        """Serve peers, take the lease (waiting for etcd), arm the watchdog, say ``running``."""
+        self.server.start()
+        deadline = time.monotonic() + wait_for_etcd
+        said = ""
+        while True:
+            try:
+                self.session.start()
+                break
+            except JournalError as exc:
+                if str(exc) != said:
+                    log.warning("agent %s: no lease yet, watchdog not armed: %s", self.host.name, exc)
+                    said = str(exc)
+                if time.monotonic() > deadline or self._stop.wait(1.0):
+                    self.server.stop()
+                    raise
+        armed = self.watchdog.arm(self.timings.watchdog_timeout)
+        if armed > self.timings.watchdog_timeout:
+            self.watchdog.disarm()
+            self.session.stop(revoke=True)
+            self.server.stop()
+            raise ConfigError(
+                f"agent.watchdog.timeout: the watchdog runs {armed:g} s, longer than the "
+                f"{self.timings.watchdog_timeout:g} s the leader waits for; nothing armed"
+            )
+        for target, name in ((self._feed_loop, "agent-feed"), (self._observe_loop, "agent-observe")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._record(RUNNING, f"watchdog armed, {armed:g} s", armed, tries=None)
+        log.info("agent %s: lease %x, watchdog %g s armed", self.host.name, self.session.id, armed)
+
+    def stop(self) -> bool:
+        """The clean stop; True when the watchdog was disarmed (``stopped`` recorded)."""
+        recorded = self._record(STOPPED, "agent stopped cleanly", 0.0, tries=STOP_RECORD_TRIES)
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        if recorded:
+            self.session.stop(revoke=True)
+            self.watchdog.disarm()
+            log.info("agent %s: stopped; watchdog disarmed", self.host.name)
+        else:
+            self.watchdog.abandon()
+            self.session.stop(revoke=False)
+            log.error(
+                "agent %s: etcd did not take the 'stopped' record, so the watchdog stays armed and resets this "
+                "host: otherwise evac could count it fenced while it runs",
+                self.host.name,
+            )
+        self.server.stop()
+        self.asker.close()
+        self.cluster.close()
+        return recorded
+
+    # ---------------------------------------------------------------- the rule
+    def reaches_etcd(self) -> bool:
+        """What this agent answers its peers: whether it holds its lease by its own clock."""
+        return self.session.valid(self.timings.session_margin)
+
+    def decide(self) -> tuple[bool, str]:
+        holds = self.reaches_etcd()
+        answers = {} if holds else self.asker.ask_all()
+        return may_feed(holds, answers, len(self.asker.peers))
+
+    def _feed_loop(self) -> None:
+        while not self._stop.wait(self.timings.feed_every):
+            try:
+                feed, why = self.decide()
+                if feed:
+                    self.watchdog.feed()
+                if why != self.decision:
+                    (log.info if feed else log.error)(
+                        "agent %s: watchdog %s: %s", self.host.name, "fed" if feed else "NOT fed", why
+                    )
+                self.decision, self.feeding = why, feed
+                if feed and self.reaches_etcd():
+                    self._publish()
+            except Exception:  # the loop must live on: a missed feed is what resets the host
+                log.exception("agent %s: feeding the watchdog", self.host.name)
+
+    # ---------------------------------------------------------------- etcd
+    def _record(self, state: str, reason: str, timeout: float, tries: int | None) -> bool:
+        record = AgentState(self.host.name, state, timeout, os.getpid(), time.time(), reason).record()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.cluster.put(state_key(self.prefix, self.host.name), record)
+                return True
+            except JournalError as exc:
+                log.warning("agent %s: recording '%s' in etcd: %s", self.host.name, state, exc)
+                if tries is not None and attempt >= tries:
+                    return False
+                time.sleep(min(1.0, self.timings.lease_ttl / 3))
+
+    def _publish(self) -> None:
+        """The live key under the current lease, when the lease or the view changed."""
+        lease, _ = self.session.identity()
+        with self._view_lock:
+            view = json.dumps({"host": self.host.name, "pid": os.getpid(), **self._view}, sort_keys=True)
+        if self._published == (lease, view):
+            return
+        try:
+            self.cluster.put(live_key(self.prefix, self.host.name), view, lease)
+        except JournalError as exc:
+            log.warning("agent %s: publishing its view: %s", self.host.name, exc)
+            return
+        self._published = (lease, view)
+
+    def _update(self, key: str, value: object) -> None:
+        with self._view_lock:
+            self._view[key] = value
+
+    # ---------------------------------------------------------------- what it sees
+    def _observe_loop(self) -> None:
+        """libvirtd and the guests every round, peers' ports every ``PEER_PROBE_EVERY`` s;
+        a guest's death is reported the moment libvirt tells it."""
+        hv: Hypervisor | None = None
+        probed = -float("inf")
+        every = max(0.5, self.timings.lease_ttl / 3)
+        while not self._stop.is_set():
+            try:
+                if hv is None or not hv.alive():
+                    if hv is not None:
+                        hv.close()
+                    hv = self._connect(self.host.name, self.settings.libvirt or self.host.uri)
+                    hv.on_guest_down(self._guest_down)
+                guests = {g.name: g.state for g in hv.guests()}
+                self._update("libvirtd", True)
+                self._update("guests", guests)
+                self._sweep(hv, guests)
+            except EvacError as exc:
+                hv = None
+                self._update("libvirtd", False)
+                log.debug("agent %s: libvirtd: %s", self.host.name, exc)
+            if time.monotonic() - probed > PEER_PROBE_EVERY:
+                probed = time.monotonic()
+                self._update("peers", {name: reachable(url, 0.3) for name, url in self.asker.peers.items()})
+            self._stop.wait(every)
+        if hv is not None:
+            hv.close()
+
+    def _sweep(self, hv: Hypervisor, guests: dict[str, str]) -> None:
+        """A death whose event was missed (libvirtd restarted, the agent was down) is
+        found by the guest's stop reason; each death is reported once."""
+        self._reported &= {name for name, state in guests.items() if state not in ("running", "paused")}
+        for name, state in guests.items():
+            if state == "shutoff" and name not in self._reported:
+                try:
+                    reason = hv.guest_stop_reason(name)
+                except EvacError:
+                    continue
+                if reason is not None:
+                    self._guest_down(name, reason)
+
+    def _guest_down(self, guest: str, reason: str) -> None:
+        """Libvirt says a guest's QEMU died: tell the leader, which restarts it."""
+        self._reported.add(guest)
+        record = json.dumps({"reason": reason, "at": time.time()})
+        try:
+            self.cluster.put(guestdown_key(self.prefix, self.host.name, guest), record)
+            log.warning("agent %s: guest %s stopped (%s): reported", self.host.name, guest, reason)
+        except JournalError as exc:
+            log.error("agent %s: guest %s stopped (%s), not reported: %s", self.host.name, guest, reason, exc)

@@ -1,0 +1,249 @@
+"""What the controllers know of the hosts' agents, from etcd alone.
+
+Keys (under the journal's ``etcd.prefix``)::
+
+    agents/state/<host>          {"state": "running"|"stopped", "watchdog_timeout", "pid", "at", "reason"}
+                                 no lease: it outlives the agent, so a crash is told from a clean stop
+    agents/live/<host>           the agent's view (libvirtd, guests, peers), under its lease:
+                                 deleted by etcd when the lease expires, or by a clean stop's revoke
+    agents/guestdown/<host>/<guest>
+                                 {"reason": "failed"|"crashed", "at"}: a guest's QEMU died; the
+                                 leader restarts it (``Jobs.guest_failed``) and deletes the key
+
+The leader counts a host fenced by its watchdog (:meth:`AgentView.self_fenced`) only
+when its agent was running with a watchdog no longer than the configured one, its live
+key is gone and was seen gone for the watchdog timeout plus the margin, the host answers
+nothing, and a majority of the other running agents still hold their leases. Keepalives
+raise no watch events, so "gone since" is the moment this process first saw the key
+missing: never earlier than the deletion, so a late observer only waits longer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote
+
+from .errors import JournalError
+from .etcdclient import Cluster
+from .selffence import Timings
+
+log = logging.getLogger(__name__)
+
+RUNNING = "running"
+STOPPED = "stopped"
+
+
+def live_key(prefix: str, host: str) -> str:
+    return f"{prefix}agents/live/{quote(host, safe='')}"
+
+
+def state_key(prefix: str, host: str) -> str:
+    return f"{prefix}agents/state/{quote(host, safe='')}"
+
+
+def guestdown_key(prefix: str, host: str, guest: str) -> str:
+    return f"{prefix}agents/guestdown/{quote(host, safe='')}/{quote(guest, safe='')}"
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """An agent's last word about itself, kept without a lease."""
+
+    host: str
+    state: str  # RUNNING or STOPPED
+    watchdog_timeout: float = 0.0
+    pid: int = 0
+    at: float = 0.0  # wall clock
+    reason: str = ""
+
+    def record(self) -> str:
+        return json.dumps(
+            {
+                "state": self.state,
+                "watchdog_timeout": self.watchdog_timeout,
+                "pid": self.pid,
+                "at": self.at,
+                "reason": self.reason,
+            }
+        )
+
+    @classmethod
+    def parse(cls, host: str, value: str) -> AgentState | None:
+        try:
+            data = json.loads(value)
+            return cls(
+                host,
+                str(data["state"]),
+                float(data.get("watchdog_timeout", 0)),
+                int(data.get("pid", 0)),
+                float(data.get("at", 0)),
+                str(data.get("reason", "")),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class GuestDown:
+    """A guest whose QEMU died, as its host's agent reported it."""
+
+    host: str
+    guest: str
+    reason: str
+    at: float
+    key: str
+    revision: int
+
+
+class AgentView:
+    """The agents' keys as this controller last read them, and since when each host's
+    lease has been seen gone. ``start`` follows them with an etcd watch; every verdict
+    that matters (:meth:`self_fenced`) reads etcd again first."""
+
+    def __init__(self, cluster: Cluster, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cluster = cluster
+        self.prefix = cluster.settings.prefix
+        self.clock = clock
+        self.live: dict[str, dict[str, Any]] = {}
+        self.states: dict[str, AgentState] = {}
+        self.gone_since: dict[str, float] = {}
+        self.read_at = -float("inf")  # monotonic time of the last successful read
+        self.changed: list[Callable[[], None]] = []  # called after each read that changed a lease
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ---------------------------------------------------------------- following
+    def start(self, every: float = 1.0) -> None:
+        if self._threads:
+            return
+        self._threads.append(self.cluster.watch(f"{self.prefix}agents/", self._wake.set, self._stop))
+        thread = threading.Thread(target=self._follow, args=(every,), name="agent-view", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(5)
+        self._threads.clear()
+
+    def _follow(self, every: float) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(every)
+            self._wake.clear()
+            try:
+                self.refresh()
+            except JournalError:
+                continue  # etcd away: nothing is judged until it answers
+            except Exception:
+                log.exception("reading the agents' keys")
+
+    def refresh(self) -> None:
+        """Read every agent's keys in one consistent read; note leases seen gone."""
+        kvs = self.cluster.range(f"{self.prefix}agents/")
+        live: dict[str, dict[str, Any]] = {}
+        states: dict[str, AgentState] = {}
+        for kv in kvs:
+            rest = kv.key.removeprefix(f"{self.prefix}agents/")
+            kind, _, name = rest.partition("/")
+            host = unquote(name)
+            if kind == "live":
+                try:
+                    view = json.loads(kv.value)
+                except ValueError:
+                    view = {}
+                live[host] = view if isinstance(view, dict) else {}
+            elif kind == "state":
+                state = AgentState.parse(host, kv.value)
+                if state is not None:
+                    states[host] = state
+        now = self.clock()
+        with self._lock:
+            before = set(self.live)
+            self.live, self.states, self.read_at = live, states, now
+            for host in set(states) | before:
+                if host in live:
+                    self.gone_since.pop(host, None)
+                else:
+                    self.gone_since.setdefault(host, now)
+            moved = before != set(live)
+        if moved:
+            for callback in list(self.changed):
+                callback()
+
+    # ---------------------------------------------------------------- verdicts
+    def holds_lease(self, host: str) -> bool | None:
+        """Whether the host's agent holds its lease, by the last read; None: it has no agent."""
+        with self._lock:
+            if host in self.live:
+                return True
+            return False if host in self.states else None
+
+    def self_fenced(self, host: str, timings: Timings, answers: Callable[[], bool]) -> tuple[bool | None, str]:
+        """Whether ``host`` was reset by its watchdog: True (why), False (never will be
+        counted so: why), None (not yet: what is awaited). ``answers()`` says whether the
+        host still answers on any port; it is asked last, as it takes time."""
+        try:
+            self.refresh()
+        except JournalError as exc:
+            return None, f"etcd unavailable: {exc}"
+        with self._lock:
+            state = self.states.get(host)
+            live = set(self.live)
+            others = sorted(h for h, s in self.states.items() if h != host and s.state == RUNNING)
+            since = self.gone_since.get(host)
+            now = self.read_at
+        if state is None:
+            return False, f"no evac agent ever ran on {host}: its watchdog cannot fence it"
+        if state.state != RUNNING:
+            return False, f"{host}'s agent was stopped cleanly ({state.reason or 'stopped'}): its watchdog is disarmed"
+        if state.watchdog_timeout > timings.watchdog_timeout:
+            return False, (
+                f"{host}'s agent armed a {state.watchdog_timeout:g} s watchdog, longer than agent.watchdog.timeout "
+                f"{timings.watchdog_timeout:g} s that this controller waits for"
+            )
+        if host in live or since is None:
+            return None, f"{host}'s agent still holds its lease"
+        wait = timings.watchdog_timeout + timings.margin
+        left = since + wait - now
+        if left > 0:
+            return None, f"{host}'s lease seen gone {now - since:.1f} s ago; its watchdog fires within {left:.1f} s"
+        holding = [h for h in others if h in live]
+        need = len(others) // 2 + 1
+        if len(holding) < need:
+            return None, (
+                f"only {len(holding)} of {len(others)} other agents hold their leases ({need} must): agents that "
+                f"lost etcd together may be vouching for each other and still running"
+            )
+        if answers():
+            return None, f"{host} still answers although its lease is gone"
+        return True, (
+            f"{host}'s lease gone {now - since:.1f} s (watchdog {timings.watchdog_timeout:g} s + margin "
+            f"{timings.margin:g} s), {len(holding)} of {len(others)} other agents hold theirs, "
+            f"and {host} answers nothing"
+        )
+
+    # ---------------------------------------------------------------- guests
+    def guests_down(self) -> list[GuestDown]:
+        found = []
+        for kv in self.cluster.range(f"{self.prefix}agents/guestdown/"):
+            host, _, guest = kv.key.removeprefix(f"{self.prefix}agents/guestdown/").partition("/")
+            try:
+                data = json.loads(kv.value)
+                found.append(
+                    GuestDown(
+                        unquote(host), unquote(guest), str(data["reason"]), float(data["at"]), kv.key, kv.mod_revision
+                    )
+                )
+            except (ValueError, KeyError, TypeError):
+                continue
+        return found

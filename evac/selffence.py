@@ -1,0 +1,119 @@
+"""Self-fencing by watchdog: the agent's rule, and the timings that make it a fence.
+
+A host without a BMC evac can reach is fenced by its own watchdog. Its agent feeds the
+watchdog only while the host is healthy (:func:`may_feed`): it holds its etcd lease, or
+it lost etcd but a majority of its peers say they lost it too (the store failed, not
+this host). A host cut off from both stops feeding and its watchdog resets it.
+
+The leader counts such a host as fenced (``fence: [{method: watchdog}]``) only when its
+agent's lease key was deleted by expiry (not by a clean stop), the watchdog timeout plus
+a margin has passed since, the host answers nothing, and a majority of the other agents
+still hold their leases. The margin must cover the ways the host could have fed its
+watchdog later than the deletion suggests (:meth:`Timings.needed_margin`):
+
+- a peer vouches ("I cannot reach etcd either") as soon as its own session is invalid
+  by its clock, up to its session margin before etcd deletes its lease, and the answer
+  takes up to ``peer_timeout`` to arrive and be acted on;
+- a watchdog that fires takes ``reset`` seconds to take the host down;
+- clocks run at slightly different rates (``DRIFT``) over the whole wait.
+
+The lease's own renewal delay needs no allowance: an agent judges its lease by the time
+it *sent* its last answered keepalive, which is never later than etcd's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .etcdsession import safety_margin
+
+DRIFT = 0.001  # clock-rate difference allowed between two machines: 1000 ppm, twice NTP's worst slew
+
+
+@dataclass(frozen=True)
+class Timings:
+    """The ``agent:`` section's timings, in seconds."""
+
+    lease_ttl: float = 3.0  # the agent's etcd lease
+    watchdog_timeout: float = 10.0  # unfed this long, the watchdog resets the host
+    margin: float = 3.0  # the leader's wait beyond the timeout, counted from the lease key's deletion
+    peer_timeout: float = 0.5  # one question to a peer's agent
+    reset: float = 1.0  # from the watchdog firing to the host being down
+
+    @property
+    def session_margin(self) -> float:
+        """How long before its lease may expire an agent stops trusting it (and may vouch)."""
+        return safety_margin(self.lease_ttl)
+
+    @property
+    def feed_every(self) -> float:
+        """How often the agent decides and feeds: several times per timeout and per lease."""
+        return min(self.watchdog_timeout / 4, self.lease_ttl / 3, 1.0)
+
+    def needed_margin(self) -> dict[str, float]:
+        """What the margin must cover, term by term (their sum is the minimum)."""
+        wait = self.lease_ttl + self.watchdog_timeout + self.margin
+        return {
+            "peer vouching before its lease is deleted": self.session_margin,
+            "a peer's answer in flight": self.peer_timeout,
+            "watchdog reset": self.reset,
+            f"clock drift ({DRIFT * 1e6:.0f} ppm over {wait:.1f} s)": DRIFT * wait,
+        }
+
+    def minimum_margin(self) -> float:
+        return sum(self.needed_margin().values())
+
+    def worst_case(self) -> float:
+        """Seconds from a host's last lease renewal to evac counting it fenced: the lease
+        expires, then the timeout and the margin pass (restarting its guests comes after)."""
+        return self.lease_ttl + self.watchdog_timeout + self.margin
+
+    def problem(self) -> str | None:
+        """Why these timings do not make a fence, or None."""
+        if self.feed_every >= self.watchdog_timeout:
+            return f"watchdog timeout {self.watchdog_timeout:g} s is too short to feed"
+        short = self.minimum_margin() - self.margin
+        if short > 1e-9:
+            terms = ", ".join(f"{name} {value:.2f} s" for name, value in self.needed_margin().items())
+            return (
+                f"margin {self.margin:g} s is {short:.2f} s short of the {self.minimum_margin():.2f} s it must cover "
+                f"({terms})"
+            )
+        return None
+
+    def summary(self) -> str:
+        return (
+            f"a host with no BMC is counted fenced at most {self.worst_case():.1f} s after its agent's last lease "
+            f"renewal (lease {self.lease_ttl:g} s + watchdog {self.watchdog_timeout:g} s + margin {self.margin:g} s; "
+            f"the margin must be at least {self.minimum_margin():.2f} s)"
+        )
+
+
+@dataclass(frozen=True)
+class PeerAnswer:
+    """One peer agent's answer to "can you reach etcd?"; ``None`` for no (valid) answer."""
+
+    host: str
+    reaches_etcd: bool | None
+    detail: str = ""
+
+
+def may_feed(holds_lease: bool, answers: Mapping[str, PeerAnswer], peers: int) -> tuple[bool, str]:
+    """The agent's rule: feed while holding the lease, or while a majority of all its peers
+    (not of those that answered) say they cannot reach etcd either. No peers at all: a
+    lone host cannot tell its own isolation from the store's failure, so it does not feed."""
+    if holds_lease:
+        return True, "holds its lease"
+    lost = sorted(a.host for a in answers.values() if a.reaches_etcd is False)
+    need = peers // 2 + 1
+    if peers and len(lost) >= need:
+        return True, f"etcd lost here and by {len(lost)} of {peers} peers ({', '.join(lost)}): the store failed"
+    reach = sorted(a.host for a in answers.values() if a.reaches_etcd)
+    silent = sorted(a.host for a in answers.values() if a.reaches_etcd is None)
+    parts = [f"etcd lost; {len(lost)} of {peers} peers lost it too ({need} must)"]
+    if reach:
+        parts.append(f"{', '.join(reach)} reach etcd: this host is the isolated one")
+    if silent:
+        parts.append(f"no answer from {', '.join(silent)}")
+    return False, "; ".join(parts)
