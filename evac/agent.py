@@ -8,8 +8,11 @@ states, which peers answer), and reports a guest whose QEMU died so the leader r
 it (``Jobs.guest_failed``).
 
 Order matters at both ends. On start the lease comes first, then the watchdog is armed,
-then ``running`` is recorded: a host the leader knows as ``running`` always has an armed
-watchdog. On a clean stop ``stopped`` is recorded first, then the lease is revoked,
+then the live key is published, then ``running`` is recorded: a host the leader knows as
+``running`` always has an armed watchdog, and its lease is timed from a real deletion.
+An agent vouches for its peers only while running, and a lease it stopped trusting is
+given up for a new one, so the leader can tell who held a lease throughout. A watchdog
+that cannot be fed is recorded ``unarmed``. On a clean stop ``stopped`` is recorded first, then the lease is revoked,
 then the watchdog is disarmed: a disarmed host is never counted as fenced. When etcd
 cannot take the ``stopped`` record, the watchdog is left armed and resets the host,
 since nothing else would make the leader's count sound. A crashed agent does not
@@ -18,9 +21,11 @@ disarm either: its watchdog resets the host, and that is the point.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +33,7 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 from .agentpeers import PeerAsker, peer_app
-from .agents import RUNNING, STOPPED, AgentState, guestdown_key, live_key, state_key
+from .agents import RUNNING, STOPPED, UNARMED, AgentState, guestdown_key, live_key, state_key
 from .config import AgentSettings
 from .errors import ConfigError, EvacError, JournalError
 from .etcdclient import Cluster, EtcdSettings
@@ -71,9 +76,14 @@ class Agent:
         self.prefix = etcd.prefix
         self.session = Session(self.cluster, int(t.lease_ttl), name=f"agent {host.name}")
         peers = {h.name: f"http://{host_address(h)}:{settings.port}" for h in inventory.hosts if h.name != host.name}
+        if _loopback(host_address(host)) and not all(_loopback(host_address(h)) for h in inventory.hosts):
+            raise ConfigError(
+                f"{host.name}: address {host_address(host)} is loopback: its peers could never ask its agent "
+                "about etcd; give the host its network address in the inventory"
+            )
         self.asker = PeerAsker(peers, settings.secret, t.peer_timeout)
         self.server = WebServer(
-            peer_app(host.name, lambda: self.reaches_etcd(), settings.secret),
+            peer_app(host.name, lambda: self.answer(), settings.secret),
             host_address(host),
             settings.port,
             WebSettings(header_deadline=2.0, body_deadline=2.0, max_body_bytes=1024, keep_alive=2, shutdown_grace=1),
@@ -85,12 +95,20 @@ class Agent:
         self._view: dict[str, object] = {"libvirtd": False, "guests": {}, "peers": {}}
         self._view_lock = threading.Lock()
         self._reported: set[str] = set()  # guests reported dead and not running since
+        self._reported_lock = threading.Lock()
+        self.running = False  # armed, published and recorded: only then does it vouch for peers
+        self.armed_timeout = 0.0
+        self.unarmed = False  # feeding failed: recorded, so the leader does not count the watchdog
         self.decision = ""  # why the watchdog is (not) fed, for the log and tests
         self.feeding = False
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self, wait_for_etcd: float = float("inf")) -> None:
-        """Serve peers, take the lease (waiting for etcd), arm the watchdog, say ``running``."""
+    def start(self, wait_for_etcd: float = float("inf"), stopping: threading.Event | None = None) -> bool:
+        """Serve peers, take the lease (waiting for etcd), arm the watchdog, publish the
+        live key, then say ``running``. False when ``stopping`` was set first (a SIGTERM
+        while waiting): nothing is left armed then."""
+        if stopping is not None:
+            self._stop = stopping
         self.server.start()
         deadline = time.monotonic() + wait_for_etcd
         said = ""
@@ -104,6 +122,8 @@ class Agent:
                     said = str(exc)
                 if time.monotonic() > deadline or self._stop.wait(1.0):
                     self.server.stop()
+                    if self._stop.is_set():
+                        return False
                     raise
         armed = self.watchdog.arm(self.timings.watchdog_timeout)
         if armed > self.timings.watchdog_timeout:
@@ -114,15 +134,24 @@ class Agent:
                 f"agent.watchdog.timeout: the watchdog runs {armed:g} s, longer than the "
                 f"{self.timings.watchdog_timeout:g} s the leader waits for; nothing armed"
             )
-        for target, name in ((self._feed_loop, "agent-feed"), (self._observe_loop, "agent-observe")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        self._record(RUNNING, f"watchdog armed, {armed:g} s", armed, tries=None)
-        log.info("agent %s: lease %x, watchdog %g s armed", self.host.name, self.session.id, armed)
+        self.armed_timeout = armed
+        thread = threading.Thread(target=self._feed_loop, name="agent-feed", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        while not self._publish() and not self._stop.wait(min(1.0, self.timings.lease_ttl / 3)):
+            pass  # the live key first: "running" without it would be timed from an old absence
+        if not self._record(RUNNING, f"watchdog armed, {armed:g} s", armed, tries=None):
+            return False  # stopping: stop() records stopped and disarms
+        self.running = True
+        thread = threading.Thread(target=self._observe_loop, name="agent-observe", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        log.info("agent %s: lease %x, watchdog %g s armed, running", self.host.name, self.session.id, armed)
+        return True
 
     def stop(self) -> bool:
         """The clean stop; True when the watchdog was disarmed (``stopped`` recorded)."""
+        self.running = False  # vouches for nobody from here on
         recorded = self._record(STOPPED, "agent stopped cleanly", 0.0, tries=STOP_RECORD_TRIES)
         self._stop.set()
         for thread in self._threads:
@@ -146,8 +175,20 @@ class Agent:
 
     # ---------------------------------------------------------------- the rule
     def reaches_etcd(self) -> bool:
-        """What this agent answers its peers: whether it holds its lease by its own clock."""
-        return self.session.valid(self.timings.session_margin)
+        """Whether it holds its lease by its own clock. A lease it stopped trusting is given
+        up for a new one: an agent that vouched for a peer must never look, to the leader,
+        like one that held its lease all along."""
+        if self.session.valid(self.timings.session_margin):
+            return True
+        self.session.give_up()
+        return False
+
+    def answer(self) -> bool | None:
+        """What it tells a peer: whether it reaches etcd; None (no answer) unless running,
+        so an agent starting or stopping vouches for nobody."""
+        if not self.running:
+            return None
+        return self.reaches_etcd()
 
     def decide(self) -> tuple[bool, str]:
         holds = self.reaches_etcd()
@@ -159,22 +200,35 @@ class Agent:
             try:
                 feed, why = self.decide()
                 if feed:
-                    self.watchdog.feed()
+                    self._feed()
                 if why != self.decision:
                     (log.info if feed else log.error)(
                         "agent %s: watchdog %s: %s", self.host.name, "fed" if feed else "NOT fed", why
                     )
                 self.decision, self.feeding = why, feed
-                if feed and self.reaches_etcd():
-                    self._publish()
             except Exception:  # the loop must live on: a missed feed is what resets the host
                 log.exception("agent %s: feeding the watchdog", self.host.name)
 
+    def _feed(self) -> None:
+        """Feed; a watchdog that cannot be fed cannot reset the host either, so the leader is
+        told (``unarmed``) until feeding works again."""
+        try:
+            self.watchdog.feed()
+        except Exception as exc:
+            if not self.unarmed:
+                log.error("agent %s: the watchdog cannot be fed (%s): recorded unarmed", self.host.name, exc)
+                self.unarmed = self._record(UNARMED, f"feeding failed: {exc}", self.armed_timeout, tries=1)
+            return
+        if self.unarmed and self.running:
+            self.unarmed = not self._record(RUNNING, "feeding works again", self.armed_timeout, tries=1)
+
     # ---------------------------------------------------------------- etcd
     def _record(self, state: str, reason: str, timeout: float, tries: int | None) -> bool:
-        record = AgentState(self.host.name, state, timeout, os.getpid(), time.time(), reason).record()
+        """Write the state record; ``tries=None`` keeps trying until it works or the agent stops."""
+        margin = self.timings.minimum_margin()
+        record = AgentState(self.host.name, state, timeout, os.getpid(), time.time(), reason, margin).record()
         attempt = 0
-        while True:
+        while tries is not None or not self._stop.is_set():
             attempt += 1
             try:
                 self.cluster.put(state_key(self.prefix, self.host.name), record)
@@ -184,20 +238,23 @@ class Agent:
                 if tries is not None and attempt >= tries:
                     return False
                 time.sleep(min(1.0, self.timings.lease_ttl / 3))
+        return False
 
-    def _publish(self) -> None:
-        """The live key under the current lease, when the lease or the view changed."""
+    def _publish(self) -> bool:
+        """The live key under the current lease, when the lease or the view changed; whether
+        it is there. Never from the feeding thread: a put may wait for etcd's timeouts."""
         lease, _ = self.session.identity()
         with self._view_lock:
             view = json.dumps({"host": self.host.name, "pid": os.getpid(), **self._view}, sort_keys=True)
         if self._published == (lease, view):
-            return
+            return True
         try:
             self.cluster.put(live_key(self.prefix, self.host.name), view, lease)
         except JournalError as exc:
             log.warning("agent %s: publishing its view: %s", self.host.name, exc)
-            return
+            return False
         self._published = (lease, view)
+        return True
 
     def _update(self, key: str, value: object) -> None:
         with self._view_lock:
@@ -228,6 +285,8 @@ class Agent:
             if time.monotonic() - probed > PEER_PROBE_EVERY:
                 probed = time.monotonic()
                 self._update("peers", {name: reachable(url, 0.3) for name, url in self.asker.peers.items()})
+            if self.session.valid(self.timings.session_margin):
+                self._publish()
             self._stop.wait(every)
         if hv is not None:
             hv.close()
@@ -235,22 +294,35 @@ class Agent:
     def _sweep(self, hv: Hypervisor, guests: dict[str, str]) -> None:
         """A death whose event was missed (libvirtd restarted, the agent was down) is
         found by the guest's stop reason; each death is reported once."""
-        self._reported &= {name for name, state in guests.items() if state not in ("running", "paused")}
-        for name, state in guests.items():
-            if state == "shutoff" and name not in self._reported:
-                try:
-                    reason = hv.guest_stop_reason(name)
-                except EvacError:
-                    continue
-                if reason is not None:
-                    self._guest_down(name, reason)
+        with self._reported_lock:
+            self._reported &= {name for name, state in guests.items() if state not in ("running", "paused")}
+            unreported = [
+                n for n, state in guests.items() if state not in ("running", "paused") and n not in self._reported
+            ]
+        for name in unreported:
+            try:
+                reason = hv.guest_stop_reason(name)
+            except EvacError:
+                continue
+            if reason is not None:
+                self._guest_down(name, reason)
 
     def _guest_down(self, guest: str, reason: str) -> None:
         """Libvirt says a guest's QEMU died: tell the leader, which restarts it."""
-        self._reported.add(guest)
         record = json.dumps({"reason": reason, "at": time.time()})
         try:
             self.cluster.put(guestdown_key(self.prefix, self.host.name, guest), record)
+            with self._reported_lock:
+                self._reported.add(guest)
             log.warning("agent %s: guest %s stopped (%s): reported", self.host.name, guest, reason)
         except JournalError as exc:
             log.error("agent %s: guest %s stopped (%s), not reported: %s", self.host.name, guest, reason, exc)
+
+
+def _loopback(address: str) -> bool:
+    """Whether ``address`` (a name resolved here) is this machine's loopback: a host name
+    that maps to 127.0.1.1 in /etc/hosts is the usual way to get there."""
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(address)).is_loopback
+    except (OSError, ValueError):
+        return False

@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import requests
 from starlette.applications import Starlette
@@ -31,8 +31,9 @@ PATH = "/v1/etcd"
 NONCE_CHARS = frozenset("0123456789abcdef")
 
 
-def peer_app(host: str, reaches_etcd: Callable[[], bool], secret: str) -> ASGIApp:
-    """What an agent serves on its port: the signed answer for ``host``."""
+def peer_app(host: str, reaches_etcd: Callable[[], bool | None], secret: str) -> ASGIApp:
+    """What an agent serves on its port: the signed answer for ``host``; 503 while
+    ``reaches_etcd()`` says None (the agent is starting or stopping: it vouches for nobody)."""
 
     async def etcd(request: Request) -> Response:
         body = await request.body()
@@ -45,7 +46,10 @@ def peer_app(host: str, reaches_etcd: Callable[[], bool], secret: str) -> ASGIAp
             return JSONResponse({"error": 'body: expected {"nonce": HEX}'}, status_code=400)
         if not isinstance(nonce, str) or not 16 <= len(nonce) <= 64 or not set(nonce) <= NONCE_CHARS:
             return JSONResponse({"error": "nonce: expected 16 to 64 hex digits"}, status_code=400)
-        answer = json.dumps({"host": host, "etcd": "ok" if reaches_etcd() else "lost", "nonce": nonce}).encode()
+        reaches = reaches_etcd()
+        if reaches is None:
+            return JSONResponse({"error": "this agent is not running (starting or stopping)"}, status_code=503)
+        answer = json.dumps({"host": host, "etcd": "ok" if reaches else "lost", "nonce": nonce}).encode()
         return Response(answer, media_type="application/json", headers=signed_headers(secret, PATH, answer))
 
     return Starlette(routes=[Route(PATH, etcd, methods=["POST"])])
@@ -63,8 +67,14 @@ class PeerAsker:
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.peers)), thread_name_prefix="agent-peer")
 
     def ask_all(self) -> dict[str, PeerAnswer]:
+        """Every peer's answer; one not back within the timeout is no answer, so no
+        answer acted on is older than ``timeout``."""
         futures = {host: self._pool.submit(self.ask, host) for host in self.peers}
-        return {host: future.result() for host, future in futures.items()}
+        wait(futures.values(), timeout=self.timeout)
+        return {
+            host: future.result() if future.done() else PeerAnswer(host, None, "no answer in time")
+            for host, future in futures.items()
+        }
 
     def ask(self, host: str) -> PeerAnswer:
         nonce = secrets.token_hex(16)

@@ -24,19 +24,20 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
 from .errors import JournalError
-from .etcdclient import Cluster
+from .etcdclient import Cluster, mod_revision_is, put_op
 from .selffence import Timings
 
 log = logging.getLogger(__name__)
 
-RUNNING = "running"
-STOPPED = "stopped"
+RUNNING = "running"  # armed, and its lease published: the only state the watchdog fence counts
+STOPPED = "stopped"  # a clean stop: disarmed
+UNARMED = "unarmed"  # feeding failed, or seen alive without its lease, or already counted fenced
 
 
 def live_key(prefix: str, host: str) -> str:
@@ -56,11 +57,13 @@ class AgentState:
     """An agent's last word about itself, kept without a lease."""
 
     host: str
-    state: str  # RUNNING or STOPPED
+    state: str  # RUNNING, STOPPED or UNARMED
     watchdog_timeout: float = 0.0
     pid: int = 0
     at: float = 0.0  # wall clock
     reason: str = ""
+    min_margin: float = 0.0  # the margin the agent's own timings need (``Timings.minimum_margin``)
+    revision: int = 0  # the record's mod_revision in etcd (0: not read from etcd)
 
     def record(self) -> str:
         return json.dumps(
@@ -70,11 +73,12 @@ class AgentState:
                 "pid": self.pid,
                 "at": self.at,
                 "reason": self.reason,
+                "min_margin": self.min_margin,
             }
         )
 
     @classmethod
-    def parse(cls, host: str, value: str) -> AgentState | None:
+    def parse(cls, host: str, value: str, revision: int = 0) -> AgentState | None:
         try:
             data = json.loads(value)
             return cls(
@@ -84,6 +88,8 @@ class AgentState:
                 int(data.get("pid", 0)),
                 float(data.get("at", 0)),
                 str(data.get("reason", "")),
+                float(data.get("min_margin", 0)),
+                revision,
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -111,8 +117,11 @@ class AgentView:
         self.prefix = cluster.settings.prefix
         self.clock = clock
         self.live: dict[str, dict[str, Any]] = {}
+        self.leases: dict[str, int] = {}  # the lease each live key is under
         self.states: dict[str, AgentState] = {}
         self.gone_since: dict[str, float] = {}
+        # when a host's lease was first seen gone: which other agents held which lease then
+        self.holders_then: dict[str, dict[str, int]] = {}
         self.read_at = -float("inf")  # monotonic time of the last successful read
         self.changed: list[Callable[[], None]] = []  # called after each read that changed a lease
         self._lock = threading.Lock()
@@ -148,9 +157,20 @@ class AgentView:
                 log.exception("reading the agents' keys")
 
     def refresh(self) -> None:
-        """Read every agent's keys in one consistent read; note leases seen gone."""
-        kvs = self.cluster.range(f"{self.prefix}agents/")
+        """Read every agent's keys in one consistent read; note leases seen gone.
+
+        A failed read forgets every "gone since": a key that came back and went again
+        unseen must not be timed from its first disappearance. A state record rewritten
+        (an agent started again) restarts its host's count too."""
+        try:
+            kvs = self.cluster.range(f"{self.prefix}agents/")
+        except JournalError:
+            with self._lock:
+                self.gone_since.clear()
+                self.holders_then.clear()
+            raise
         live: dict[str, dict[str, Any]] = {}
+        leases: dict[str, int] = {}
         states: dict[str, AgentState] = {}
         for kv in kvs:
             rest = kv.key.removeprefix(f"{self.prefix}agents/")
@@ -162,23 +182,47 @@ class AgentView:
                 except ValueError:
                     view = {}
                 live[host] = view if isinstance(view, dict) else {}
+                leases[host] = kv.lease
             elif kind == "state":
-                state = AgentState.parse(host, kv.value)
+                state = AgentState.parse(host, kv.value, kv.mod_revision)
                 if state is not None:
                     states[host] = state
         now = self.clock()
         with self._lock:
             before = set(self.live)
-            self.live, self.states, self.read_at = live, states, now
+            for host, state in states.items():
+                old = self.states.get(host)
+                if old is not None and old.revision != state.revision:
+                    self.gone_since.pop(host, None)
+            self.live, self.leases, self.states, self.read_at = live, leases, states, now
             for host in set(states) | before:
                 if host in live:
                     self.gone_since.pop(host, None)
-                else:
-                    self.gone_since.setdefault(host, now)
+                    self.holders_then.pop(host, None)
+                elif host not in self.gone_since:
+                    self.gone_since[host] = now
+                    self.holders_then[host] = {h: lease for h, lease in leases.items() if h != host}
             moved = before != set(live)
         if moved:
             for callback in list(self.changed):
                 callback()
+
+    def unarm(self, host: str, reason: str) -> bool:
+        """Mark ``host``'s agent record as not counting as an armed watchdog (it was counted
+        fenced already, or its host was seen alive without its lease), unless the agent
+        rewrote it meanwhile. A new start of the agent records ``running`` again."""
+        with self._lock:
+            state = self.states.get(host)
+        if state is None or state.state != RUNNING or not state.revision:
+            return False
+        unarmed = AgentState(host, UNARMED, state.watchdog_timeout, state.pid, time.time(), reason, state.min_margin)
+        key = state_key(self.prefix, host)
+        try:
+            done = self.cluster.txn([mod_revision_is(key, state.revision)], [put_op(key, unarmed.record())])
+        except JournalError as exc:
+            log.warning("could not mark %s's agent unarmed (%s): %s", host, reason, exc)
+            return False
+        return done.succeeded
 
     # ---------------------------------------------------------------- verdicts
     def holds_lease(self, host: str) -> bool | None:
@@ -188,47 +232,61 @@ class AgentView:
                 return True
             return False if host in self.states else None
 
-    def self_fenced(self, host: str, timings: Timings, answers: Callable[[], bool]) -> tuple[bool | None, str]:
+    def self_fenced(
+        self, host: str, timings: Timings, answers: Callable[[], bool], peers: Sequence[str] = ()
+    ) -> tuple[bool | None, str]:
         """Whether ``host`` was reset by its watchdog: True (why), False (never will be
-        counted so: why), None (not yet: what is awaited). ``answers()`` says whether the
-        host still answers on any port; it is asked last, as it takes time."""
+        counted so: why), None (not yet: what is awaited). ``peers`` are the other hosts
+        of the inventory: a majority of them must have held the same lease all along since
+        ``host``'s was seen gone (an agent that vouched for a peer gave its lease up). The
+        agents that vouch count all their peers too. ``answers()`` says whether the host
+        still answers on any port; it is asked last, as it takes time."""
         try:
             self.refresh()
         except JournalError as exc:
             return None, f"etcd unavailable: {exc}"
         with self._lock:
             state = self.states.get(host)
-            live = set(self.live)
-            others = sorted(h for h, s in self.states.items() if h != host and s.state == RUNNING)
+            leases = dict(self.leases)
             since = self.gone_since.get(host)
+            then = dict(self.holders_then.get(host, {}))
             now = self.read_at
+            others = sorted(set(peers) - {host}) or sorted(h for h in self.states if h != host)
         if state is None:
             return False, f"no evac agent ever ran on {host}: its watchdog cannot fence it"
         if state.state != RUNNING:
-            return False, f"{host}'s agent was stopped cleanly ({state.reason or 'stopped'}): its watchdog is disarmed"
+            return (
+                False,
+                f"{host}'s agent is {state.state} ({state.reason or state.state}): its watchdog does not count",
+            )
         if state.watchdog_timeout > timings.watchdog_timeout:
             return False, (
                 f"{host}'s agent armed a {state.watchdog_timeout:g} s watchdog, longer than agent.watchdog.timeout "
                 f"{timings.watchdog_timeout:g} s that this controller waits for"
             )
-        if host in live or since is None:
+        if state.min_margin > timings.margin + 1e-9:
+            return False, (
+                f"{host}'s agent runs timings that need a {state.min_margin:.2f} s margin, more than this "
+                f"controller's agent.margin {timings.margin:g} s"
+            )
+        if host in leases or since is None:
             return None, f"{host}'s agent still holds its lease"
         wait = timings.watchdog_timeout + timings.margin
         left = since + wait - now
         if left > 0:
             return None, f"{host}'s lease seen gone {now - since:.1f} s ago; its watchdog fires within {left:.1f} s"
-        holding = [h for h in others if h in live]
+        holding = [h for h in others if h in leases and then.get(h) == leases[h]]
         need = len(others) // 2 + 1
         if len(holding) < need:
             return None, (
-                f"only {len(holding)} of {len(others)} other agents hold their leases ({need} must): agents that "
-                f"lost etcd together may be vouching for each other and still running"
+                f"only {len(holding)} of {len(others)} other agents held their leases throughout ({need} must): "
+                f"agents that lost etcd may be vouching for each other and still running"
             )
         if answers():
             return None, f"{host} still answers although its lease is gone"
         return True, (
             f"{host}'s lease gone {now - since:.1f} s (watchdog {timings.watchdog_timeout:g} s + margin "
-            f"{timings.margin:g} s), {len(holding)} of {len(others)} other agents hold theirs, "
+            f"{timings.margin:g} s), {len(holding)} of {len(others)} other agents held theirs throughout, "
             f"and {host} answers nothing"
         )
 

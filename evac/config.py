@@ -509,10 +509,10 @@ def _agent(where: Where, data: Mapping, cluster: ClusterSettings | None) -> Agen
     )
     problem = timings.problem()
     if problem:
+        setting, why = problem
+        line = dog.line_of("timeout") if setting == "watchdog.timeout" else section.line_of("margin")
         raise where.error(
-            section.line_of("margin") if "margin" in section else data.line_of("agent"),
-            "agent.margin",
-            f"{problem}; worst case {timings.worst_case():.1f} s",
+            line or data.line_of("agent"), f"agent.{setting}", f"{why}; worst case {timings.worst_case():.1f} s"
         )
     libvirt = where.require_str(section, "libvirt", "agent.libvirt", "")
     settings = {str(k): v for k, v in dog.items() if k != "timeout"}

@@ -93,6 +93,12 @@ class Session:
         """The lease holds by this process's own clock, ``margin`` seconds ahead."""
         return not self._lost and self.deadline() - margin > time.monotonic()
 
+    def give_up(self) -> None:
+        """Stop trusting the lease now: the keepalive thread grants a new one (and revokes
+        this one when etcd answers), so whoever holds "the same lease" held it throughout."""
+        if not self._lost:
+            self._lose()
+
     def deadline(self) -> float:
         """Monotonic time at which etcd may expire the lease at the earliest."""
         return self._renewed + self.ttl

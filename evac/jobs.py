@@ -31,7 +31,16 @@ from .appview import AppView
 from .coordination import Coordination
 from .doctor import safe_to_fence
 from .engine import Engine, JobResult
-from .errors import ConfigError, EvacError, FencingError, JournalError, LockedError, NotFound, OwnershipLost
+from .errors import (
+    ConfigError,
+    EvacError,
+    FencingError,
+    HostUnreachable,
+    JournalError,
+    LockedError,
+    NotFound,
+    OwnershipLost,
+)
 from .events import Event
 from .fencing import FenceResult, fence_host
 from .fleet import reachable
@@ -306,6 +315,8 @@ class Jobs:
             log.info("%s not recovered: %s", guest, owner)
             return None
         try:
+            if not reachable(spec.uri, 1.0):  # libvirt's open has no timeout: a silent host would stall the caller
+                raise HostUnreachable(f"{spec.name}: {spec.uri} does not answer")
             with Hypervisor.connect(spec.name, spec.uri, keepalive=None) as hv:
                 found = hv.guest(guest, self.app.inventory.is_shared)
         except NotFound:

@@ -422,6 +422,7 @@ class Monitor:
         host = evidence.host
         with self._lock:
             health = self.health[host]
+            was = health.state
             changed = health.observe(evidence)
             if changed is None:
                 return
@@ -429,6 +430,8 @@ class Monitor:
             reason = health.reason
         self._emit(HEALTH_EVENTS[changed], host, reason)
         self.coordination.publish(host, changed, reason)
+        if changed is Health.UP and was is Health.DOWN:
+            self._back_without_agent(host)
         if changed is not Health.DOWN:
             return
         try:
@@ -448,6 +451,16 @@ class Monitor:
             self._emit(EventKind.MONITOR_STORM_BRAKE, host, self.brake.reason)
             return
         self._spawn_fail_over(host, reason)
+
+    def _back_without_agent(self, host: str) -> None:
+        """A host back from the dead whose agent holds no lease runs without a watchdog that
+        evac could count (reset by it, or its agent never came back): its leftover
+        ``running`` record must not make a later cut count as fenced."""
+        unarm = getattr(self._agents, "unarm", None)
+        if unarm is None or self._agents is None or self._agents.holds_lease(host) is not False:
+            return
+        if unarm(host, "its host came back without its agent's lease: a new agent start arms it again"):
+            log.info("%s came back without its agent: its watchdog no longer counts as a fence", host)
 
     def _spawn_fail_over(self, host: str, reason: str) -> None:
         threading.Thread(target=self._fail_over, args=(host, reason), daemon=True, name=f"failover-{host}").start()

@@ -69,14 +69,19 @@ class Timings:
         expires, then the timeout and the margin pass (restarting its guests comes after)."""
         return self.lease_ttl + self.watchdog_timeout + self.margin
 
-    def problem(self) -> str | None:
-        """Why these timings do not make a fence, or None."""
-        if self.feed_every >= self.watchdog_timeout:
-            return f"watchdog timeout {self.watchdog_timeout:g} s is too short to feed"
+    def problem(self) -> tuple[str, str] | None:
+        """Why these timings do not make a fence: (the setting to change, why); or None."""
+        busy = self.feed_every + self.peer_timeout
+        if busy >= self.watchdog_timeout / 2:
+            return "watchdog.timeout", (
+                f"watchdog timeout {self.watchdog_timeout:g} s is too short: a round of feeding takes up to "
+                f"{busy:.2f} s (every {self.feed_every:g} s, asking peers for up to {self.peer_timeout:g} s), "
+                "and must fit twice"
+            )
         short = self.minimum_margin() - self.margin
         if short > 1e-9:
             terms = ", ".join(f"{name} {value:.2f} s" for name, value in self.needed_margin().items())
-            return (
+            return "margin", (
                 f"margin {self.margin:g} s is {short:.2f} s short of the {self.minimum_margin():.2f} s it must cover "
                 f"({terms})"
             )

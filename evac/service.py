@@ -172,6 +172,9 @@ class Service:
                     self.app.jobs.spawn(started)
             except LockedError as exc:
                 log.info("guest %s on %s: %s", down.guest, down.host, exc)
+            except JournalError as exc:  # kept: the next round tries again
+                log.warning("guest %s on %s died (%s), not handled yet: %s", down.guest, down.host, down.reason, exc)
+                continue
             except EvacError as exc:
                 log.error("guest %s on %s died (%s) and was not restarted: %s", down.guest, down.host, down.reason, exc)
             agents.cluster.txn([mod_revision_is(down.key, down.revision)], [delete_op(down.key)])

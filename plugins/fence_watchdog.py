@@ -31,9 +31,10 @@ POLL = 0.1
 class WatchdogFence:
     """One host's self-fence, judged by the leader from etcd."""
 
-    def __init__(self, host: HostSpec, view: AgentView, timings: Timings, port: int) -> None:
+    def __init__(self, host: HostSpec, view: AgentView, timings: Timings, port: int, peers: tuple[str, ...]) -> None:
         self.host = host
         self.view = view
+        self.peers = peers
         self.timings = timings
         self.port = port
         self.confirmed = ""
@@ -49,9 +50,12 @@ class WatchdogFence:
         deadline = time.monotonic() + limit
         pause = threading.Event()
         while True:
-            verdict, why = self.view.self_fenced(self.host.name, self.timings, self.answers)
+            verdict, why = self.view.self_fenced(self.host.name, self.timings, self.answers, self.peers)
             if verdict:
                 self.confirmed = why
+                # Counted once: the host may come back without its agent, and must not be
+                # counted fenced again until a new start of its agent arms a watchdog.
+                self.view.unarm(self.host.name, f"counted fenced by its watchdog: {why}")
                 return
             if verdict is False:
                 raise FencingError(f"not fenced by watchdog: {why}")
@@ -81,7 +85,8 @@ def bound(host: HostSpec, settings: Mapping[str, Any], app: AppView) -> Watchdog
         raise FencingError(
             f"{host.name}: fence method watchdog needs an agent: section and the journal on etcd (docs/ha.md)"
         )
-    return WatchdogFence(host, view, agent.timings, agent.port)
+    peers = tuple(h.name for h in app.inventory.hosts if h.name != host.name)
+    return WatchdogFence(host, view, agent.timings, agent.port, peers)
 
 
 @hookimpl

@@ -88,6 +88,10 @@ def relocate(ctx: StepContext) -> Mapping[str, Any]:
         return {"guest": name, "source": host, "target": host, "already": True, "seconds": 0}
     xml = with_bridges(xml, guest_renames(guest, source.networks, target.networks))
     started = time.monotonic()
+    if guest.state != "shutoff":  # a panicked guest kept for inspection still holds its QEMU and disks
+        with Hypervisor.connect(source.name, source.uri) as old:
+            ctx.guard()
+            old.destroy(name)
     with Hypervisor.connect(target.name, target.uri) as hv:
         ctx.guard()  # before the definition too: a deposed owner must not touch the target at all
         known = hv.has_guest(name)

@@ -6,10 +6,12 @@ import argparse
 import logging
 import signal
 import socket
+import threading
+from types import FrameType
 from typing import Any
 
 from ..errors import ConfigError
-from ..signals import until_signalled
+from ..signals import TICK
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
     watchdog = watchdog_for(app.pm, config.agent.watchdog)
     logs.setup(config.log_format, config.log_level)
     agent = Agent(spec, app.inventory, config.agent, config.cluster.etcd, watchdog)
-    agent.start()
-    log.info("evac agent on %s: %s", spec.name, config.agent.timings.summary())
-    got = until_signalled()
-    log.info("evac agent: %s received, stopping", signal.Signals(got).name)
+    stopping = threading.Event()
+    got: list[int] = []
+
+    def note(signum: int, _frame: FrameType | None) -> None:
+        got.append(signum)
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the watchdog is armed: a stop is always a clean one
+        signal.signal(sig, note)
+    if agent.start(stopping=stopping):
+        log.info("evac agent on %s: %s", spec.name, config.agent.timings.summary())
+    while not stopping.wait(TICK):
+        pass
+    log.info("evac agent: %s received, stopping", signal.Signals(got[0]).name if got else "stop")
     return 0 if agent.stop() else 1

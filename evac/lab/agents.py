@@ -67,19 +67,18 @@ class LabAgents(ServeReplicas, LabWatchdogs):
         self.start_watchdog(name)
         if self.agent_pids(name):
             return config
-        armed_before = len([e for e in self.watchdog_log() if e.get("host") == name and e.get("event") == "armed"])
+        log = self.host_dir(name) / "log" / "agent.log"
+        armed_before = _armed_lines(log)
         argv = [sys.executable, "-m", "evac", "--config", str(config), "agent", "--host", name]
-        self._spawn(h, argv, self.host_dir(name) / "log" / "agent.log")
+        self._spawn(h, argv, log)
         deadline = time.monotonic() + wait
         seen = False  # the process shows up once it entered the host's namespaces
-        while len([e for e in self.watchdog_log() if e.get("host") == name and e.get("event") == "armed"]) <= (
-            armed_before
-        ):
+        while _armed_lines(log) <= armed_before:
             if time.monotonic() > deadline:
-                raise LabError(f"evac agent on {name} did not arm its watchdog within {wait:.0f} s (see its agent.log)")
+                raise LabError(f"evac agent on {name} did not arm its watchdog within {wait:.0f} s (see {log})")
             running = bool(self.agent_pids(name))
             if seen and not running:
-                raise LabError(f"evac agent on {name} exited (see {self.host_dir(name) / 'log' / 'agent.log'})")
+                raise LabError(f"evac agent on {name} exited (see {log})")
             seen = seen or running
             time.sleep(0.05)
         return config
@@ -106,3 +105,12 @@ class LabAgents(ServeReplicas, LabWatchdogs):
                 self.stop_agent(name)
         self.stop_watchdogs()
         self.agent_secret_file.unlink(missing_ok=True)
+
+
+def _armed_lines(log: Path) -> int:
+    """How often the agent's log says it armed its watchdog and went running (its own word:
+    the lab watchdog logs no new arming for a timer a killed agent left running)."""
+    try:
+        return log.read_text(errors="replace").count("armed, running")
+    except OSError:
+        return 0

@@ -44,7 +44,6 @@ def replicas(ha_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def ha(replicas: Replicas) -> Iterator[Replicas]:
     """The replicas, every host powered, in service and with its replica, after each test."""
     yield replicas
-    replicas.remove_guests()
     for host in replicas.hosts:
         if replicas.lab.etcd_is_cut(host):
             replicas.lab.heal_etcd(host)
@@ -52,6 +51,7 @@ def ha(replicas: Replicas) -> Iterator[Replicas]:
             replicas.lab.start_etcd(host)
     for host in replicas.lab.host_names():
         replicas.revive(host)
+    replicas.remove_guests()  # once every host answers again: a powered-off host still defines its guests
     assert replicas.journal.brake() is None, "a storm brake engaged during the test"
 
 

@@ -124,7 +124,7 @@ def test_a_clean_stop_records_stopped_then_revokes_then_disarms(
     assert cluster.get(live_key(etcd_settings.prefix, "host1")) is None
     assert recorded(agent).calls == ["arm", "disarm"]
     verdict, why = AgentView(cluster).self_fenced("host1", TIMINGS, lambda: False)
-    assert verdict is False and "stopped cleanly" in why
+    assert verdict is False and "agent is stopped" in why
 
 
 def test_an_agent_that_lost_its_lease_while_its_peers_hold_theirs_is_isolated_and_stops_feeding(

@@ -74,7 +74,7 @@ def test_a_host_is_counted_fenced_only_after_timeout_and_margin_from_its_lease_s
     assert view.self_fenced("host1", TIMINGS, silent)[0] is None
     clock.now += 0.2
     verdict, why = view.self_fenced("host1", TIMINGS, silent)
-    assert verdict is True and "3 of 3 other agents hold theirs" in why
+    assert verdict is True and "3 of 3 other agents held theirs throughout" in why
 
 
 def test_a_controller_that_first_reads_after_the_deletion_times_from_its_own_first_read(
@@ -95,7 +95,7 @@ def test_a_cleanly_stopped_agent_never_counts_its_watchdog_is_disarmed(cluster: 
     fleet.stop_cleanly("host1")
     clock.now += 60
     verdict, why = view.self_fenced("host1", TIMINGS, silent)
-    assert verdict is False and "stopped cleanly" in why
+    assert verdict is False and "agent is stopped" in why
 
 
 def test_a_host_that_never_ran_an_agent_is_never_counted(cluster: Cluster, fleet: Fleet) -> None:
@@ -113,7 +113,7 @@ def test_when_most_agents_lost_etcd_together_nothing_counts_they_may_vouch_for_e
     view.refresh()
     clock.now += 60
     verdict, why = view.self_fenced("host1", TIMINGS, silent)
-    assert verdict is None and "only 1 of 3 other agents hold their leases (2 must)" in why
+    assert verdict is None and "only 1 of 3 other agents held their leases throughout (2 must)" in why
 
 
 def test_a_host_that_still_answers_is_not_counted(cluster: Cluster, fleet: Fleet) -> None:
@@ -145,3 +145,46 @@ def test_a_lease_that_comes_back_restarts_the_count(cluster: Cluster, fleet: Fle
     fleet.lose_lease("host1")
     clock.now += 4.0
     assert view.self_fenced("host1", TIMINGS, silent)[0] is None
+
+
+def test_a_peer_whose_lease_was_replaced_meanwhile_may_have_vouched_and_does_not_count(
+    cluster: Cluster, fleet: Fleet
+) -> None:
+    clock = Clock()
+    view = AgentView(cluster, clock)
+    fleet.lose_lease("host1")
+    view.refresh()
+    for peer in ("host2", "host3"):  # each gave up its lease (it vouched) and took a new one
+        fleet.lose_lease(peer)
+        fleet.run(peer)
+    clock.now += 60
+    verdict, why = view.self_fenced("host1", TIMINGS, silent, peers=("host2", "host3", "host4"))
+    assert verdict is None and "only 1 of 3 other agents held their leases throughout" in why
+
+
+def test_a_host_once_counted_fenced_is_not_counted_again_until_its_agent_starts_anew(
+    cluster: Cluster, fleet: Fleet
+) -> None:
+    clock = Clock()
+    view = AgentView(cluster, clock)
+    fleet.lose_lease("host1")
+    view.refresh()
+    clock.now += 60
+    assert view.self_fenced("host1", TIMINGS, silent)[0] is True
+    assert view.unarm("host1", "counted fenced by its watchdog")
+    verdict, why = view.self_fenced("host1", TIMINGS, silent)
+    assert verdict is False and "unarmed" in why
+    fleet.run("host1")
+    fleet.lose_lease("host1")
+    assert view.self_fenced("host1", TIMINGS, silent)[0] is None  # timed again from now
+
+
+def test_peers_without_an_agent_count_as_not_holding(cluster: Cluster, fleet: Fleet) -> None:
+    clock = Clock()
+    view = AgentView(cluster, clock)
+    fleet.lose_lease("host1")
+    view.refresh()
+    clock.now += 60
+    peers = ("host2", "host3", "host4", "host5", "host6", "host7")  # three with no agent at all
+    verdict, why = view.self_fenced("host1", TIMINGS, silent, peers)
+    assert verdict is None and "only 3 of 6" in why

@@ -45,9 +45,17 @@ def test_a_margin_that_does_not_cover_vouching_reset_and_drift_is_refused_term_b
     short = Timings(lease_ttl=10, watchdog_timeout=60, margin=1, peer_timeout=1, reset=1)
     problem = short.problem()
     assert problem is not None
+    setting, why = problem
     # session margin 2 s (20 % of the lease) + answer 1 s + reset 1 s + 1000 ppm of 71 s
     assert short.minimum_margin() == pytest.approx(4.071)
-    assert "3.07 s short" in problem and "clock drift" in problem and "watchdog reset 1.00 s" in problem
+    assert setting == "margin"
+    assert "3.07 s short" in why and "clock drift" in why and "watchdog reset 1.00 s" in why
+
+
+def test_a_watchdog_timeout_a_feeding_round_does_not_fit_twice_in_is_refused() -> None:
+    slow_peers = Timings(lease_ttl=3, watchdog_timeout=2, margin=200, peer_timeout=100, reset=1)
+    problem = slow_peers.problem()
+    assert problem is not None and problem[0] == "watchdog.timeout" and "must fit twice" in problem[1]
 
 
 def test_the_agent_feeds_several_times_per_timeout() -> None:
