@@ -294,7 +294,7 @@ def main() -> None:
     raft_on_dead: dict[str, list[bool]] = {}
     replicas = Replicas(lab)
     lab.agent_section()  # the no-BMC replicas' configs carry the agents' timings
-    no_bmc = Replicas(lab, inventory=str(no_bmc_inventory(lab)))
+    no_bmc = Replicas(lab, "evac-no-bmc.yaml", inventory=str(no_bmc_inventory(lab)))
     lab.remove_agents()
     etcd = etcd_app(lab)
     total = sum(len(m) for m in methods.values()) * args.runs
@@ -305,13 +305,15 @@ def main() -> None:
                 for r in range(args.runs):
                     for method in chosen:
                         if method == IN_PLACE:
-                            reset(lab, names)
                             replicas.stop_all()
+                            crash = f"qc{r}"  # a guest of its own: no earlier recovery counts against it
+                            boot(lab, DEAD, [GuestSpec(name=crash)])
                             for host in lab.host_names():
                                 lab.start_agent(host)
-                            marks = run_qemu_crash(lab, names[0], no_bmc, etcd, SPARES[r % 2])
+                            marks = run_qemu_crash(lab, crash, no_bmc, etcd, SPARES[r % 2])
                             no_bmc.stop_all()
                             lab.remove_agents()
+                            destroy_all(lab, [crash])
                         elif method == NO_BMC:
                             reset(lab, names)
                             replicas.stop_all()

@@ -64,10 +64,10 @@ def until(check: Callable[[], bool], timeout: float, what: str, every: float = 0
 class Replicas:
     """``evac serve`` on every etcd member's host: start, stop, who leads, make one lead."""
 
-    def __init__(self, lab: Lab, **overrides: Any) -> None:
+    def __init__(self, lab: Lab, file: str = "evac.yaml", **overrides: Any) -> None:
         self.lab = lab
         self.hosts = lab.etcd_member_names()
-        self.configs = {h: lab.serve_config(h, **{**REPLICA_SETTINGS, **overrides}) for h in self.hosts}
+        self.configs = {h: lab.serve_config(h, file=file, **{**REPLICA_SETTINGS, **overrides}) for h in self.hosts}
 
     def health(self, host: str) -> dict[str, Any] | None:
         try:

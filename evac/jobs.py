@@ -46,7 +46,7 @@ from .fencing import FenceResult, fence_host
 from .fleet import reachable
 from .hypervisor import Hypervisor
 from .inventory import HostSpec
-from .journal import BrakeState, JobRecord
+from .journal import BrakeState, JobRecord, Journal
 from .model import Guest
 from .plugins import notify
 from .restartpolicy import Attempt, HaSettings, Recovery, RestartPolicy, decide
@@ -303,13 +303,7 @@ class Jobs:
 
     def _stopped_guest(self, spec: HostSpec, guest: str, actor: Actor) -> Guest | None:
         """The guest, when it is still down by a fault on a host whose own flow does not own it."""
-        state = self.app.journal.host_states().get(spec.name)
-        failover = self.app.settings.runbooks.failover
-        owner = ""
-        if state is not None and state.state in (HostMode.MAINTENANCE, HostMode.FENCED):
-            owner = f"{spec.name} is {'in ' if state.state == HostMode.MAINTENANCE else ''}{state.state}"
-        elif any(job.runbook == failover and job.target == spec.name for job in self.app.journal.unfinished_jobs()):
-            owner = f"{spec.name} is being failed over"
+        owner = host_flow(self.app.journal, spec.name, self.app.settings.runbooks.failover)
         if owner:
             self.refused(actor, "guest.recover", guest, ConfigError(f"{owner}: its own flow owns its guests"))
             log.info("%s not recovered: %s", guest, owner)
@@ -533,3 +527,14 @@ class Jobs:
         self.app.journal.set_host_state(spec.name, HostMode.FENCED, reason, str(actor))
         self.app.journal.audit(str(actor), "fence.manual", spec.name, {"reason": reason})
         return spec.name
+
+
+def host_flow(journal: Journal, host: str, failover: str) -> str:
+    """Why ``host``'s own flow owns its guests (in maintenance, fenced, being failed over),
+    or "": a guest's recovery must then leave them alone. Asked again right before a start."""
+    state = journal.host_states().get(host)
+    if state is not None and state.state in (HostMode.MAINTENANCE, HostMode.FENCED):
+        return f"{host} is {'in ' if state.state == HostMode.MAINTENANCE else ''}{state.state}"
+    if any(job.runbook == failover and job.target == host for job in journal.unfinished_jobs()):
+        return f"{host} is being failed over"
+    return ""

@@ -20,6 +20,7 @@ from evac.domainxml import with_bridges
 from evac.errors import EvacError, Incomplete
 from evac.hypervisor import Hypervisor
 from evac.inventory import HostSpec
+from evac.jobs import host_flow
 from evac.model import Guest
 from evac.networks import guest_renames
 from evac.placement import place
@@ -30,6 +31,13 @@ from .drain import app_of, chooser, fleet, policy
 from .failover import running_somewhere
 
 UP = ("running", "paused")  # a paused guest is alive: nothing to recover
+
+
+def ours(app: AppView, host: str, name: str) -> None:
+    """Right before a start: a host whose own flow took over (fenced, failed over) owns its guests."""
+    owner = host_flow(app.journal, host, app.settings.runbooks.failover)
+    if owner:
+        raise EvacError(f"{name}: not started: {owner}, and that flow owns its guests")
 
 
 def start_in_place(ctx: StepContext) -> Mapping[str, Any]:
@@ -46,6 +54,7 @@ def start_in_place(ctx: StepContext) -> Mapping[str, Any]:
             return {"guest": name, "host": spec.name, "already": True, "seconds": 0}
         ctx.guard()
         hv.destroy(name)  # a panicked guest kept for inspection (on_crash: preserve) still holds its QEMU
+        ours(app, spec.name, name)
         ctx.guard()
         hv.start(name)
         state = hv.guest(name).state
@@ -100,6 +109,7 @@ def relocate(ctx: StepContext) -> Mapping[str, Any]:
             with Hypervisor.connect(source.name, source.uri) as old:
                 if old.guest(name).state in UP:  # started again meanwhile (by a person?): one copy is enough
                     raise EvacError(f"{name} runs on {source.name} again: not started on {target.name}")
+            ours(app, source.name, name)
             ctx.guard()
             hv.start(name)
         except EvacError:

@@ -38,12 +38,12 @@ class LabAgents(ServeReplicas, LabWatchdogs):
     def has_agents(self) -> bool:
         return self.agent_secret_file.exists()
 
-    def serve_config(self, name: str, **overrides: Any) -> Path:
+    def serve_config(self, name: str, *, file: str = "evac.yaml", **overrides: Any) -> Path:
         """The replicas' config, with the ``agent:`` section once the lab has agents: the
         leader's ``watchdog`` fence method reads the same timings the agents run by."""
         if self.has_agents() and "agent" not in overrides:
             overrides["agent"] = self.agent_section()
-        return super().serve_config(name, **overrides)
+        return super().serve_config(name, file=file, **overrides)
 
     def agent_section(self) -> dict[str, Any]:
         """The ``agent:`` section of the lab's configs (the shared key made on first use)."""

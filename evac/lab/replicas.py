@@ -28,10 +28,11 @@ LEASE_TTL = 3  # seconds: a dead replica's leadership passes on quickly in tests
 class ServeReplicas(EtcdCluster):
     """Write a replica's ``evac.yaml``, start it, find it, stop it."""
 
-    def serve_config(self, name: str, **overrides: Any) -> Path:
-        """``<host dir>/evac.yaml`` for a replica on host ``name``: the lab's inventory, the
+    def serve_config(self, name: str, *, file: str = "evac.yaml", **overrides: Any) -> Path:
+        """``<host dir>/<file>`` for a replica on host ``name``: the lab's inventory, the
         etcd journal with evac's client certificate, listening on the host's address.
-        ``overrides`` are merged in, a mapping key by key (``etcd={"lease_ttl": 5}``)."""
+        ``overrides`` are merged in, a mapping key by key (``etcd={"lease_ttl": 5}``); a
+        variant kept beside the default one gets a ``file`` name of its own."""
         h = self.host(name)
         ca, cert, key = self.etcd_tls()
         data: dict[str, Any] = {
@@ -41,7 +42,7 @@ class ServeReplicas(EtcdCluster):
             "listen": {"address": h.address, "port": SERVE_PORT},
         }
         _merge(data, overrides)
-        path = self.host_dir(name) / "evac.yaml"
+        path = self.host_dir(name) / file
         (self.root / "hosts").chmod(0o755)  # evac refuses a config in a directory others can write
         write_inventory(path, yaml.safe_dump(data, sort_keys=False))
         return path

@@ -61,6 +61,16 @@ def silent() -> bool:
     return False
 
 
+def gone_long_ago(cluster: Cluster, fleet: Fleet, host: str) -> AgentView:
+    """A view that saw ``host``'s lease go, a minute ago by its clock."""
+    clock = Clock()
+    view = AgentView(cluster, clock)
+    fleet.lose_lease(host)
+    view.refresh()
+    clock.now += 60
+    return view
+
+
 def test_a_host_is_counted_fenced_only_after_timeout_and_margin_from_its_lease_seen_gone(
     cluster: Cluster, fleet: Fleet
 ) -> None:
@@ -117,11 +127,7 @@ def test_when_most_agents_lost_etcd_together_nothing_counts_they_may_vouch_for_e
 
 
 def test_a_host_that_still_answers_is_not_counted(cluster: Cluster, fleet: Fleet) -> None:
-    clock = Clock()
-    view = AgentView(cluster, clock)
-    fleet.lose_lease("host1")
-    view.refresh()
-    clock.now += 60
+    view = gone_long_ago(cluster, fleet, "host1")
     verdict, why = view.self_fenced("host1", TIMINGS, lambda: True)
     assert verdict is None and "still answers" in why
 
@@ -165,11 +171,7 @@ def test_a_peer_whose_lease_was_replaced_meanwhile_may_have_vouched_and_does_not
 def test_a_host_once_counted_fenced_is_not_counted_again_until_its_agent_starts_anew(
     cluster: Cluster, fleet: Fleet
 ) -> None:
-    clock = Clock()
-    view = AgentView(cluster, clock)
-    fleet.lose_lease("host1")
-    view.refresh()
-    clock.now += 60
+    view = gone_long_ago(cluster, fleet, "host1")
     assert view.self_fenced("host1", TIMINGS, silent)[0] is True
     assert view.unarm("host1", "counted fenced by its watchdog")
     verdict, why = view.self_fenced("host1", TIMINGS, silent)
@@ -180,11 +182,7 @@ def test_a_host_once_counted_fenced_is_not_counted_again_until_its_agent_starts_
 
 
 def test_peers_without_an_agent_count_as_not_holding(cluster: Cluster, fleet: Fleet) -> None:
-    clock = Clock()
-    view = AgentView(cluster, clock)
-    fleet.lose_lease("host1")
-    view.refresh()
-    clock.now += 60
+    view = gone_long_ago(cluster, fleet, "host1")
     peers = ("host2", "host3", "host4", "host5", "host6", "host7")  # three with no agent at all
     verdict, why = view.self_fenced("host1", TIMINGS, silent, peers)
     assert verdict is None and "only 3 of 6" in why
