@@ -120,8 +120,9 @@ class AgentView:
         self.leases: dict[str, int] = {}  # the lease each live key is under
         self.states: dict[str, AgentState] = {}
         self.gone_since: dict[str, float] = {}
-        # when a host's lease was first seen gone: which other agents held which lease then
-        self.holders_then: dict[str, dict[str, int]] = {}
+        # each live agent's lease, and when this view first saw it: an agent that vouched for
+        # a peer gave its lease up, so one seen since t has vouched for nobody since t
+        self.lease_since: dict[str, tuple[int, float]] = {}
         self.read_at = -float("inf")  # monotonic time of the last successful read
         self.changed: list[Callable[[], None]] = []  # called after each read that changed a lease
         self._lock = threading.Lock()
@@ -167,7 +168,7 @@ class AgentView:
         except JournalError:
             with self._lock:
                 self.gone_since.clear()
-                self.holders_then.clear()
+                self.lease_since.clear()
             raise
         live: dict[str, dict[str, Any]] = {}
         leases: dict[str, int] = {}
@@ -195,13 +196,15 @@ class AgentView:
                 if old is not None and old.revision != state.revision:
                     self.gone_since.pop(host, None)
             self.live, self.leases, self.states, self.read_at = live, leases, states, now
+            self.lease_since = {
+                h: self.lease_since[h] if self.lease_since.get(h, (0, 0.0))[0] == lease else (lease, now)
+                for h, lease in leases.items()
+            }
             for host in set(states) | before:
                 if host in live:
                     self.gone_since.pop(host, None)
-                    self.holders_then.pop(host, None)
                 elif host not in self.gone_since:
                     self.gone_since[host] = now
-                    self.holders_then[host] = {h: lease for h, lease in leases.items() if h != host}
             moved = before != set(live)
         if moved:
             for callback in list(self.changed):
@@ -237,9 +240,9 @@ class AgentView:
     ) -> tuple[bool | None, str]:
         """Whether ``host`` was reset by its watchdog: True (why), False (never will be
         counted so: why), None (not yet: what is awaited). ``peers`` are the other hosts
-        of the inventory: a majority of them must have held the same lease all along since
-        ``host``'s was seen gone (an agent that vouched for a peer gave its lease up). The
-        agents that vouch count all their peers too. ``answers()`` says whether the host
+        of the inventory, as the agents that vouch count them: the wait runs from when a
+        majority of them have held their present leases (an agent that vouched for a peer
+        gave its lease up), or from ``host``'s lease seen gone, whichever is later. ``answers()`` says whether the host
         still answers on any port; it is asked last, as it takes time."""
         try:
             self.refresh()
@@ -247,9 +250,8 @@ class AgentView:
             return None, f"etcd unavailable: {exc}"
         with self._lock:
             state = self.states.get(host)
-            leases = dict(self.leases)
             since = self.gone_since.get(host)
-            then = dict(self.holders_then.get(host, {}))
+            held = dict(self.lease_since)
             now = self.read_at
             others = sorted(set(peers) - {host}) or sorted(h for h in self.states if h != host)
         if state is None:
@@ -269,24 +271,27 @@ class AgentView:
                 f"{host}'s agent runs timings that need a {state.min_margin:.2f} s margin, more than this "
                 f"controller's agent.margin {timings.margin:g} s"
             )
-        if host in leases or since is None:
+        if host in held or since is None:
             return None, f"{host}'s agent still holds its lease"
-        wait = timings.watchdog_timeout + timings.margin
-        left = since + wait - now
-        if left > 0:
-            return None, f"{host}'s lease seen gone {now - since:.1f} s ago; its watchdog fires within {left:.1f} s"
-        holding = [h for h in others if h in leases and then.get(h) == leases[h]]
         need = len(others) // 2 + 1
+        holding = sorted(held[h][1] for h in others if h in held)
         if len(holding) < need:
             return None, (
-                f"only {len(holding)} of {len(others)} other agents held their leases throughout ({need} must): "
-                f"agents that lost etcd may be vouching for each other and still running"
+                f"only {len(holding)} of {len(others)} other agents hold their leases ({need} must): agents that "
+                f"lost etcd may be vouching for each other and still running"
             )
+        # From when a majority of the others have held their present leases, no majority can
+        # have vouched for the host: its watchdog is timed from then, or from its lease's end.
+        start = max(since, holding[need - 1])
+        wait = timings.watchdog_timeout + timings.margin
+        left = start + wait - now
+        if left > 0:
+            return None, f"{host}'s lease seen gone {now - since:.1f} s ago; its watchdog fires within {left:.1f} s"
         if answers():
             return None, f"{host} still answers although its lease is gone"
         return True, (
             f"{host}'s lease gone {now - since:.1f} s (watchdog {timings.watchdog_timeout:g} s + margin "
-            f"{timings.margin:g} s), {len(holding)} of {len(others)} other agents held theirs throughout, "
+            f"{timings.margin:g} s), {len(holding)} of {len(others)} other agents have held theirs since, "
             f"and {host} answers nothing"
         )
 

@@ -46,7 +46,8 @@ class WatchdogFence:
     def power_off(self) -> None:
         """Wait for the watchdog to have reset the host; ``FencingError`` when it never will
         be counted, or when the wait outlasts the worst case the timings allow."""
-        limit = self.timings.worst_case() + 2 * self.view.cluster.settings.timeout + 5.0
+        # twice the worst case: agents that renewed their leases late restart the wait (evac/agents.py)
+        limit = 2 * self.timings.worst_case() + 2 * self.view.cluster.settings.timeout + 5.0
         deadline = time.monotonic() + limit
         pause = threading.Event()
         while True:

@@ -43,6 +43,19 @@ class Fleet(Replicas):
             return False  # etcd still electing
         return all(view.holds_lease(h) for h in self.lab.host_names())
 
+    def runs_once_elsewhere(self, name: str, not_on: str) -> str:
+        """As the replicas' helper, but a timeout says what evac did meanwhile."""
+        try:
+            return super().runs_once_elsewhere(name, not_on)
+        except AssertionError as exc:
+            seen = [
+                f"{j.id} {j.runbook} {j.state}: "
+                + "; ".join(e.message for _, e in self.journal.events(j.id) if e.message)
+                for j in self.journal.jobs(5)
+            ]
+            hosts = [f"{e.kind} {e.item} {e.message}" for _, e in self.journal.events(0)[-12:]]
+            raise AssertionError(f"{exc}; jobs: {seen}; host events: {hosts}") from None
+
     def fired(self, host: str, since: float) -> list[dict[str, Any]]:
         return [e for e in self.lab.watchdog_log() if e["host"] == host and e["event"] == "fired" and e["ts"] >= since]
 
