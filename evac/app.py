@@ -93,7 +93,9 @@ class App:
         if self.settings.cluster is None or self.settings.agent is None:
             return None
         view = AgentView(self._etcd[0])
-        view.start(every=self.settings.agent.timings.lease_ttl)  # and on every change, by its watch
+        # Read every second besides its watch: a lease's expiry is seen within a second even
+        # when the watch is slow to say so (bench.monitor: 3 s reads made cuts 0.7 s slower to see).
+        view.start(every=1.0)
         return view
 
     def close(self) -> None:

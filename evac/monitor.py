@@ -193,8 +193,7 @@ class Monitor:
         if self._agents is not None:
             agent = self.app.settings.agent
             ttl = agent.timings.lease_ttl if agent is not None else AgentSource.stale_after
-            # the view is read on every change and every lease_ttl: two missed reads make it stale
-            own.append(AgentSource(self._agents, stale_after=2 * ttl + 1))
+            own.append(AgentSource(self._agents, stale_after=ttl))  # the view is read every second
         found: Sequence[Sequence[EvidenceSource]] = self.app.pm.hook.evac_evidence_sources(
             app=self.app, settings=self.settings
         )
