@@ -94,7 +94,7 @@ class Agent:
         self._published: tuple[int, str] | None = None  # (lease, view) last put
         self._view: dict[str, object] = {"libvirtd": False, "guests": {}, "peers": {}}
         self._view_lock = threading.Lock()
-        self._reported: set[str] = set()  # guests reported dead and not running since
+        self._reported: set[str] = set()  # stopped guests already judged (reported dead, or stopped on purpose)
         self._reported_lock = threading.Lock()
         self.running = False  # armed, published and recorded: only then does it vouch for peers
         self.armed_timeout = 0.0
@@ -293,7 +293,8 @@ class Agent:
 
     def _sweep(self, hv: Hypervisor, guests: dict[str, str]) -> None:
         """A death whose event was missed (libvirtd restarted, the agent was down) is
-        found by the guest's stop reason; each death is reported once."""
+        found by the guest's stop reason; each stop is judged once (one libvirt call), not
+        every round."""
         with self._reported_lock:
             self._reported &= {name for name, state in guests.items() if state not in ("running", "paused")}
             unreported = [
@@ -305,7 +306,10 @@ class Agent:
             except EvacError:
                 continue
             if reason is not None:
-                self._guest_down(name, reason)
+                self._guest_down(name, reason)  # judged once the report is in etcd
+            else:
+                with self._reported_lock:
+                    self._reported.add(name)  # stopped on purpose
 
     def _guest_down(self, guest: str, reason: str) -> None:
         """Libvirt says a guest's QEMU died: tell the leader, which restarts it."""
