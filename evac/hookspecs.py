@@ -146,6 +146,25 @@ def evac_migration_tuning(
     """
 
 
+@hookspec
+def evac_verify_guest(guest: Guest, host: HostSpec, app: AppView) -> str | None:
+    """Check a guest that has just landed on ``host`` (after a live migration or a restart).
+
+    ``vm.verify`` calls every plugin once libvirt shows the guest running and persistent
+    there; each answers None when satisfied or a one-line reason it is not (the guest
+    runs but does not answer on its network). Every reason fails the step, joined.
+    ``guest`` is as ``host``'s libvirt describes it now, metadata included.
+
+    Example::
+
+        @hookimpl
+        def evac_verify_guest(guest, host, app):
+            if not answers_ping(guest):
+                return f"{guest.name} runs on {host.name} but does not answer ping"
+            return None
+    """
+
+
 @hookspec(firstresult=True)
 def evac_convergence_policy(guest: Guest, options: Mapping[str, Any]) -> ConvergencePolicy | None:
     """The policy that watches a migration and escalates when it will not converge.
