@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -28,11 +29,10 @@ RAW_FLAGS = (
 
 
 def bench_lab() -> Lab:
-    lab = (
-        Lab.open("/tmp/evac-bench")
-        if Path("/tmp/evac-bench/lab.json").exists()
-        else Lab("/tmp/evac-bench", "evb", "198.18.3")
-    )
+    """The bench's lab; ``$EVAC_BENCH_LAB`` (``ROOT,PREFIX,NET``) moves it, so a second
+    engineer on the machine can measure without touching the first one's lab."""
+    root, prefix, net = (os.environ.get("EVAC_BENCH_LAB") or "/tmp/evac-bench,evb,198.18.3").split(",")
+    lab = Lab.open(root) if Path(root, "lab.json").exists() else Lab(root, prefix, net)
     build_assets(lab)
     lab.up(3, etcd=True)  # a member on each host: killing DEAD (host2) kills its member too
     return lab
