@@ -10,7 +10,7 @@ PACKAGES=(
     openssh-server openssh-client iproute2 util-linux
     python3-venv python3-dev gcc
     fence-agents ipmitool stress-ng nftables openssl
-    etcd-server etcd-client
+    etcd-server etcd-client tcpdump
 )
 # etcd-server's postinst may start a system etcd on 127.0.0.1:2379 where systemd runs;
 # the lab's members listen on the lab hosts' addresses only and never use it.

@@ -4,6 +4,8 @@ A guest prints ``LAB-READY name=...`` on its serial console once booted and a
 heartbeat every second after, keeps a boot counter on its disk (the same disk after a
 failover shows ``boots=2``), and can rewrite memory continuously to stress migration.
 Consoles are files on the shared directory, so a guest's log follows it across hosts.
+A guest with a NIC is on the lab's guest segment (:mod:`evac.lab.fabric`) at an address
+derived from its name, announces itself with a gratuitous ARP at boot, and answers ping.
 """
 
 from __future__ import annotations
@@ -21,11 +23,22 @@ from importlib import resources
 from pathlib import Path
 
 from ..domainxml import EVAC_NS
+from .fabric import MTU, guest_mac
 from .layout import LabError
 from .processes import run
 from .rig import Lab
 
-MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk")
+MODULES = (
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "virtio_blk",
+    "failover",
+    "net_failover",
+    "virtio_net",
+)
 MIN_MEMORY_MIB = 96  # smaller guests die in the kernel decompressor
 
 
@@ -76,7 +89,7 @@ def build_assets(lab: Lab) -> Path:
     """Kernel and initramfs on shared storage; rebuilt only when the init script changes."""
     out = asset_dir(lab)
     init = resources.files("evac.lab").joinpath("guest-init").read_bytes()
-    stamp = hashlib.sha256(init).hexdigest()
+    stamp = hashlib.sha256(init + " ".join(MODULES).encode()).hexdigest()
     if (out / "stamp").exists() and (out / "stamp").read_text() == stamp and (out / "initrd.gz").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +97,7 @@ def build_assets(lab: Lab) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     deb = _kernel_deb(work)
     tree = work / "tree"
-    if not any(tree.glob("boot/vmlinuz-*")):
+    if not any(tree.glob("boot/vmlinuz-*")) or not all(_module(tree, m) for m in MODULES):
         shutil.rmtree(tree, ignore_errors=True)
         tree.mkdir()
         _extract(deb, tree)
@@ -98,10 +111,10 @@ def build_assets(lab: Lab) -> Path:
     (root / "init").write_bytes(init)
     (root / "init").chmod(0o755)
     for module in MODULES:
-        found = list(tree.glob(f"lib/modules/*/kernel/drivers/**/{module}.ko"))
-        if not found:
+        found = _module(tree, module)
+        if found is None:
             raise LabError(f"guest kernel: module {module}.ko not found in {deb.name}")
-        shutil.copy(found[0], root / "lib" / "modules")
+        shutil.copy(found, root / "lib" / "modules")
     cpio = subprocess.run(
         f"cd {root} && find . | {busybox} cpio -o -H newc 2>/dev/null | gzip -1 > {out / 'initrd.gz'}",
         shell=True,
@@ -112,6 +125,10 @@ def build_assets(lab: Lab) -> Path:
         raise LabError(f"guest initramfs: {cpio.stderr.strip()}")
     (out / "stamp").write_text(stamp)
     return out
+
+
+def _module(tree: Path, name: str) -> Path | None:
+    return next(iter(tree.glob(f"lib/modules/*/kernel/**/{name}.ko")), None)
 
 
 def _kernel_deb(work: Path) -> Path:
@@ -136,7 +153,7 @@ def _extract(deb: Path, tree: Path) -> None:
         for member in tar:
             name = member.name
             wanted = name.startswith("./boot/vmlinuz-") or (
-                "/kernel/drivers/" in name and os.path.basename(name)[:-3] in MODULES and name.endswith(".ko")
+                "/kernel/" in name and os.path.basename(name)[:-3] in MODULES and name.endswith(".ko")
             )
             if wanted and member.isfile():
                 tar.extract(member, tree, filter="data")
@@ -160,14 +177,20 @@ def disk_path(lab: Lab, host: str, spec: GuestSpec) -> tuple[Path, str]:
 def domain_xml(lab: Lab, spec: GuestSpec, disk: str) -> str:
     assets = asset_dir(lab)
     cmdline = f"console=ttyS0 quiet panic=-1 lab.name={spec.name}"
+    address = ""
+    if spec.bridge:
+        address = lab.guest_address(spec.name)
+        cmdline += f" lab.ip={address}/24 lab.gw={lab.client_address} lab.mtu={MTU}"
     if spec.dirty_mb:
         cmdline += (
             f" lab.dirty_mb={spec.dirty_mb} lab.dirty_src={spec.dirty_src} lab.dirty_pause_ms={spec.dirty_pause_ms}"
         )
     fmt = "qcow2" if spec.local_disk else "raw"
+    located = f' address="{address}"' if address else ""
     groups = "".join(f'<evac:anti-affinity group="{su.escape(g)}"/>' for g in spec.anti_affinity)
     nic = (
-        f"<interface type='bridge'><source bridge='{spec.bridge}'/><model type='virtio'/></interface>"
+        f"<interface type='bridge'><mac address='{guest_mac(spec.name)}'/><source bridge='{spec.bridge}'/>"
+        "<model type='virtio'/></interface>"
         if spec.bridge
         else ""
     )
@@ -175,7 +198,7 @@ def domain_xml(lab: Lab, spec: GuestSpec, disk: str) -> str:
   <name>{spec.name}</name>
   <memory unit='MiB'>{spec.memory_mib}</memory>
   <vcpu>{spec.vcpus}</vcpu>
-  <metadata><evac:guest xmlns:evac="{EVAC_NS}" priority="{spec.priority}">{groups}</evac:guest></metadata>
+  <metadata><evac:guest xmlns:evac="{EVAC_NS}" priority="{spec.priority}"{located}>{groups}</evac:guest></metadata>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{assets}/vmlinuz</kernel><initrd>{assets}/initrd.gz</initrd>

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .etcd import EtcdCluster
+from .fabric import Fabric
 from .hostconfig import write_configs
 from .layout import LabError, LabHost
 from .pki import ensure_ca, issue_libvirt_client, issue_libvirt_server, issue_qemu_credentials
@@ -25,7 +26,7 @@ from .processes import mounted, port_open, run, terminate, unmount_all
 INVENTORY_PLUGINS = ("evac.lab.plugin",)
 
 
-class Provisioning(EtcdCluster):
+class Provisioning(EtcdCluster, Fabric):
     """``up`` and ``down``, and the inventory ``up`` writes."""
 
     def up(self, hosts: int = 3, etcd: bool = False) -> float:
@@ -71,6 +72,7 @@ class Provisioning(EtcdCluster):
         for h in self.hosts():
             self._wait_port(h, 22, "sshd")
             self._ensure_pool(h)
+        self.ensure_fabric()
         if etcd:
             self._ensure_etcd()
         elif had_etcd:
@@ -96,6 +98,7 @@ class Provisioning(EtcdCluster):
             veth = f"{self.prefix}h{name.removeprefix('host')}"
             if _link_exists(veth):
                 run("ip", "link", "del", veth, check=False)
+        self.remove_fabric()
         if _link_exists(self.bridge):
             run("ip", "link", "del", self.bridge, check=False)
         unmount_all(self.ns_dir)
