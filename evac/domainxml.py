@@ -1,8 +1,8 @@
 """Reading libvirt domain XML into the model, without libvirt.
 
 Kept apart from the adapter so placement inputs can be built from plain XML in tests,
-and so the evac metadata namespace (priority, affinity groups, restart limits) is defined
-in one place.
+and so the evac metadata namespace (priority, affinity groups, restart limits, the
+guest's address and tags, its network check) is defined in one place.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 
-from .model import Disk, Guest, HaMetadata, Interface
+from .model import Disk, Guest, HaMetadata, Interface, VerifyMetadata
 
 EVAC_NS = "https://evac.dev/xmlns/guest/1"
 ET.register_namespace("evac", EVAC_NS)  # rewritten XML keeps the prefix people read
@@ -60,11 +60,17 @@ def parse_guest(
     anti: tuple[str, ...] = ()
     aff: tuple[str, ...] = ()
     ha = HaMetadata()
+    address: str | None = None
+    tags: tuple[str, ...] = ()
+    verify = VerifyMetadata()
     if meta is not None:
         priority = int(meta.get("priority", "0"))
         anti = tuple(e.get("group", "") for e in meta.findall(f"{{{EVAC_NS}}}anti-affinity"))
         aff = tuple(e.get("group", "") for e in meta.findall(f"{{{EVAC_NS}}}affinity"))
         ha = _ha(meta)
+        address = (meta.get("address") or "").strip() or None
+        tags = _tags(meta.get("tags", ""))
+        verify = VerifyMetadata(meta.get("verify-network"), meta.get("verify-timeout"))
     return Guest(
         name=root.findtext("name", ""),
         uuid=root.findtext("uuid", ""),
@@ -79,13 +85,21 @@ def parse_guest(
         anti_affinity=anti,
         affinity=aff,
         ha=ha,
+        address=address,
+        tags=tags,
+        verify=verify,
     )
 
 
 def _ha(meta: ET.Element) -> HaMetadata:
     """``<evac:guest ha-max-restart="2" ha-max-relocate="1" ha-window="600" ha-tags="web,db"/>``."""
-    tags = tuple(t.strip() for t in meta.get("ha-tags", "").split(",") if t.strip())
+    tags = _tags(meta.get("ha-tags", ""))
     return HaMetadata(meta.get("ha-max-restart"), meta.get("ha-max-relocate"), meta.get("ha-window"), tags)
+
+
+def _tags(text: str) -> tuple[str, ...]:
+    """``"web, db"`` reads ``("web", "db")``."""
+    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 def _disk(element: ET.Element, is_shared: Callable[[str | None], bool]) -> Disk:

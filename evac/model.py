@@ -41,6 +41,18 @@ class HaMetadata:
 
 
 @dataclass(frozen=True)
+class VerifyMetadata:
+    """How a guest's network is checked once it has moved, from its ``verify-*`` metadata.
+
+    Kept as text like :class:`HaMetadata`, and checked where it is used
+    (:mod:`evac.verification`): ``network`` is ``icmp``, ``tcp PORT``, ``udp-echo PORT`` or
+    ``none``; ``timeout`` the seconds it has to answer."""
+
+    network: str | None = None
+    timeout: str | None = None
+
+
+@dataclass(frozen=True)
 class Guest:
     name: str
     uuid: str
@@ -55,6 +67,9 @@ class Guest:
     anti_affinity: tuple[str, ...] = ()
     affinity: tuple[str, ...] = ()
     ha: HaMetadata = HaMetadata()
+    address: str | None = None  # where it answers on its network (the ``address`` metadata)
+    tags: tuple[str, ...] = ()  # the ``tags`` metadata: what ``verify.network.tags`` (and ``ha-tags``) match
+    verify: VerifyMetadata = VerifyMetadata()
 
     @property
     def local_disks(self) -> tuple[Disk, ...]:
