@@ -73,6 +73,11 @@ def register(sub: Any) -> None:
     loss.add_argument("host")
     loss.add_argument("percent", type=int)
     loss.set_defaults(func=cmd_loss)
+    probe = verbs.add_parser("probe", help="ping guests from the lab's client and report the gaps users saw")
+    probe.add_argument("guests", nargs="+", metavar="GUEST")
+    probe.add_argument("--interval", type=float, default=0.01, help="seconds between echoes to each guest")
+    probe.add_argument("--duration", type=float, default=None, help="stop after this many seconds (else Ctrl-C)")
+    probe.set_defaults(func=cmd_probe)
     guest = verbs.add_parser("add-guest", help="define and start one more guest")
     guest.add_argument("name")
     guest.add_argument("--host", required=True)
@@ -263,4 +268,42 @@ def cmd_add_guest(args: argparse.Namespace) -> int:
     offset = create_guest(lab, args.host, spec)
     if not args.no_wait:
         console.print(wait_console(lab, args.name, after=offset, timeout=300))
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Stream each guest's counts every second; the final table on Ctrl-C or ``--duration``."""
+    from ..errors import ConfigError
+
+    if not 0.001 <= args.interval <= 10:
+        raise ConfigError(f"--interval: expected 0.001 to 10 seconds, got {args.interval}")
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError(f"--duration: expected more than 0 seconds, got {args.duration}")
+    lab = open_lab(args)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    with lab.probe(args.guests, args.interval) as probe:
+        shown = 0
+        try:
+            while probe.process.poll() is None and (deadline is None or time.monotonic() < deadline):
+                time.sleep(0.2)
+                if len(probe.lines) > shown:
+                    shown = len(probe.lines)
+                    console.print(
+                        "  ".join(
+                            f"{name}: {e.answered}/{e.sent} answered, longest gap {e.longest_gap:.2f} s"
+                            for name, e in probe.latest.items()
+                        )
+                    )
+        except KeyboardInterrupt:
+            pass
+        final = probe.stop()
+    rows = []
+    for name, echoes in final.items():
+        e = echoes.stats()
+        rows.append((name, e.sent, e.answered, e.lost, f"{e.longest_gap:.3f}"))
+    print_table(
+        f"echoes every {args.interval * 1000:g} ms from the lab's client",
+        ("guest", "sent", "answered", "lost", "longest gap (s)"),
+        rows,
+    )
     return 0

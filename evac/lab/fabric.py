@@ -18,10 +18,17 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .layout import LabError
 from .processes import HostProcesses, run
+
+if TYPE_CHECKING:
+    from .capture import Capture
+    from .probe import ProbeRun
 
 VNI = 4242
 VXLAN_PORT = 4789
@@ -142,6 +149,22 @@ class Fabric(HostProcesses):
     def known_guest_addresses(self) -> dict[str, str]:
         """Every guest's address this lab handed out, by name."""
         return json.loads(self.addresses_file.read_text()) if self.addresses_file.exists() else {}
+
+    def probe(self, names: Sequence[str], interval: float = 0.01) -> AbstractContextManager[ProbeRun]:
+        """Echo the guests from the client while the block runs (see :mod:`evac.lab.probe`)."""
+        from .probe import probing
+
+        known = self.known_guest_addresses()
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise LabError(f"probe: no address for {', '.join(unknown)} (guests with a NIC on br0 have one)")
+        return probing(self.client_netns, {n: known[n] for n in names}, interval)
+
+    def capture(self) -> AbstractContextManager[Capture]:
+        """Record the announces (broadcast RARP and ARP) on the segment while the block runs."""
+        from .capture import capturing
+
+        return capturing(self.client_netns)
 
 
 def guest_mac(name: str) -> str:

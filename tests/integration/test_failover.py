@@ -84,6 +84,8 @@ def test_powered_off_host_has_its_guests_running_elsewhere_exactly_once(
     for name in names:
         assert_running_once_elsewhere(inventory, lab, name, "host2")
         wait_console(lab, name, "boots=2", timeout=120)  # the same disk: its boot counter went on
+    with lab.probe(names) as probe:  # and its users reach it at its new host
+        poll_until(lambda: all(n in probe.latest and probe.latest[n].answering for n in names), 30, "echoes")
 
 
 def test_partitioned_host_is_fenced_before_any_restart_and_never_runs_twice(
