@@ -118,3 +118,15 @@ def test_a_guest_that_does_not_answer_on_its_target_fails_verify_with_the_reason
     address = lab.known_guest_addresses()[name]
     assert f"{name} runs on host2 but does not answer icmp at {address}" in str(unplugged.error)
     assert plugged.state == "succeeded", plugged.error
+
+
+def test_a_cut_host_takes_its_guests_off_the_network_with_it(lab: Lab, make_guest: Callable[..., str]) -> None:
+    name = make_guest("host3")
+    with lab.probe([name]) as probe:
+        poll_until(answering(probe, name), 30, f"{name} answers the client")
+        lab.cut("host3")
+        try:
+            poll_until(lambda: not probe.latest[name].answering, 30, f"{name} stops answering")
+        finally:
+            lab.heal("host3")
+        poll_until(answering(probe, name, more_than=probe.latest[name].answered), 30, f"{name} answers again")
