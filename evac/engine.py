@@ -30,6 +30,7 @@ import pluggy
 import tenacity
 
 from .actions import Action, StepContext, item_key
+from .connections import Connections
 from .errors import Cancelled, ConfigError, EvacError, Incomplete, Interrupted, JournalError, StepTimeout
 from .events import Event
 from .journal import Journal
@@ -76,6 +77,7 @@ class _Run:
         self.active: set[StepContext] = set()
         self.lock = threading.Lock()
         self.finished = threading.Event()
+        self.connections = Connections()  # one libvirt connection per host for all its steps
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -179,6 +181,7 @@ class Engine:
             state, error = JobState.FAILED, f"engine error: {describe(exc)}"
         finally:
             run.finished.set()
+            run.connections.close()
             with self._claiming:
                 if self._runs.get(job_id) is run:
                     del self._runs[job_id]
@@ -488,13 +491,13 @@ class Engine:
                 ctx.abort.set()
         try:
             if timeout is None:
-                return self._hook_call(ctx, action)
+                return self._hook_call(run, ctx, action)
             box: dict[str, Any] = {}
             done = threading.Event()
 
             def target() -> None:
                 try:
-                    box["value"] = self._hook_call(ctx, action)
+                    box["value"] = self._hook_call(run, ctx, action)
                 except BaseException as exc:
                     box["error"] = exc
                 finally:
@@ -511,8 +514,9 @@ class Engine:
             with run.lock:
                 run.active.discard(ctx)
 
-    def _hook_call(self, ctx: StepContext, action: Action) -> Mapping[str, Any] | None:
-        result: Mapping[str, Any] | None = self.pm.hook.evac_run_step(ctx=ctx, action=action)
+    def _hook_call(self, run: _Run, ctx: StepContext, action: Action) -> Mapping[str, Any] | None:
+        with run.connections.as_current():
+            result: Mapping[str, Any] | None = self.pm.hook.evac_run_step(ctx=ctx, action=action)
         return result
 
     # ---------------------------------------------------------------- events and cancel

@@ -1,4 +1,5 @@
-"""A live snapshot of the fleet: every inventory host read through the adapter at once.
+"""A live snapshot of the fleet: every inventory host read through the adapter at once,
+and for planning each host's bridges over SSH at the same time.
 
 A host that does not answer is reported ``unreachable`` with the reason instead of
 stalling the whole snapshot: its libvirt port is probed with a short timeout first,
@@ -12,9 +13,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from . import remote
+from .connections import Connections
 from .errors import EvacError
-from .hypervisor import Hypervisor
 from .inventory import HostSpec, Inventory
 from .journal import HostState
 from .model import HostStatus
@@ -54,11 +54,22 @@ def answers(spec: HostSpec, timeout: float = 0.5) -> bool:
         return any(t.result() for t in tries)
 
 
-def read_host(inventory: Inventory, spec: HostSpec, timeout: float = 1.0) -> HostStatus:
+def read_host(
+    inventory: Inventory, spec: HostSpec, timeout: float = 1.0, connections: Connections | None = None
+) -> HostStatus:
+    """The host's capacity and guests through ``connections`` (a job's), or a one-shot connection."""
     if not reachable(spec.uri, timeout):
-        return HostStatus(spec.name, spec.uri, "unreachable", error="libvirt port not answering", tags=spec.tags)
+        return _unreachable(spec, "libvirt port not answering")
+    return _read_live(inventory, spec, connections or Connections(keep=False))
+
+
+def _unreachable(spec: HostSpec, error: str) -> HostStatus:
+    return HostStatus(spec.name, spec.uri, "unreachable", error=error, tags=spec.tags)
+
+
+def _read_live(inventory: Inventory, spec: HostSpec, connections: Connections) -> HostStatus:
     try:
-        with Hypervisor.connect(spec.name, spec.uri) as hv:
+        with connections.use(spec) as hv:
             return HostStatus(
                 name=spec.name,
                 uri=spec.uri,
@@ -68,38 +79,52 @@ def read_host(inventory: Inventory, spec: HostSpec, timeout: float = 1.0) -> Hos
                 tags=spec.tags,
             )
     except EvacError as exc:
-        return HostStatus(spec.name, spec.uri, "unreachable", error=str(exc), tags=spec.tags)
+        return _unreachable(spec, str(exc))
 
 
-def snapshot(inventory: Inventory, timeout: float = 1.0, skip: Iterable[str] = ()) -> tuple[HostStatus, ...]:
+def snapshot(
+    inventory: Inventory, timeout: float = 1.0, skip: Iterable[str] = (), connections: Connections | None = None
+) -> tuple[HostStatus, ...]:
     """Every host read at once; hosts in ``skip`` are reported down without being asked."""
+    statuses, _ = survey(inventory, connections or Connections(keep=False), timeout, skip, bridges=False)
+    return statuses
+
+
+def survey(
+    inventory: Inventory,
+    connections: Connections,
+    timeout: float = 1.0,
+    skip: Iterable[str] = (),
+    bridges: bool = True,
+) -> tuple[tuple[HostStatus, ...], dict[str, dict[str, int] | None]]:
+    """The snapshot, and each host's bridges and MTUs over SSH, read beside its libvirt read
+    rather than after the whole snapshot: a plan waits for the slower of the two, not their
+    sum. Bridges are None where unknown (a host not up, without SSH settings, or whose read
+    failed), and placement does not check them there. A host whose libvirt port does not
+    answer is not asked over SSH, which would cost a whole SSH timeout."""
     skipped = set(skip)
+    workers = min(32, len(inventory.hosts)) or 1
 
-    def one(spec: HostSpec) -> HostStatus:
-        if spec.name in skipped:
-            return HostStatus(spec.name, spec.uri, Health.DOWN, error="skipped (fenced)", tags=spec.tags)
-        return read_host(inventory, spec, timeout)
-
-    with ThreadPoolExecutor(max_workers=min(32, len(inventory.hosts))) as pool:
-        return tuple(pool.map(one, inventory.hosts))
-
-
-def read_bridges(inventory: Inventory, hosts: tuple[HostStatus, ...]) -> dict[str, dict[str, int] | None]:
-    """Each reachable host's bridges and MTUs over SSH; None where unknown (not checked then)."""
-
-    def one(spec: HostSpec) -> dict[str, int] | None:
-        if spec.ssh is None:
-            return None
+    def read_bridges(spec: HostSpec) -> dict[str, int] | None:
         try:
-            return remote.bridges(spec.ssh)
+            return connections.bridges(spec)
         except EvacError:
             return None
 
-    up = [inventory.host(h.name) for h in hosts if h.state == Health.UP]
-    if not up:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(32, len(up))) as pool:
-        return dict(zip((s.name for s in up), pool.map(one, up), strict=True))
+    with ThreadPoolExecutor(workers) as libvirt_pool, ThreadPoolExecutor(workers) as ssh_pool:
+
+        def one(spec: HostSpec) -> tuple[HostStatus, dict[str, int] | None]:
+            if spec.name in skipped:
+                return HostStatus(spec.name, spec.uri, Health.DOWN, error="skipped (fenced)", tags=spec.tags), None
+            if not reachable(spec.uri, timeout):
+                return _unreachable(spec, "libvirt port not answering"), None
+            ssh = ssh_pool.submit(read_bridges, spec) if bridges and spec.ssh is not None else None
+            status = _read_live(inventory, spec, connections)
+            found = ssh.result() if ssh is not None else None
+            return status, found if status.state == Health.UP else None
+
+        read = list(libvirt_pool.map(one, inventory.hosts))
+    return tuple(status for status, _ in read), {status.name: found for status, found in read}
 
 
 def host_views(

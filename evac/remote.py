@@ -100,11 +100,12 @@ _CACHE_LOCK = threading.Lock()
 
 def bridges(spec: SshSpec, max_age: float = 30.0) -> dict[str, int]:
     """The host's bridges and MTUs; answers up to ``max_age`` seconds old are reused, since an
-    SSH round trip per migration would cost more than the migration of an idle guest."""
+    SSH round trip per host checked would cost ``evac doctor`` more than its checks. A job
+    reads afresh (``max_age=0``) and keeps what it read (:mod:`evac.connections`)."""
     key = (spec.host, spec.port)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
-    if cached and time.monotonic() - cached[0] <= max_age:
+    if cached and max_age > 0 and time.monotonic() - cached[0] <= max_age:
         return dict(cached[1])
     found = parse_bridges(run(spec, "ip -o link show type bridge"))
     with _CACHE_LOCK:

@@ -12,9 +12,9 @@ from typing import Any
 
 from evac import Action, StepContext, hookimpl
 from evac.appview import AppView
+from evac.connections import current
 from evac.errors import EvacError, Incomplete, NotFound
-from evac.fleet import host_views, read_bridges, snapshot
-from evac.hypervisor import Hypervisor
+from evac.fleet import host_views, survey
 from evac.model import Guest
 from evac.placement import HostView, Policy, plan_drain
 from evac.states import Health, HostMode
@@ -31,8 +31,8 @@ def fleet(app: AppView) -> list[HostView]:
     """The placement view of the fleet; hosts evac fenced are not probed (they are off)."""
     states = app.journal.host_states()
     fenced = {h for h, s in states.items() if s.state == HostMode.FENCED}
-    statuses = snapshot(app.inventory, skip=fenced)
-    return host_views(app.inventory, statuses, states, read_bridges(app.inventory, statuses))
+    statuses, bridges = survey(app.inventory, current(), skip=fenced)
+    return host_views(app.inventory, statuses, states, bridges)
 
 
 def chooser(app: AppView) -> Any:
@@ -95,21 +95,27 @@ def plan(ctx: StepContext) -> Mapping[str, Any]:
 
 # ---------------------------------------------------------------- verify
 def verify(ctx: StepContext) -> Mapping[str, Any]:
-    """Running on the target, persistent there, undefined on the source (`virsh list --all` on each)."""
+    """Running on the target, persistent there, undefined on the source (`virsh list --all` on
+    each), then whatever plugins check of a landed guest (``evac_verify_guest``)."""
     app = app_of(ctx)
     name = str(ctx.inputs["guest"])
     target = app.inventory.host(str(ctx.inputs["target"]))
     source = app.inventory.host(str(ctx.inputs["source"]))
-    with Hypervisor.connect(target.name, target.uri) as hv:
+    hosts = current()
+    with hosts.use(target) as hv:
         try:
-            guest = hv.guest(name)
+            guest = hv.guest(name, app.inventory.is_shared)
         except NotFound:
             raise EvacError(f"{name}: not defined on {target.name}") from None
     if guest.state != "running" or not guest.persistent:
         raise EvacError(f"{name} on {target.name}: state {guest.state}, persistent {guest.persistent}")
-    with Hypervisor.connect(source.name, source.uri) as hv:
+    with hosts.use(source) as hv:
         if hv.has_guest(name):
             raise EvacError(f"{name}: still defined on {source.name}")
+    answers = app.pm.hook.evac_verify_guest(guest=guest, host=target, app=app)
+    reasons = [str(reason) for reason in answers if reason is not None]
+    if reasons:
+        raise EvacError("; ".join(reasons))
     return {"guest": name, "host": target.name, "state": guest.state, "persistent": guest.persistent}
 
 
@@ -179,7 +185,10 @@ def evac_actions() -> list[Action]:
             "vm.verify",
             verify,
             plan=lambda ctx: {"would_verify": ctx.inputs["guest"]},
-            description="Check a guest runs on its target, persistent, and is gone from its source.",
+            description=(
+                "Check a guest runs on its target, persistent, and is gone from its source;"
+                " then what plugins check of it (evac_verify_guest)."
+            ),
             inputs=("guest", "target", "source"),
             required=("guest", "target", "source"),
         ),

@@ -6,7 +6,8 @@ every evac process stay within per-host limits; samples the job's statistics int
 events; lets the convergence policy escalate; aborts on cancel (the guest stays on its
 source). A failed target is remembered in the journal with its cause, per job and guest,
 so a retry of the step (in this process or in the one that resumes the job) picks another
-host and the report says why.
+host and the report says why. It reaches the hosts through the job's connections (one
+per host for the whole job, ``evac.connections``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from evac import Action, StepContext, hookimpl
 from evac.appview import AppView
+from evac.connections import current
 from evac.convergence import ConvergencePolicy, Escalation, MigrationTuning, Sample
 from evac.errors import Cancelled, ConfigError, EvacError, MigrationError, NotFound
 from evac.hypervisor import Hypervisor
@@ -138,7 +140,7 @@ def locate(app: AppView, name: str, hosts: list[HostSpec]) -> dict[str, Guest]:
     found = {}
     for spec in hosts:
         try:
-            with Hypervisor.connect(spec.name, spec.uri) as hv:
+            with current().use(spec) as hv:
                 if hv.has_guest(name):
                     found[spec.name] = hv.guest(name, app.inventory.is_shared)
         except EvacError:
@@ -161,7 +163,7 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
     on_target = where.get(target.name)
     if on_target and on_target.state == "running":
         if source.name in where:  # a crash between the switch-over and the undefine
-            with Hypervisor.connect(source.name, source.uri) as hv:
+            with current().use(source) as hv:
                 hv.undefine(name)
         failed_targets.clear()
         return {"guest": name, "source": source.name, "target": target.name, "already": True, "seconds": 0}
@@ -218,7 +220,7 @@ def run_migration(
     name = guest.name
     errors: list[BaseException] = []
     done = threading.Event()
-    with Hypervisor.connect(source.name, source.uri) as hv:
+    with current().use(source) as hv:
         ctx.guard()
 
         def worker() -> None:

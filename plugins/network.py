@@ -3,10 +3,13 @@ name that host gives it.
 
 Bridges are read over SSH (``ip -o link show type bridge``) because libvirt's interface
 driver reads ``/sys/class/net``, which is not a namespaced or containerised host's own
-view. A host without SSH settings is not checked. Where the inventory maps a network to
-differently named bridges (``networks: {vm: br-vm}``), the migration carries a
-destination XML and a persistent XML with the target's names: without the second, the
-guest's next cold boot would look for the source's bridge.
+view. A job reads them once, beside the drain plan's fleet snapshot, and each
+migration's check reuses that reading (``evac.connections``): an SSH round trip per guest
+would cost more than the migration of an idle guest. A host without SSH settings is not
+checked. Where the inventory maps a network to differently named bridges
+(``networks: {vm: br-vm}``), the migration carries a destination XML and a persistent XML
+with the target's names: without the second, the guest's next cold boot would look for
+the source's bridge.
 """
 
 from __future__ import annotations
@@ -15,14 +18,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from evac import hookimpl
+from evac.connections import current
 from evac.convergence import MigrationTuning
 from evac.domainxml import with_bridges
 from evac.errors import EvacError, MigrationError
-from evac.hypervisor import Hypervisor
 from evac.inventory import HostSpec
 from evac.model import Guest
 from evac.networks import guest_renames
-from evac.remote import bridges
 
 
 @hookimpl
@@ -33,10 +35,11 @@ def evac_migration_tuning(
     if not wanted:
         return None
     moved = guest_renames(guest, source.networks, target.networks)
+    hosts = current()
     notes = []
     if target.ssh is not None:
         try:
-            present = bridges(target.ssh)
+            present = hosts.bridges(target)
         except EvacError as exc:
             raise MigrationError(f"{guest.name}: cannot check bridges on {target.name}: {exc}") from None
         for nic in wanted:
@@ -50,7 +53,7 @@ def evac_migration_tuning(
         notes.append(f"bridges {', '.join(sorted({moved.get(n.source, n.source) for n in wanted}))} present on target")
     if not moved:
         return MigrationTuning({}, (), tuple(notes))
-    with Hypervisor.connect(source.name, source.uri, keepalive=None) as hv:
+    with hosts.use(source) as hv:
         live = hv.domain_xml(guest.name)
         persistent = hv.domain_xml(guest.name, inactive=True)
     params: dict[str, object] = {
