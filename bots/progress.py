@@ -169,6 +169,8 @@ class SlackProgress:
             bits.append(f"{out['seconds']} s")
         if out.get("downtime_ms") is not None:
             bits.append(f"{out['downtime_ms']} ms downtime")
+        if (out.get("outage") or {}).get("longest_gap_s") is not None:
+            bits.append(f"unanswered {out['outage']['longest_gap_s']} s ({out['outage']['check']})")
         if out.get("escalations"):
             bits.append("escalated: " + "; ".join(out["escalations"]))
         return f":white_check_mark: {event.item} {' '.join(bits)}".strip()

@@ -15,6 +15,7 @@ from typing import Any
 
 import libvirt
 
+from .dirtyrate import DirtyRateMeasurement
 from .domainxml import parse_guest
 from .errors import DiskInUse, EvacError, HostUnreachable, MigrationError, NotFound, TransientError
 from .model import Capacity, Guest
@@ -279,6 +280,10 @@ class Hypervisor:
     def _lookup(self, name: str) -> Any:
         with mapped_errors(f"{self.name}: guest '{name}'"):
             return self._conn.lookupByName(name)
+
+    def measure_dirty_rate(self, name: str) -> DirtyRateMeasurement:
+        """Start QEMU measuring how fast the guest dirties memory (1 s; poll the answer)."""
+        return DirtyRateMeasurement(self._lookup(name))
 
     def domain_xml(self, name: str, migratable: bool = True, inactive: bool = False) -> str:
         """The live definition, or with ``inactive`` the persistent one (what the next boot uses)."""

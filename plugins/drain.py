@@ -136,8 +136,16 @@ def report(ctx: StepContext) -> Mapping[str, Any]:
             rows.append({**row, "to": done["target"], "result": "would move", "detail": move.get("reason", "")})
         elif done:
             keys = ("seconds", "downtime_ms", "bytes", "escalations")
+            seen = done.get("outage") or {}
             rows.append(
-                {**row, "to": done["target"], "result": "moved", "detail": "", **{k: done.get(k) for k in keys}}
+                {
+                    **row,
+                    "to": done["target"],
+                    "result": "moved",
+                    "detail": "",
+                    **{k: done.get(k) for k in keys},
+                    "unanswered_s": seen.get("longest_gap_s"),
+                }
             )
         else:
             error = migrated.get("failed", {}).get(move["guest"], "not migrated (job stopped)")

@@ -21,13 +21,15 @@ from typing import Any
 from evac import Action, StepContext, hookimpl
 from evac.appview import AppView
 from evac.connections import current
-from evac.convergence import ConvergencePolicy, Escalation, MigrationTuning, Sample
+from evac.convergence import ConvergencePolicy, Escalation, MeasuringPolicy, MigrationTuning, Sample
 from evac.errors import Cancelled, ConfigError, EvacError, MigrationError, NotFound
 from evac.hypervisor import Hypervisor
 from evac.inventory import HostSpec
 from evac.journal import Journal
 from evac.model import Guest
 from evac.placement import place
+from evac.reachability import OutageWatch
+from evac.verification import VerifySettings
 
 from .drain import app_of, fleet, policy
 
@@ -56,6 +58,7 @@ INPUTS = (
     "disks",
 )
 SAMPLE_EVERY = 0.25
+OUTAGE_EVERY = 0.02  # s between probes of a guest's network while it moves
 
 
 class HostSlots:
@@ -178,20 +181,47 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
     conv: ConvergencePolicy | None = app.pm.hook.evac_convergence_policy(guest=guest, options=options)
     flags = list(tuning.flags) + [f for f in (conv.start_flags(guest) if conv else ()) if f not in tuning.flags]
     slots = HostSlots(app.journal, f"{ctx.job_id}:{name}")
+    watch: OutageWatch | None = None
     try:
         slots.acquire(ctx, "out", source.name, int(ctx.inputs.get("max_out", 2)))
         slots.acquire(ctx, "in", target.name, int(ctx.inputs.get("max_in", 2)))
         ctx.progress(f"{source.name} -> {target.name} ({', '.join(flags) or 'plain'})", flags=flags)
+        watch = outage_watch(ctx, app, guest)
         result = run_migration(ctx, guest, source, target, tuning, flags, conv)
     except MigrationError as exc:
         failed_targets.add(target.name, str(exc))
         raise
     finally:
         slots.release()
+        outage = watch.stop() if watch else None
+    if outage is not None:
+        result["outage"] = {
+            "check": outage.check,
+            "address": outage.address,
+            "longest_gap_s": round(outage.longest_gap, 3),
+            "lost": outage.lost,
+        }
     failed_targets.clear()
     needed = "postcopy" if any(e.startswith("postcopy") for e in result["escalations"]) else "plain"
     app.journal.remember(f"convergence:{name}", needed)
     return {"guest": name, "source": source.name, "target": target.name, "notes": list(tuning.notes), **result}
+
+
+def outage_watch(ctx: StepContext, app: AppView, guest: Guest) -> OutageWatch | None:
+    """Probe the guest the way its verify check would, all through the move, when it has
+    one: what its users saw goes into the report. None without a check or an address, or
+    when the probe cannot run here (said in the progress, the move goes on)."""
+    try:
+        check = VerifySettings.of(app.settings.sections).network_check(guest)
+    except ConfigError:
+        return None  # vm.verify reports the guest's bad metadata
+    if check is None or check.address is None:
+        return None
+    try:
+        return OutageWatch(check.reach, check.address, OUTAGE_EVERY).start()
+    except EvacError as exc:
+        ctx.progress(f"{guest.name}: not watching its network during the move: {exc}")
+        return None
 
 
 def retarget(ctx: StepContext, app: AppView, name: str, source: str, failed: dict[str, str]) -> HostSpec:
@@ -222,6 +252,8 @@ def run_migration(
     done = threading.Event()
     with current().use(source) as hv:
         ctx.guard()
+        measurer = conv if isinstance(conv, MeasuringPolicy) and conv.wants_dirty_rate(guest) else None
+        measuring = hv.measure_dirty_rate(name) if measurer else None  # started before the job holds the guest
 
         def worker() -> None:
             try:
@@ -239,6 +271,10 @@ def run_migration(
         initial_downtime = int(ctx.inputs.get("max_downtime_ms", 0))
         last_report = 0.0
         while not done.wait(SAMPLE_EVERY):
+            if measurer and measuring and (rate := measuring.poll()) is not None:
+                measurer.use_dirty_rate(rate)
+                ctx.progress(f"{name}: {rate}")
+                measuring = None
             stats = hv.job_stats(name)
             if not stats:
                 continue

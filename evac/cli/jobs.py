@@ -122,12 +122,24 @@ def print_drain(result: JobResult, dry_run: bool) -> None:
                 r["result"],
                 r.get("seconds") or "",
                 r.get("downtime_ms") if r.get("downtime_ms") is not None else "",
+                r.get("unanswered_s") if r.get("unanswered_s") is not None else "",
                 f"{(r.get('bytes') or 0) / 2**20:.0f} MiB" if r.get("bytes") else "",
                 "; ".join(r.get("escalations") or []) or r.get("detail", ""),
             )
             for r in report
         ]
-        columns = ("guest", "MiB", "from", "to", "result", "s", "downtime ms", "moved", "escalations / why")
+        columns = (
+            "guest",
+            "MiB",
+            "from",
+            "to",
+            "result",
+            "s",
+            "downtime ms",
+            "unanswered s",
+            "moved",
+            "escalations / why",
+        )
         print_table(f"report: job {result.job_id}", columns, rows)
     elif plan:
         rows = [

@@ -43,9 +43,20 @@ def test_a_guest_paused_for_two_seconds_shows_as_a_gap_to_the_client(lab: Lab, m
     assert echoes.stats(after=paused + 2.1).first_answer is not None
 
 
+def checked_app(lab: Lab, tmp_path: Path, timeout: float = 5) -> App:
+    """An app whose config checks every guest's network with ping after a move."""
+    config = tmp_path / "evac.yaml"
+    config.write_text(
+        f"inventory: {lab.inventory_file}\njournal: {tmp_path / 'j.db'}\n"
+        f"verify: {{network: {{check: icmp, timeout: {timeout}}}}}\n"
+    )
+    return make_app(config)
+
+
 def test_a_drained_guest_answers_the_client_from_its_new_host_which_announced_it(
-    app: App, lab: Lab, inventory: Inventory, make_guest: Callable[..., str]
+    lab: Lab, inventory: Inventory, make_guest: Callable[..., str], tmp_path: Path
 ) -> None:
+    app = checked_app(lab, tmp_path)
     name = make_guest("host3")
     with lab.capture() as capture, lab.probe([name]) as probe:
         poll_until(answering(probe, name), 30, f"{name} answers the client")
@@ -57,9 +68,11 @@ def test_a_drained_guest_answers_the_client_from_its_new_host_which_announced_it
         echoes = probe.stop()[name]
         poll_until(lambda: capture.first(guest_mac(name), started) is not None, 10, "an announce on the segment")
 
-    assert result.state == "succeeded", result.error
+    assert result.state == "succeeded", result.error  # vm.verify pinged it at its new host
     assert_once_elsewhere(inventory, name, "host3")
     assert echoes.stats(after=moved).first_answer is not None
+    (row,) = [r for r in result.outputs["report"]["rows"] if r["guest"] == name]
+    assert row["unanswered_s"] is not None  # evac watched it during the move, and says so
 
 
 def test_a_guest_moved_in_post_copy_is_announced_too(lab: Lab, make_guest: Callable[..., str]) -> None:
@@ -86,11 +99,7 @@ def test_a_guest_moved_in_post_copy_is_announced_too(lab: Lab, make_guest: Calla
 def test_a_guest_that_does_not_answer_on_its_target_fails_verify_with_the_reason(
     lab: Lab, make_guest: Callable[..., str], tmp_path: Path
 ) -> None:
-    config = tmp_path / "evac.yaml"
-    config.write_text(
-        f"inventory: {lab.inventory_file}\njournal: {tmp_path / 'j.db'}\nverify: {{network: {{check: icmp, timeout: 2}}}}\n"
-    )
-    app = make_app(config)
+    app = checked_app(lab, tmp_path, timeout=2)
     name = make_guest("host1")
     target = lab.host("host2").uri
     subprocess.run(
