@@ -47,8 +47,8 @@ class MonitorSettings:
     keepalive: tuple[int, int] = (1, 3)  # libvirt keepalive: interval s, missed replies
     confirm_misses: int = 2
     power_every: float = 2.0  # BMC polls (0: never)
-    settle: float = 0.5  # wait before failing over, so hosts failing together engage the storm brake
-    settle_max: float = 6.0  # ...and up to this long while other hosts are still only suspect
+    settle: float = 0.0  # a wait before every failover (0: none: a host that failed alone goes at once)
+    settle_max: float = 6.0  # the longest a failover waits while other hosts are in doubt (suspect)
     brake_every: float = 2.0  # journal reads for a storm brake released or engaged elsewhere
     quiet_interval: float = 5.0  # longest sleep of a hushed host's thread; pushes wake it at once
 

@@ -26,7 +26,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from .agentevidence import AgentSource, Leases
@@ -180,6 +180,7 @@ class Monitor:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._ready_count = 0
+        self._deciding: set[str] = set()  # down, their storm-brake count not taken yet
         self._wakes: list[threading.Event] = []
         self.started = threading.Event()
 
@@ -425,14 +426,28 @@ class Monitor:
             changed = health.observe(evidence)
             if changed is None:
                 return
+            if changed is Health.DOWN:
+                self._deciding.add(host)
             self._changed.notify_all()
             reason = health.reason
-        self._emit(HEALTH_EVENTS[changed], host, reason)
-        self.coordination.publish(host, changed, reason)
-        if changed is Health.UP and was is Health.DOWN:
-            self._back_without_agent(host)
         if changed is not Health.DOWN:
+            self._emit(HEALTH_EVENTS[changed], host, reason)
+            self.coordination.publish(host, changed, reason)
+            if changed is Health.UP and was is Health.DOWN:
+                self._back_without_agent(host)
             return
+        try:
+            self._emit(HEALTH_EVENTS[changed], host, reason)
+            self.coordination.publish(host, changed, reason)
+            self._decide(host, reason, evidence.at)
+        finally:
+            with self._lock:
+                self._deciding.discard(host)
+                self._changed.notify_all()
+
+    def _decide(self, host: str, reason: str, at: float) -> None:
+        """A host just went down: ignore it (maintenance, fenced), count it towards the storm
+        brake, and fail it over if the brake allows."""
         try:
             exempt = _exempt(self.app.journal.host_states().get(host))
         except JournalError:
@@ -441,7 +456,7 @@ class Monitor:
             self._emit(EventKind.HOST_IGNORED, host, f"{host} is in {exempt}: no failover")
             return
         with self._lock:
-            allowed = self.brake.host_down(host, evidence.at, len(self.health))
+            allowed = self.brake.host_down(host, at, len(self.health))
         if not allowed:
             try:
                 self.app.journal.engage_brake(self.brake.reason)
@@ -465,16 +480,22 @@ class Monitor:
         threading.Thread(target=self._fail_over, args=(host, reason), daemon=True, name=f"failover-{host}").start()
 
     def _fail_over(self, host: str, reason: str) -> None:
-        """Fail over after a short settle, and not while other hosts are undecided: hosts
-        failing together must be counted together by the storm brake."""
-        if self._stop.wait(self.settings.settle):
+        """Fail over at once when the host failed alone; while other hosts are in doubt, wait
+        for them (up to ``settle_max``): hosts failing together must be counted together by
+        the storm brake. Doubts that arrive later are the fence step's to catch: it reads
+        the brake again right before it fences."""
+        if self.settings.settle and self._stop.wait(self.settings.settle):
             return
         deadline = time.monotonic() + self.settings.settle_max
         with self._changed:
-            while any(h.state is Health.SUSPECT for name, h in self.health.items() if name != host):
+            waited = False
+            while doubts := undecided(host, {name: h.state for name, h in self.health.items()}, self._deciding):
                 left = deadline - time.monotonic()
                 if left <= 0 or self._stop.is_set():
                     break
+                if not waited:
+                    log.info("%s down: its failover waits for %s, in doubt too", host, ", ".join(doubts))
+                    waited = True
                 self._changed.wait(left)
             if self.brake.engaged:
                 self._emit(EventKind.MONITOR_STORM_BRAKE, host, f"{host} not failed over: {self.brake.reason}")
@@ -521,6 +542,16 @@ class Monitor:
         except Exception:
             log.exception("journal failed to record %s", kind)
         notify(self.app.pm, event)
+
+
+def undecided(host: str, states: Mapping[str, Health], deciding: Collection[str] = ()) -> list[str]:
+    """The other hosts that ``host``'s failover waits for: suspect ones, which may be failing
+    with it, and down ones the storm brake has not counted yet (``deciding``). Hosts failing
+    together must be counted together by the brake; a host that failed alone (every other
+    one up, or down and counted) has nothing to wait for."""
+    return sorted(
+        name for name, state in states.items() if name != host and (state is Health.SUSPECT or name in deciding)
+    )
 
 
 def _exempt(state: HostState | None) -> HostMode | None:

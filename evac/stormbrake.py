@@ -39,6 +39,23 @@ class StormBrake:
         self.engaged, self.reason, self.downs = False, "", []
 
 
+# Between the monitor's last look at the brake and its failover job's creation, and between
+# the wall clocks of replicas: a brake engaged this much before a job started still stops it.
+BRAKE_GRACE = 1.0
+
+
+def holds_back(held: BrakeState | None, started: float, grace: float = BRAKE_GRACE) -> bool:
+    """Whether an engaged brake stops, before its fence, a failover job created at ``started``
+    (wall clock): it does when it engaged after that job began (or ``grace`` before).
+
+    Hosts failing together are seen up to about a second apart, so the first one's failover
+    may already be running when the second one engages the brake; the fence, the first
+    thing that cannot be undone, must then not follow. A failover started well after the
+    brake engaged is an operator's (the monitor starts none while it holds), and goes ahead:
+    manual commands still work while automatic failover is paused."""
+    return held is not None and held.since >= started - grace
+
+
 def release_held(journal: Journal, actor: str) -> BrakeState | None:
     """Release the brake kept in the journal, audited; what was released, or None.
 

@@ -3,33 +3,51 @@
 The order is the safety: nothing restarts until ``host.fence`` confirmed the power is
 off (or an operator confirmed it by hand). Guest definitions come from evac's last
 snapshot in the journal, since the dead host cannot be asked.
+
+The other hosts are reached through the job's connections (``evac.connections``): opened,
+and their bridges read, in the background while the dead host is confirmed down and
+fenced, then reused by the plan and by every guest's "not running anywhere" check.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from evac import Action, StepContext, hookimpl
 from evac.appview import AppView
+from evac.connections import current
 from evac.domainxml import parse_guest, with_bridges
-from evac.errors import DiskInUse, EvacError, FencingError, Incomplete
+from evac.errors import Cancelled, DiskInUse, EvacError, FencingError, Incomplete
+from evac.events import Event
 from evac.fencing import fence_host
-from evac.fleet import answers, reachable
-from evac.hypervisor import Hypervisor
+from evac.fleet import answers, reachable, survey
 from evac.model import Guest
 from evac.networks import guest_renames
 from evac.placement import place
-from evac.states import HostMode
+from evac.states import EventKind, HostMode
+from evac.stormbrake import holds_back
 
 from .drain import app_of, fleet, policy
 
+RUNNING = ("running", "paused")
+
 
 def confirm_down(ctx: StepContext) -> Mapping[str, Any]:
-    """Evac's own check: an alert or a monitor's word is a signal, not proof."""
+    """Evac's own check: an alert or a monitor's word is a signal, not proof. The other
+    hosts are reached meanwhile, for the steps after the fence."""
     app = app_of(ctx)
     spec = app.inventory.host(str(ctx.inputs["host"]))
+    fenced = {h for h, s in app.journal.host_states().items() if s.state == HostMode.FENCED}
+    threading.Thread(
+        target=survey,
+        args=(app.inventory, current()),
+        kwargs={"skip": fenced | {spec.name}},
+        daemon=True,
+        name=f"reach-survivors-{spec.name}",
+    ).start()
     checks = max(1, int(ctx.inputs.get("checks", 2)))  # never none
     for attempt in range(checks):
         if answers(spec, timeout=0.3):
@@ -46,6 +64,7 @@ def fence(ctx: StepContext) -> Mapping[str, Any]:
     state = app.journal.host_states().get(spec.name)
     if state and state.state == HostMode.FENCED:
         return {"host": spec.name, "method": "already fenced", "by": state.actor, "seconds": 0}
+    stop_if_braked(ctx, app, spec.name)
     try:
         result = fence_host(
             app.pm, spec, confirm_timeout=float(ctx.inputs.get("confirm_timeout", 30)), guard=ctx.guard, app=app
@@ -61,6 +80,21 @@ def fence(ctx: StepContext) -> Mapping[str, Any]:
     app.journal.audit(f"job:{ctx.job_id}", "fence", spec.name, {"method": result.method, "seconds": result.seconds})
     ctx.progress(f"{spec.name} fenced by {result.method} in {result.seconds:.2f} s")
     return {"host": spec.name, "method": result.method, "seconds": round(result.seconds, 3)}
+
+
+def stop_if_braked(ctx: StepContext, app: AppView, host: str) -> None:
+    """The storm brake, read again right before the fence: hosts failing together are seen
+    up to about a second apart, so the brake may engage for the second one while the first
+    one's failover already runs. Then the fence is not pressed and the job ends cancelled,
+    as the monitor's braked failovers end (with the same event); releasing the brake fails
+    the host over again."""
+    job = app.journal.job(ctx.job_id)
+    held = app.journal.brake()
+    if job is None or held is None or not holds_back(held, job.created):
+        return
+    message = f"{host} not failed over: {held.reason}"
+    ctx.emit(Event(EventKind.MONITOR_STORM_BRAKE, 0, item=host, message=message, data={"host": host}))
+    raise Cancelled(f"{host} not fenced: the storm brake engaged after its failover started ({held.reason})")
 
 
 def snapshot_guests(app: AppView, host: str) -> list[Guest]:
@@ -114,15 +148,22 @@ def plan_restart(ctx: StepContext) -> Mapping[str, Any]:
 
 
 def running_somewhere(app: AppView, name: str, skip: str) -> str | None:
+    """The host where ``name`` runs (or is paused), asked through the job's connections;
+    hosts that do not answer are not counted. A connection that turns out dead is replaced
+    and asked once more: a stale connection must never make a running guest look absent."""
+    hosts = current()
     for spec in app.inventory.hosts:
         if spec.name == skip or not reachable(spec.uri, 0.5):
             continue
-        try:
-            with Hypervisor.connect(spec.name, spec.uri, keepalive=None) as hv:
-                if hv.has_guest(name) and hv.guest(name).state in ("running", "paused"):
-                    return spec.name
-        except EvacError:
-            continue
+        for last in (False, True):
+            try:
+                with hosts.use(spec) as hv:
+                    if hv.has_guest(name) and hv.guest(name).state in RUNNING:
+                        return spec.name
+                break
+            except EvacError:
+                if last:
+                    break
     return None
 
 
@@ -144,7 +185,7 @@ def restart(ctx: StepContext) -> Mapping[str, Any]:
     snapshot = parse_guest(xml, failed, "shutoff", True, app.inventory.is_shared)
     xml = with_bridges(xml, guest_renames(snapshot, app.inventory.host(failed).networks, target.networks))
     started = time.monotonic()
-    with Hypervisor.connect(target.name, target.uri) as hv:
+    with current().use(target) as hv:
         ctx.guard()  # before the definition too: a deposed owner must not touch the target at all
         defined_here = not hv.has_guest(name)
         if defined_here:

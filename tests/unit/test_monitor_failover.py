@@ -1,5 +1,6 @@
-"""When the monitor fails a down host over: after a settle, not past the storm brake, and
-for the hosts the brake held back once an operator releases it.
+"""When the monitor fails a down host over: at once when it failed alone, after the other
+hosts in doubt are decided when it did not, not past the storm brake, and for the hosts
+the brake held back once an operator releases it.
 
 The monitor runs for real here (its threads, a real journal) over a fake fleet: the test
 decides which hosts answer libvirt and the probe, and fires libvirt's close callback.
@@ -24,14 +25,14 @@ from evac.errors import ConfigError
 from evac.events import Event
 from evac.evidence import Evidence, MonitorSettings, PolledWatch, ProbeSource, Report, Rule, Verdict
 from evac.inventory import HostSpec
-from evac.monitor import Monitor
+from evac.monitor import Monitor, undecided
 from evac.plugins import plugin_manager
 from evac.states import EventKind, Health, HostMode
 from evac.stormbrake import StormBrake
 from tests.conftest import poll_until
 from tests.unit.fakefleet import HOSTS, Fleet
 
-FAST = MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle=0.05, settle_max=5.0)
+FAST = MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle_max=5.0)
 TIMEOUT = 10.0
 
 
@@ -130,19 +131,43 @@ def brake_of_one() -> StormBrake:
 
 # ---------------------------------------------------------------- settle
 
+UP, SUSPECT, DOWN = Health.UP, Health.SUSPECT, Health.DOWN
 
-def test_a_down_host_is_failed_over_only_after_the_settle_period(watched: Watched) -> None:
-    watched.start(MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle=0.3))
+
+def test_a_host_that_failed_alone_waits_for_no_other_host() -> None:
+    assert undecided("host1", {"host1": DOWN, "host2": UP, "host3": UP}) == []
+
+
+def test_a_failover_waits_for_the_other_hosts_that_are_suspect() -> None:
+    states = {"host1": DOWN, "host2": SUSPECT, "host3": UP, "host4": SUSPECT}
+    assert undecided("host1", states) == ["host2", "host4"]
+
+
+def test_a_failover_waits_for_a_host_down_that_the_storm_brake_has_not_counted_yet() -> None:
+    assert undecided("host1", {"host1": DOWN, "host2": DOWN, "host3": UP}, deciding={"host1", "host2"}) == ["host2"]
+
+
+def test_a_failover_does_not_wait_for_a_host_already_down_and_counted() -> None:
+    assert undecided("host1", {"host1": DOWN, "host2": DOWN, "host3": UP}, deciding={"host1"}) == []
+
+
+def test_a_host_that_failed_alone_is_failed_over_without_waiting_for_settle_max(watched: Watched) -> None:
+    watched.start(MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle_max=3600))
     watched.fleet.kill("host1")
-    down = watched.events.wait_for("host1", EventKind.HOST_DOWN)
     failover = watched.failovers.wait_for("host1")
-    assert failover.at - down.at >= 0.3
     assert failover.what.startswith("libvirt connection lost")
     assert failover.what.endswith("and probe missed 2 times in a row")
 
 
+def test_a_down_host_is_failed_over_only_after_a_settle_that_is_asked_for(watched: Watched) -> None:
+    watched.start(MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle=0.3))
+    watched.fleet.kill("host1")
+    down = watched.events.wait_for("host1", EventKind.HOST_DOWN)
+    assert watched.failovers.wait_for("host1").at - down.at >= 0.3
+
+
 def test_a_down_host_waits_while_another_host_is_suspect_until_that_one_is_decided(watched: Watched) -> None:
-    watched.start(MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle=0.05, settle_max=60))
+    watched.start(MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle_max=60))
     watched.fleet.mute("host2")
     watched.events.wait_for("host2", EventKind.HOST_SUSPECT)
     watched.fleet.kill("host1")
@@ -156,13 +181,13 @@ def test_a_down_host_waits_while_another_host_is_suspect_until_that_one_is_decid
 
 
 def test_a_down_host_waits_for_a_suspect_one_no_longer_than_settle_max(watched: Watched) -> None:
-    settings = MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle=0.05, settle_max=0.4)
+    settings = MonitorSettings(interval=0.01, suspect_interval=0.01, power_every=0, settle_max=0.4)
     monitor = watched.start(settings)
     watched.fleet.mute("host2")
     watched.events.wait_for("host2", EventKind.HOST_SUSPECT)
     watched.fleet.kill("host1")
     down = watched.events.wait_for("host1", EventKind.HOST_DOWN)
-    assert watched.failovers.wait_for("host1").at - down.at >= 0.45
+    assert watched.failovers.wait_for("host1").at - down.at >= 0.4
     assert monitor.state("host2") is Health.SUSPECT
 
 
