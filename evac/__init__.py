@@ -6,7 +6,8 @@ versions (``docs/plugins.md``, "What a plugin may import"). Everything else is i
 
 from .actions import Action, StepContext
 from .appview import AppView, ServicePart
-from .convergence import ConvergencePolicy, Escalation, MigrationTuning, Sample
+from .convergence import ConvergencePolicy, Escalation, MeasuringPolicy, MigrationTuning, Sample
+from .dirtyrate import DirtyRate
 from .errors import (
     Cancelled,
     ConfigError,
@@ -35,6 +36,7 @@ __all__ = [
     "Capacity",
     "ConfigError",
     "ConvergencePolicy",
+    "DirtyRate",
     "Disk",
     "DiskInUse",
     "Escalation",
@@ -56,6 +58,7 @@ __all__ = [
     "Interface",
     "ItemState",
     "JobState",
+    "MeasuringPolicy",
     "MigrationError",
     "MigrationTuning",
     "MonitorSettings",

@@ -170,7 +170,10 @@ def evac_convergence_policy(guest: Guest, options: Mapping[str, Any]) -> Converg
     """The policy that watches a migration and escalates when it will not converge.
 
     ``firstresult``: return None to defer to the next plugin (the built-in adaptive
-    policy comes last).
+    policy comes last). A policy that also implements ``evac.MeasuringPolicy`` and wants
+    it (``wants_dirty_rate(guest)``: a guest with no history, say) is handed the guest's
+    dirty rate, measured by QEMU from just before the migration starts, through
+    ``use_dirty_rate(rate)`` as soon as it is known (within the first pass).
 
     Example::
 
