@@ -10,9 +10,10 @@ libvirt connections are thread-safe, so a step's parallel items share them.
 A connection found dead (keepalive, EOF) is dropped and one new connection opened in its
 place; a dead one is never handed out again. libvirtd serves at most
 ``max_client_requests`` (default 5) calls of one connection at once and stops reading it
-beyond that, keepalive included, while a migration holds its call for its whole length.
-So at most :data:`HOLDERS_PER_CONNECTION` blocks share a connection, which leaves a call
-free for the short ones (statistics, keepalive); a fifth gets a second connection.
+beyond that, keepalive included, while a migration holds its call for its whole length
+and samples its statistics beside it (two calls at once). So at most
+:data:`HOLDERS_PER_CONNECTION` blocks share a connection, which leaves a call free for
+keepalive; a third gets a second connection.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from . import remote
 from .hypervisor import Hypervisor
 from .inventory import HostSpec
 
-HOLDERS_PER_CONNECTION = 4
+HOLDERS_PER_CONNECTION = 2
 
 Connect = Callable[[str, str], Hypervisor]
 

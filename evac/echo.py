@@ -240,18 +240,24 @@ class ProbeLoop(ABC):
         """Open the sockets (an ``EvacError`` when that is not possible) and start sending."""
         if self._thread is not None or self._stopping.is_set():
             raise RuntimeError("a probe loop starts once")
-        self.selector = selectors.DefaultSelector()
-        self._wake_read, self._wake_write = socket.socketpair()
+        try:
+            self.selector = selectors.DefaultSelector()
+            self._wake_read, self._wake_write = socket.socketpair()
+        except OSError as exc:
+            self._stopping.set()
+            raise EvacError(f"cannot start probing: {reason_of(exc)}") from None
         self._wake_read.setblocking(False)
         self.selector.register(self._wake_read, selectors.EVENT_READ)
         try:
             self._open()
-        except BaseException:
+        except BaseException as exc:
             self._stopping.set()
             self._close()
             self.selector.close()
             self._wake_read.close()
             self._wake_write.close()
+            if isinstance(exc, OSError):
+                raise EvacError(f"cannot start probing: {reason_of(exc)}") from None
             raise
         self._thread = threading.Thread(target=self._run, name=f"evac-{type(self).__name__}", daemon=True)
         self._thread.start()

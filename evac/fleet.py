@@ -54,15 +54,6 @@ def answers(spec: HostSpec, timeout: float = 0.5) -> bool:
         return any(t.result() for t in tries)
 
 
-def read_host(
-    inventory: Inventory, spec: HostSpec, timeout: float = 1.0, connections: Connections | None = None
-) -> HostStatus:
-    """The host's capacity and guests through ``connections`` (a job's), or a one-shot connection."""
-    if not reachable(spec.uri, timeout):
-        return _unreachable(spec, "libvirt port not answering")
-    return _read_live(inventory, spec, connections or Connections(keep=False))
-
-
 def _unreachable(spec: HostSpec, error: str) -> HostStatus:
     return HostStatus(spec.name, spec.uri, "unreachable", error=error, tags=spec.tags)
 

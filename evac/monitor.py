@@ -26,6 +26,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol, TypeVar
 
@@ -210,6 +211,7 @@ class Monitor:
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
+        _RUNNING.add(self)
         for name, health in self.health.items():
             self.coordination.publish(name, health.state, health.reason)
         for spec in self.app.inventory.hosts:
@@ -223,6 +225,7 @@ class Monitor:
             self._emit(EventKind.MONITOR_STORM_BRAKE, "", f"still engaged: {self.brake.reason}")
 
     def stop(self) -> None:
+        _RUNNING.discard(self)
         self._stop.set()
         with self._lock:
             wakes = list(self._wakes)
@@ -233,6 +236,11 @@ class Monitor:
 
     def state(self, host: str) -> Health:
         return self.health[host].state
+
+    def in_doubt(self, host: str) -> list[str]:
+        """The other hosts a failover of ``host`` should wait for (:func:`undecided`)."""
+        with self._lock:
+            return undecided(host, {name: h.state for name, h in self.health.items()}, self._deciding)
 
     def _watch_brake(self) -> None:
         """Follow the brake in the journal: a release made from another process (``evac brake
@@ -437,8 +445,6 @@ class Monitor:
                 self._back_without_agent(host)
             return
         try:
-            self._emit(HEALTH_EVENTS[changed], host, reason)
-            self.coordination.publish(host, changed, reason)
             self._decide(host, reason, evidence.at)
         finally:
             with self._lock:
@@ -447,24 +453,34 @@ class Monitor:
 
     def _decide(self, host: str, reason: str, at: float) -> None:
         """A host just went down: ignore it (maintenance, fenced), count it towards the storm
-        brake, and fail it over if the brake allows."""
+        brake, and fail it over if the brake allows. The brake is counted, and journaled,
+        before the host's ``host.down`` is told: a failover of another host checks the
+        journal's brake right before its fence, and every write before it is time lost."""
         try:
             exempt = _exempt(self.app.journal.host_states().get(host))
         except JournalError:
             exempt = None  # etcd away: the failover waits for agreement, and asks again then
         if exempt is not None:
+            self._tell_down(host, reason)
             self._emit(EventKind.HOST_IGNORED, host, f"{host} is in {exempt}: no failover")
             return
         with self._lock:
             allowed = self.brake.host_down(host, at, len(self.health))
-        if not allowed:
+        if allowed:
+            self._tell_down(host, reason)
+        else:
             try:
                 self.app.journal.engage_brake(self.brake.reason)
             except JournalError as exc:  # held in this process; the journal is told when it can be
                 log.error("storm brake engaged but not journaled: %s", exc)
+            self._tell_down(host, reason)
             self._emit(EventKind.MONITOR_STORM_BRAKE, host, self.brake.reason)
             return
         self._spawn_fail_over(host, reason)
+
+    def _tell_down(self, host: str, reason: str) -> None:
+        self._emit(HEALTH_EVENTS[Health.DOWN], host, reason)
+        self.coordination.publish(host, Health.DOWN, reason)
 
     def _back_without_agent(self, host: str) -> None:
         """A host back from the dead whose agent holds no lease runs without a watchdog that
@@ -482,8 +498,8 @@ class Monitor:
     def _fail_over(self, host: str, reason: str) -> None:
         """Fail over at once when the host failed alone; while other hosts are in doubt, wait
         for them (up to ``settle_max``): hosts failing together must be counted together by
-        the storm brake. Doubts that arrive later are the fence step's to catch: it reads
-        the brake again right before it fences."""
+        the storm brake. Doubts that arrive later are the fence step's to catch: it waits
+        for them again (:func:`doubts`) and reads the brake right before it fences."""
         if self.settings.settle and self._stop.wait(self.settings.settle):
             return
         deadline = time.monotonic() + self.settings.settle_max
@@ -542,6 +558,17 @@ class Monitor:
         except Exception:
             log.exception("journal failed to record %s", kind)
         notify(self.app.pm, event)
+
+
+_RUNNING: weakref.WeakSet[Monitor] = weakref.WeakSet()
+
+
+def doubts(app: object, host: str) -> list[str]:
+    """The other hosts that the monitors running in this process for ``app`` are in doubt
+    about (suspect, or down and not yet counted by the storm brake): a failover's fence
+    waits for them, since hosts failing together are detected up to about a second apart.
+    Empty where no monitor runs (a failover started by hand from the CLI)."""
+    return sorted({name for monitor in list(_RUNNING) if monitor.app is app for name in monitor.in_doubt(host)})
 
 
 def undecided(host: str, states: Mapping[str, Health], deciding: Collection[str] = ()) -> list[str]:

@@ -1,11 +1,10 @@
-"""Does an address answer, and for how long did it not: one check, or a watch during a move.
+"""Does an address answer, and for how long did it not: a watch, during a move or until it answers.
 
 A guest is reachable the way its users reach it, so the kind of probe is chosen per
 guest: ``icmp`` (echo, through :mod:`evac.echo`), ``tcp PORT`` (a connection is accepted)
 or ``udp-echo PORT`` (a datagram comes back, as from an RFC 862 echo service)::
 
     reach = Reachability.parse("tcp 22")
-    check(reach, "198.19.3.17", timeout=1.0)  # None when it answered, else why not
     with OutageWatch(reach, "198.19.3.17", interval=0.05) as watch:
         migrate()
     watch.outage.longest_gap
@@ -78,41 +77,6 @@ class Reachability:
 
     def __str__(self) -> str:
         return str(self.kind) if self.port is None else f"{self.kind} {self.port}"
-
-
-def check(reach: Reachability, address: str, timeout: float) -> str | None:
-    """One probe: None when ``address`` answered within ``timeout`` seconds, else why not
-    (``connection refused``, ``no answer within 1 s``)."""
-    if reach.kind is Kind.ICMP:
-        try:
-            with EchoEngine([address], interval=timeout + 1.0, timeout=timeout) as echo:
-                answered = echo.logs[address].wait_for_answer(-math.inf, timeout)
-                echo.stop(drain=False)
-        except EvacError as exc:
-            return str(exc)
-        if answered is not None:
-            return None
-        return echo.logs[address].error or f"no echo reply within {timeout:g} s"
-    port = reach.port or 0
-    try:
-        if reach.kind is Kind.TCP:
-            with socket.create_connection((address, port), timeout=timeout):
-                return None
-        with socket.socket(_family(address), socket.SOCK_DGRAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect((address, port))
-            token = secrets.token_bytes(8)
-            sock.send(token)
-            started = time.monotonic()
-            while (left := timeout - (time.monotonic() - started)) > 0:
-                sock.settimeout(left)
-                if sock.recv(2048) == token:
-                    return None
-    except TimeoutError:
-        pass
-    except OSError as exc:
-        return reason_of(exc)
-    return f"no answer within {timeout:g} s"
 
 
 def _family(address: str) -> socket.AddressFamily:

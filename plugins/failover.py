@@ -20,11 +20,13 @@ from evac import Action, StepContext, hookimpl
 from evac.appview import AppView
 from evac.connections import current
 from evac.domainxml import parse_guest, with_bridges
-from evac.errors import Cancelled, DiskInUse, EvacError, FencingError, Incomplete
+from evac.errors import Cancelled, DiskInUse, EvacError, FencingError, Incomplete, TransientError
 from evac.events import Event
+from evac.evidence import MonitorSettings
 from evac.fencing import fence_host
 from evac.fleet import answers, reachable, survey
 from evac.model import Guest
+from evac.monitor import doubts
 from evac.networks import guest_renames
 from evac.placement import place
 from evac.states import EventKind, HostMode
@@ -32,7 +34,7 @@ from evac.stormbrake import holds_back
 
 from .drain import app_of, fleet, policy
 
-RUNNING = ("running", "paused")
+GONE = ("shutoff", "crashed")  # no QEMU left; every other state still runs one
 
 
 def confirm_down(ctx: StepContext) -> Mapping[str, Any]:
@@ -64,6 +66,7 @@ def fence(ctx: StepContext) -> Mapping[str, Any]:
     state = app.journal.host_states().get(spec.name)
     if state and state.state == HostMode.FENCED:
         return {"host": spec.name, "method": "already fenced", "by": state.actor, "seconds": 0}
+    wait_for_doubts(ctx, app, spec.name)
     stop_if_braked(ctx, app, spec.name)
     try:
         result = fence_host(
@@ -80,6 +83,21 @@ def fence(ctx: StepContext) -> Mapping[str, Any]:
     app.journal.audit(f"job:{ctx.job_id}", "fence", spec.name, {"method": result.method, "seconds": result.seconds})
     ctx.progress(f"{spec.name} fenced by {result.method} in {result.seconds:.2f} s")
     return {"host": spec.name, "method": result.method, "seconds": round(result.seconds, 3)}
+
+
+def wait_for_doubts(ctx: StepContext, app: AppView, host: str) -> None:
+    """Before the fence, wait (up to ``MonitorSettings.settle_max``) while this process's
+    monitor is in doubt about other hosts: one that turned suspect after this failover
+    started may be failing with it, and its storm-brake count is what the brake check
+    after this wait must see. Nothing to wait for when the host failed alone."""
+    deadline = time.monotonic() + MonitorSettings.settle_max
+    told = False
+    while (others := doubts(app, host)) and time.monotonic() < deadline:
+        if not told:
+            ctx.progress(f"waiting before the fence: {', '.join(others)} in doubt too")
+            told = True
+        ctx.abort.wait(0.05)
+        ctx.check_abort()
 
 
 def stop_if_braked(ctx: StepContext, app: AppView, host: str) -> None:
@@ -148,9 +166,11 @@ def plan_restart(ctx: StepContext) -> Mapping[str, Any]:
 
 
 def running_somewhere(app: AppView, name: str, skip: str) -> str | None:
-    """The host where ``name`` runs (or is paused), asked through the job's connections;
-    hosts that do not answer are not counted. A connection that turns out dead is replaced
-    and asked once more: a stale connection must never make a running guest look absent."""
+    """The host where ``name``'s QEMU is alive (any state but shut off or crashed), asked
+    through the job's connections. A host whose libvirt port does not answer is not
+    counted (it is off or cut off; the fence and the lock manager cover it). One that
+    answers but cannot be asked, even on a fresh connection, is a ``TransientError``: a
+    stale connection or a wedged libvirtd must never make a running guest look absent."""
     hosts = current()
     for spec in app.inventory.hosts:
         if spec.name == skip or not reachable(spec.uri, 0.5):
@@ -158,12 +178,15 @@ def running_somewhere(app: AppView, name: str, skip: str) -> str | None:
         for last in (False, True):
             try:
                 with hosts.use(spec) as hv:
-                    if hv.has_guest(name) and hv.guest(name).state in RUNNING:
+                    if hv.has_guest(name) and hv.guest(name).state not in GONE:
                         return spec.name
                 break
-            except EvacError:
+            except EvacError as exc:
                 if last:
-                    break
+                    raise TransientError(
+                        f"{name}: cannot tell whether it runs on {spec.name}, which answers but not "
+                        f"to libvirt ({exc}); not started anywhere meanwhile"
+                    ) from None
     return None
 
 

@@ -192,8 +192,8 @@ def migrate(ctx: StepContext) -> Mapping[str, Any]:
         failed_targets.add(target.name, str(exc))
         raise
     finally:
-        slots.release()
         outage = watch.stop() if watch else None
+        slots.release()
     if outage is not None:
         result["outage"] = {
             "check": outage.check,

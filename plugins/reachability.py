@@ -16,7 +16,7 @@ from evac.appview import AppView
 from evac.errors import ConfigError, EvacError
 from evac.inventory import HostSpec
 from evac.model import Guest
-from evac.reachability import OutageWatch
+from evac.reachability import Kind, OutageWatch
 from evac.verification import NetworkCheck, VerifySettings, parse_verify
 
 EVERY = 0.25  # seconds between probes while waiting for a moved guest
@@ -36,6 +36,8 @@ def network_reason(guest: Guest, host: str, settings: VerifySettings) -> str | N
             f"{guest.name} runs on {host} but cannot be checked for {wanted.reach}: "
             "it has no address (set address in its evac:guest metadata)"
         )
+    if wanted.reach.kind is Kind.ICMP and ":" in wanted.address:
+        return f"{guest.name} runs on {host} but cannot be checked for icmp at {wanted.address}: icmp checks IPv4 only"
     return wait_for_answer(guest.name, host, wanted)
 
 

@@ -71,7 +71,8 @@ class Fabric(HostProcesses):
     def ensure_fabric(self) -> None:
         """Create what is missing: the client, each host's VXLAN port, the routes."""
         peers = [h.address for h in self.hosts()] + [self.client_mgmt_address]
-        if not Path(f"/run/netns/{self.client_netns}").exists():
+        if not self._client_complete():
+            self._remove_client()
             self._create_client(peers)
         run("ip", "route", "replace", f"{self.guest_net}.0/24", "via", self.client_mgmt_address)
         for h in self.hosts():
@@ -84,6 +85,17 @@ class Fabric(HostProcesses):
 
     def remove_fabric(self) -> None:
         """The client namespace and its veth (the hosts' ports go with their namespaces)."""
+        self._remove_client()
+        self.addresses_file.unlink(missing_ok=True)
+
+    def _client_complete(self) -> bool:
+        """The client as ``_create_client`` leaves it (an interrupted ``up`` leaves it half built)."""
+        if not Path(f"/run/netns/{self.client_netns}").exists():
+            return False
+        listed = run("ip", "-n", self.client_netns, "-o", "addr", "show", "dev", "vx0", check=False)
+        return self.client_address in listed.stdout
+
+    def _remove_client(self) -> None:
         if Path(f"/run/netns/{self.client_netns}").exists():
             pids = run("ip", "netns", "pids", self.client_netns, check=False).stdout.split()
             for pid in pids:
@@ -91,7 +103,6 @@ class Fabric(HostProcesses):
             run("ip", "netns", "del", self.client_netns, check=False)
         if Path(f"/sys/class/net/{self.client_veth}").exists():
             run("ip", "link", "del", self.client_veth, check=False)
-        self.addresses_file.unlink(missing_ok=True)
 
     def _create_client(self, peers: list[str]) -> None:
         ns = self.client_netns
@@ -104,9 +115,11 @@ class Fabric(HostProcesses):
         run("ip", "-n", ns, "link", "set", "lo", "up")
         run("ip", "-n", ns, "link", "set", "eth0", "up")
         _add_vxlan(ns, self.client_mgmt_address, [p for p in peers if p != self.client_mgmt_address])
-        run("ip", "-n", ns, "addr", "add", f"{self.client_address}/24", "dev", "vx0")
-        run("ip", "-n", ns, "link", "set", "vx0", "up")
         self.client_exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        run("ip", "-n", ns, "link", "set", "vx0", "up")
+        run(
+            "ip", "-n", ns, "addr", "add", f"{self.client_address}/24", "dev", "vx0"
+        )  # last: the mark of a whole client
 
     def guest_address(self, name: str) -> str:
         """The guest's address: recorded, or the first free one from its name's slot."""

@@ -36,6 +36,12 @@ def run(targets: Mapping[str, str], interval: float, duration: float | None, out
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+
+    def orphaned() -> None:  # the parent holds our stdin: when it dies, we stop
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=orphaned, daemon=True).start()
     ends = time.monotonic() + duration if duration else None
     with EchoEngine(list(targets.values()), interval, TIMEOUT) as engine:
         print(json.dumps({"started": time.monotonic(), "mode": str(engine.mode)}), file=out, flush=True)
@@ -90,7 +96,10 @@ class ProbeRun:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line)
-            data = json.loads(line)
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue  # not ours (a warning on stdout): the counts come on their own lines
             if "started" in data:
                 self.started.set()
             if "progress" in data:
@@ -104,7 +113,11 @@ class ProbeRun:
     def stop(self, timeout: float = 10) -> dict[str, Echoes]:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         self._reader.join(timeout)
         if self.final is None:
             error = self.process.stderr.read().strip() if self.process.stderr else ""
@@ -118,14 +131,19 @@ def probing(netns: str, targets: Mapping[str, str], interval: float = 0.01) -> I
     argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "evac.lab.probe", "--interval", str(interval)]
     process = subprocess.Popen(
         [*argv, *(f"{name}={address}" for name, address in targets.items())],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     probe = ProbeRun(process)
     try:
-        if not probe.started.wait(10):
+        deadline = time.monotonic() + 10
+        while not probe.started.wait(0.05) and process.poll() is None and time.monotonic() < deadline:
+            pass
+        if not probe.started.is_set():
             probe.process.kill()
+            probe.process.wait()
             error = process.stderr.read().strip() if process.stderr else ""
             raise LabError(f"lab probe: did not start: {error}")
         yield probe
@@ -140,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=None)
     parser.add_argument("targets", nargs="+", metavar="NAME=ADDRESS")
     args = parser.parse_args(argv)
+    if bad := [t for t in args.targets if "=" not in t]:
+        parser.error(f"targets: expected NAME=ADDRESS, got {bad[0]!r}")
     targets = dict(t.split("=", 1) for t in args.targets)
     run(targets, args.interval, args.duration, sys.stdout)
 

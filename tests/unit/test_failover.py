@@ -19,7 +19,7 @@ from evac import FenceMethod, hookimpl
 from evac.actions import StepContext
 from evac.app import App
 from evac.connections import Connections
-from evac.errors import Cancelled, HostUnreachable
+from evac.errors import Cancelled, HostUnreachable, TransientError
 from evac.events import Event
 from evac.hypervisor import Hypervisor
 from evac.plugins import plugin_manager
@@ -159,10 +159,48 @@ def test_a_connection_that_dropped_is_opened_again_before_the_check(
     assert opened.hosts().count("host2") == 2
 
 
-def test_a_host_that_did_not_answer_is_asked_again_at_the_next_check(
+def test_a_host_that_answers_but_cannot_be_asked_stops_the_restart_until_it_can(
     app: App, hosts: Connections, opened: Opened
 ) -> None:
     opened.refused.add("host2")
-    assert running_somewhere(app, "test", skip="host1") == "host3"  # host2 could not be asked
+    with pytest.raises(TransientError, match="cannot tell whether it runs on host2"):
+        running_somewhere(app, "test", skip="host1")
     opened.refused.clear()
     assert running_somewhere(app, "test", skip="host1") == "host2"
+
+
+class Doubting:
+    """A monitor, as the fence step sees one: in doubt about host2 until told otherwise."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.asked = threading.Event()
+        self.decided = threading.Event()
+
+    def in_doubt(self, host: str) -> list[str]:
+        self.asked.set()
+        return [] if self.decided.is_set() else ["host2"]
+
+
+def test_the_fence_waits_for_a_host_in_doubt_and_stops_when_its_count_engages_the_brake(
+    app: App, outlet: Outlet
+) -> None:
+    from evac import monitor
+
+    doubting = Doubting(app)
+    monitor._RUNNING.add(doubting)  # type: ignore[arg-type]
+
+    def host2_counted() -> None:
+        doubting.asked.wait(10)
+        app.journal.engage_brake("2 of 3 hosts down within 120 s (host1, host2)")
+        doubting.decided.set()
+
+    counting = threading.Thread(target=host2_counted)
+    counting.start()
+    try:
+        with pytest.raises(Cancelled, match="storm brake engaged"):
+            fence(step(app, "fence"))
+    finally:
+        counting.join()
+        monitor._RUNNING.discard(doubting)  # type: ignore[arg-type]
+    assert outlet.pressed == 0

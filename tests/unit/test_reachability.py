@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from evac.errors import EvacError
-from evac.reachability import Kind, Outage, OutageWatch, Reachability, check
+from evac.reachability import Kind, Outage, OutageWatch, Reachability
 from tests.conftest import poll_until, require
 
 
@@ -144,6 +144,14 @@ def root() -> None:
 
 
 # ---------------------------------------------------------------- one probe
+def check(reach: Reachability, address: str, timeout: float) -> str | None:
+    """What the verify check asks: None once the address answered, else why it did not."""
+    with OutageWatch(reach, address, interval=0.05, timeout=timeout) as watch:
+        answered = watch.wait_for_answer(timeout)
+        outage = watch.stop(drain=False)
+    return None if answered is not None else outage.error or "no answer"
+
+
 def test_a_listening_tcp_port_answers(listener: Listener) -> None:
     assert check(Reachability(Kind.TCP, listener.port), "127.0.0.1", timeout=1.0) is None
 
@@ -158,7 +166,7 @@ def test_a_udp_echo_answers(udp_echo: UdpEcho) -> None:
 
 def test_a_udp_port_that_does_not_echo_is_no_answer_within_the_timeout(udp_echo: UdpEcho) -> None:
     udp_echo.deaf.set()
-    assert check(Reachability(Kind.UDP_ECHO, udp_echo.port), "127.0.0.1", timeout=0.2) == "no answer within 0.2 s"
+    assert check(Reachability(Kind.UDP_ECHO, udp_echo.port), "127.0.0.1", timeout=0.2) == "no answer"
 
 
 def test_a_closed_udp_port_is_refused() -> None:
