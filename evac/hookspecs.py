@@ -148,7 +148,7 @@ def evac_migration_tuning(
 
 @hookspec
 def evac_verify_guest(guest: Guest, host: HostSpec, app: AppView) -> str | None:
-    """Check a guest that has just landed on ``host`` (after a live migration or a restart).
+    """Check a guest that has just landed on ``host`` (``vm.verify``, after a live migration).
 
     ``vm.verify`` calls every plugin once libvirt shows the guest running and persistent
     there; each answers None when satisfied or a one-line reason it is not (the guest

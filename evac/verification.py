@@ -38,7 +38,7 @@ from .model import Guest
 from .reachability import Kind, Reachability
 from .yamldoc import Mapping, Where, load_file, shown
 
-DEFAULT_TIMEOUT = 5.0  # a live migration's guest answers within a second or two; a restarted one boots
+DEFAULT_TIMEOUT = 5.0  # a live-migrated guest answers within a second or two
 MAX_TIMEOUT = 3600.0  # vm.verify waits this long at most: a bound like a runbook step's timeout
 NONE = "none"
 SECTION_KEYS = ("network",)

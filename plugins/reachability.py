@@ -2,9 +2,9 @@
 
 Which guests are checked, how and for how long comes from their metadata, their tags
 and the ``verify:`` section of evac.yaml (:mod:`evac.verification`), which this plugin
-claims. A guest just moved may take a moment to answer (its switch port is relearnt, a
-restarted one boots), so it is probed every quarter second until it answers or its
-``timeout`` runs out, and only then called unreachable.
+claims. A guest just moved may take a moment to answer (the switches relearn its port),
+so it is probed every quarter second until it answers or its ``timeout`` runs out, and
+only then called unreachable.
 """
 
 from __future__ import annotations
