@@ -19,7 +19,6 @@ A guest with several tags takes each setting from the first of its tags that set
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .model import Guest
-from .yamldoc import Mapping, Where, load_file, shown
+from .yamldoc import Mapping, Where, seconds, section_mapping, shown
 
 DEFAULT_RUNBOOK = "guest-failure"
 # The window is read back from the journal's jobs on every report, so it is bounded like
@@ -180,24 +179,13 @@ def _whole(value: Any) -> int:
 
 
 def _window(value: Any) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or not 0 < value <= MAX_WINDOW
-    ):
-        raise ValueError(f"expected seconds > 0 and at most {MAX_WINDOW:g} (a week), got {shown(value)}")
-    return float(value)
+    return seconds(value, MAX_WINDOW, " (a week)")
 
 
 def parse_ha(data: Any, source: str) -> HaSettings:
     """The ``ha:`` section of evac.yaml (registered through ``evac_config_sections``)."""
     where = Where(source)
-    if data is not None and not isinstance(data, Mapping):
-        raise where.error(
-            _line_of_section(source), "ha", f"expected a mapping, got {type(data).__name__} {shown(data)}"
-        )
-    section = data if data is not None else Mapping()
+    section = section_mapping(data, source, "ha")
     where.reject_unknown(section, HA_KEYS, "ha.")
     top = _rule(where, section, "ha")
     tags = where.require_mapping(section.get("tags", Mapping()), section.line_of("tags"), "ha.tags")
@@ -219,15 +207,6 @@ def parse_ha(data: Any, source: str) -> HaSettings:
         runbook=top.runbook or DEFAULT_RUNBOOK,
         tags=rules,
     )
-
-
-def _line_of_section(source: str) -> int:
-    """The line of ``ha:`` in the file: a section that is not a mapping carries none itself."""
-    try:
-        document = load_file(source)
-    except ConfigError:
-        return 0
-    return document.line_of("ha") if isinstance(document, Mapping) else 0
 
 
 def _rule(where: Where, data: Mapping, label: str) -> TagRule:

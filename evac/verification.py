@@ -27,7 +27,6 @@ be verified, and saying so is better than passing it.
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from typing import Any
 from .errors import ConfigError
 from .model import Guest
 from .reachability import Kind, Reachability
-from .yamldoc import Mapping, Where, load_file, shown
+from .yamldoc import Mapping, Where, seconds, section_mapping, shown
 
 DEFAULT_TIMEOUT = 5.0  # a live-migrated guest answers within a second or two
 MAX_TIMEOUT = 3600.0  # vm.verify waits this long at most: a bound like a runbook step's timeout
@@ -154,25 +153,14 @@ def _number(text: str) -> float | str:
 
 
 def _timeout(value: Any) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or not 0 < value <= MAX_TIMEOUT
-    ):
-        raise ValueError(f"expected seconds > 0 and at most {MAX_TIMEOUT:g}, got {shown(value)}")
-    return float(value)
+    return seconds(value, MAX_TIMEOUT)
 
 
 # ---------------------------------------------------------------- the section
 def parse_verify(data: Any, source: str) -> VerifySettings:
     """The ``verify:`` section of evac.yaml (registered through ``evac_config_sections``)."""
     where = Where(source)
-    if data is not None and not isinstance(data, Mapping):
-        raise where.error(
-            _line_of_section(source), "verify", f"expected a mapping, got {type(data).__name__} {shown(data)}"
-        )
-    section = data if data is not None else Mapping()
+    section = section_mapping(data, source, "verify")
     where.reject_unknown(section, SECTION_KEYS, "verify.")
     raw = section.get("network")
     network = where.require_mapping(raw, section.line_of("network"), "verify.network") if raw is not None else Mapping()
@@ -205,12 +193,3 @@ def _rule(where: Where, data: Mapping, label: str) -> NetworkRule:
         except ValueError as exc:
             raise where.error(data.line_of("timeout"), f"{label}.timeout", str(exc)) from None
     return NetworkRule(check, off, timeout)
-
-
-def _line_of_section(source: str) -> int:
-    """The line of ``verify:`` in the file: a section that is not a mapping carries none itself."""
-    try:
-        document = load_file(source)
-    except ConfigError:
-        return 0
-    return document.line_of("verify") if isinstance(document, Mapping) else 0

@@ -15,6 +15,7 @@ laughs" file expand exponentially.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, overload
@@ -217,6 +218,34 @@ class Where:
                 hint = suggest(key, allowed) if isinstance(key, str) else ""
                 shown = key if isinstance(key, str) and key.isprintable() else repr(key)  # one line, always
                 raise self.error(data.line_of(key), f"{field}{shown}", f"unknown field{hint}")
+
+
+def section_mapping(data: Any, source: str, name: str) -> Mapping:
+    """A plugin's top-level section of ``evac.yaml`` as a mapping (empty when absent); an
+    error at the section's own line when it is something else, which carries no line."""
+    if data is None:
+        return Mapping()
+    if not isinstance(data, Mapping):
+        try:
+            document = load_file(source)
+        except ConfigError:
+            document = None
+        line = document.line_of(name) if isinstance(document, Mapping) else 0
+        raise Where(source).error(line, name, f"expected a mapping, got {type(data).__name__} {shown(data)}")
+    return data
+
+
+def seconds(value: Any, most: float, note: str = "") -> float:
+    """A duration from YAML: a finite number above 0 and at most ``most``; a ``ValueError``
+    saying what was expected (``note`` explains the limit), for the caller to place."""
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not 0 < value <= most
+    ):
+        raise ValueError(f"expected seconds > 0 and at most {most:g}{note}, got {shown(value)}")
+    return float(value)
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:

@@ -13,6 +13,7 @@ import pytest
 from evac.errors import EvacError
 from evac.reachability import Kind, Outage, OutageWatch, Reachability
 from tests.conftest import poll_until, require
+from tests.udpecho import UdpEcho
 
 
 # ---------------------------------------------------------------- the text
@@ -83,36 +84,6 @@ class Listener:
 
     def close(self) -> None:
         self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
-        self.sock.close()
-
-
-class UdpEcho:
-    """An RFC 862 echo on loopback; while ``deaf`` it drops what it receives."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        self.deaf = threading.Event()
-        self.received = 0
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                data, peer = self.sock.recvfrom(2048)
-            except TimeoutError:
-                continue
-            self.received += 1
-            if not self.deaf.is_set():
-                self.sock.sendto(data, peer)
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.thread.join()
         self.sock.close()
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from evac.model import Guest, VerifyMetadata
 from evac.plugins import plugin_manager
 from evac_plugins import reachability
 from tests.conftest import require
+from tests.udpecho import UdpEcho
 
 HOST = HostSpec("host2", "qemu+tcp://host2/system")
 
@@ -80,37 +80,6 @@ def listening_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-class LateEcho:
-    """A UDP echo that drops the first ``deaf_for`` datagrams: a guest that answers only
-    after a moment, as one whose switch port is being relearnt."""
-
-    def __init__(self, deaf_for: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.port = int(self.sock.getsockname()[1])
-        self.deaf_for = deaf_for
-        self.received = 0
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                data, peer = self.sock.recvfrom(2048)
-            except TimeoutError:
-                continue
-            self.received += 1
-            if self.received > self.deaf_for:
-                self.sock.sendto(data, peer)
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.thread.join()
-        self.sock.close()
-
-
 def test_the_plugin_claims_the_verify_section(tmp_path: Path) -> None:
     assert "verify" in app(tmp_path, "verify:\n  network: {check: icmp}\n").settings.sections
 
@@ -129,7 +98,7 @@ def test_a_guest_that_answers_icmp_passes(tmp_path: Path) -> None:
 
 
 def test_a_guest_that_answers_only_after_a_moment_passes(tmp_path: Path) -> None:
-    late = LateEcho(deaf_for=3)
+    late = UdpEcho(deaf_for=3)
     try:
         assert verify(app(tmp_path), guest(network=f"udp-echo {late.port}", timeout="10")) == []
     finally:
