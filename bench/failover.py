@@ -135,7 +135,7 @@ def probing(lab: Lab, names: list[str]) -> Iterator[ProbeRun]:
 
 
 def answered_again(probe: ProbeRun, names: list[str], clock: Clock) -> None:
-    """Mark ``echo``: when the last guest answered an echo sent after the fault."""
+    """Mark ``echo``: when the last guest answered again, after the silence the fault began."""
     seen = len(probe.lines)
     until(
         lambda: len(probe.lines) > seen and all(probe.latest[n].answering for n in names),
@@ -143,7 +143,7 @@ def answered_again(probe: ProbeRun, names: list[str], clock: Clock) -> None:
         "every guest answers the client again",
     )
     echoes = probe.stop()
-    answers = [echoes[n].stats(after=clock.t0).first_answer for n in names]
+    answers = [echoes[n].back_after(clock.t0) for n in names]
     if None in answers:
         raise RuntimeError(
             f"no answer after the fault from {[n for n, a in zip(names, answers, strict=True) if a is None]}"

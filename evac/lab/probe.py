@@ -67,6 +67,17 @@ class Echoes:
     def stats(self, after: float | None = None) -> EchoStats:
         return EchoStats.of(self.probes, self.end, TIMEOUT, after)
 
+    def back_after(self, moment: float) -> float | None:
+        """When the guest answered again after going silent at or after ``moment`` (a fault):
+        the answer to the first echo sent after its first unanswered one. An echo sent just
+        after the fault may still be answered by a host that dies a moment later, so the
+        first answer after the fault says nothing. None: it has not come back."""
+        later = [p for p in self.probes if p.sent >= moment]
+        silent = next((i for i, p in enumerate(later) if p.answered is None), None)
+        if silent is None:
+            return next((p.answered for p in later if p.answered is not None), None)
+        return next((p.answered for p in later[silent:] if p.answered is not None), None)
+
     def between(self, start: float, end: float) -> EchoStats:
         """The echoes sent in a window (a move, say): its longest gap and losses. An outage
         still open when the window closes runs on to the next answer."""

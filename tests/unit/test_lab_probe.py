@@ -51,3 +51,16 @@ def test_a_unicast_arp_reply_is_not_an_announce() -> None:
 def test_an_outage_open_when_the_window_closes_runs_on_to_the_next_answer() -> None:
     run = echoes("1100000011")
     assert run.between(100.0, 100.035).longest_gap == pytest.approx(0.07)
+
+
+def test_a_guest_is_back_when_it_answers_after_the_silence_the_fault_began() -> None:
+    run = echoes("11111000000111")  # the fault at 100.02: two more answers before the silence
+    assert run.back_after(100.02) == pytest.approx(100.111)
+
+
+def test_a_guest_that_never_went_silent_is_back_at_its_first_answer() -> None:
+    assert echoes("1111").back_after(100.015) == pytest.approx(100.021)
+
+
+def test_a_guest_still_silent_is_not_back() -> None:
+    assert echoes("1110000").back_after(100.0) is None
