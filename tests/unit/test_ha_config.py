@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pluggy
 import pytest
 
 from evac.app import App
@@ -14,27 +13,15 @@ from evac.errors import ConfigError
 from evac.plugins import plugin_manager
 from evac.restartpolicy import HaSettings, RestartPolicy, TagRule
 from evac_plugins import guestha
-
-
-def with_guestha() -> pluggy.PluginManager:
-    pm = plugin_manager(load_entrypoints=False)
-    if not pm.is_registered(guestha):  # $EVAC_PLUGINS may name it
-        pm.register(guestha)
-    return pm
+from tests.sections import plugin_manager_with, section_error, sections
 
 
 def load(tmp_path: Path, text: str) -> HaSettings:
-    path = tmp_path / "evac.yaml"
-    path.write_text(text)
-    return HaSettings.of(load_config(path, with_guestha()).sections)
+    return HaSettings.of(sections(tmp_path, text, guestha))
 
 
 def error(tmp_path: Path, text: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, text)
-    message = str(info.value).replace(f"{tmp_path}/", "")
-    assert "\n" not in message
-    return message
+    return section_error(tmp_path, text, guestha)
 
 
 def test_the_section_sets_the_defaults_and_the_tags_overrides(tmp_path: Path) -> None:
@@ -97,7 +84,7 @@ def test_without_the_plugin_the_section_is_unknown(tmp_path: Path) -> None:
 def test_a_runbook_the_section_names_must_exist_when_the_service_starts(tmp_path: Path) -> None:
     path = tmp_path / "evac.yaml"
     path.write_text("ha:\n  tags: {web: {runbook: nosuch}}\n")
-    pm = with_guestha()
+    pm = plugin_manager_with(guestha)
     app = App.from_config(load_config(path, pm), pm)
     with pytest.raises(ConfigError, match=r"evac.yaml: ha: unknown runbook 'nosuch'"):
         app.jobs.check()

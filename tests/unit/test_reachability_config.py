@@ -5,41 +5,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pluggy
 import pytest
 
-from evac.config import load_config
 from evac.domainxml import EVAC_NS, parse_guest
 from evac.errors import ConfigError
 from evac.model import Guest, HaMetadata, VerifyMetadata
-from evac.plugins import plugin_manager
 from evac.reachability import Kind, Reachability
 from evac.verification import DEFAULT_TIMEOUT, NetworkCheck, NetworkRule, VerifySettings
 from evac_plugins import reachability
+from tests.sections import section_error, sections
 
 ICMP = Reachability(Kind.ICMP)
 TCP80 = Reachability(Kind.TCP, 80)
 
 
-def with_reachability() -> pluggy.PluginManager:
-    pm = plugin_manager(load_entrypoints=False)
-    if not pm.is_registered(reachability):  # $EVAC_PLUGINS may name it
-        pm.register(reachability)
-    return pm
-
-
 def load(tmp_path: Path, text: str) -> VerifySettings:
-    path = tmp_path / "evac.yaml"
-    path.write_text(text)
-    return VerifySettings.of(load_config(path, with_reachability()).sections)
+    return VerifySettings.of(sections(tmp_path, text, reachability))
 
 
 def error(tmp_path: Path, text: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, text)
-    message = str(info.value).replace(f"{tmp_path}/", "")
-    assert "\n" not in message
-    return message
+    return section_error(tmp_path, text, reachability)
 
 
 # ---------------------------------------------------------------- the section
