@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 
-from .model import Disk, Guest, HaMetadata, Interface, VerifyMetadata
+from .model import Disk, Guest, GuestRules, HaMetadata, Interface, Readiness, VerifyMetadata
 
 EVAC_NS = "https://evac.dev/xmlns/guest/1"
 ET.register_namespace("evac", EVAC_NS)  # rewritten XML keeps the prefix people read
@@ -63,6 +63,7 @@ def parse_guest(
     address: str | None = None
     tags: tuple[str, ...] = ()
     verify = VerifyMetadata()
+    rules = GuestRules()
     if meta is not None:
         priority = int(meta.get("priority", "0"))
         anti = tuple(e.get("group", "") for e in meta.findall(f"{{{EVAC_NS}}}anti-affinity"))
@@ -71,6 +72,7 @@ def parse_guest(
         address = (meta.get("address") or "").strip() or None
         tags = _tags(meta.get("tags", ""))
         verify = VerifyMetadata(meta.get("verify-network"), meta.get("verify-timeout"))
+        rules = _rules(meta)
     return Guest(
         name=root.findtext("name", ""),
         uuid=root.findtext("uuid", ""),
@@ -88,7 +90,28 @@ def parse_guest(
         address=address,
         tags=tags,
         verify=verify,
+        rules=rules,
     )
+
+
+def _rules(meta: ET.Element) -> GuestRules:
+    """``<evac:guest hosts="host1,host2" prefer="host1" after="db,dns" ready="echo"
+    ha-protected="yes"/>``. A ``ready`` or ``ha-protected`` it cannot read counts as not
+    said (the tag rules or the defaults apply), so one guest's typo never hides its host's
+    other guests; ``evac ha capacity`` and the plan name what they used."""
+    ready = (meta.get("ready") or "").strip().lower()
+    protected = (meta.get("ha-protected") or "").strip().lower()
+    return GuestRules(
+        hosts=_tags(meta.get("hosts", "")),
+        prefer=_tags(meta.get("prefer", "")),
+        after=_tags(meta.get("after", "")),
+        ready=Readiness(ready) if ready in set(Readiness) else None,
+        protected=True if protected in TRUE else False if protected in FALSE else None,
+    )
+
+
+TRUE = ("yes", "true", "1", "on")
+FALSE = ("no", "false", "0", "off")
 
 
 def _ha(meta: ET.Element) -> HaMetadata:

@@ -15,6 +15,7 @@ URL-quoted so a ``/`` in them cannot reach into another key)::
     {p}audit/<ns>-<uuid>        JSON; the row's id is its create_revision
     {p}host/<host>              JSON, only for hosts not ``enabled``
     {p}brake                    JSON
+    {p}disarmed                 JSON: HA disarmed (reason, actor, since); read by the agents too
     {p}slot/<slot>              JSON holder -> owner, replaced by compare-and-swap on mod_revision
     {p}definitions/<host>       JSON: ts and domain XML by guest name
     {p}learned/<key>            JSON: value, ts, job_id
@@ -57,7 +58,7 @@ from .etcdclient import (
 )
 from .etcdsession import Session, owners_of, safety_margin, session_key
 from .events import Event
-from .journal import AuditRecord, BrakeState, HostState, ItemRecord, JobRecord, StepRecord
+from .journal import AuditRecord, BrakeState, Disarmed, HostState, ItemRecord, JobRecord, StepRecord
 from .states import TERMINAL, HostMode, ItemState, JobState, StepState
 
 TXN_OPS = 100  # etcd refuses a transaction of more than 128 operations (--max-txn-ops)
@@ -430,6 +431,23 @@ class EtcdJournal:
         r = json.loads(kv.value)
         return BrakeState(r["reason"], r["since"])
 
+    # ---------------------------------------------------------------- HA disarmed
+    def disarm(self, reason: str, actor: str) -> bool:
+        key = f"{self.p}disarmed"
+        record = json.dumps({"reason": reason, "actor": actor, "since": time.time()})
+        return self.cluster.txn([absent(key)], [put_op(key, record)]).succeeded
+
+    def arm(self) -> Disarmed | None:
+        held = self.disarmed()
+        return held if held is not None and self.cluster.delete(f"{self.p}disarmed") > 0 else None
+
+    def disarmed(self) -> Disarmed | None:
+        kv = self.cluster.get(f"{self.p}disarmed")
+        if kv is None:
+            return None
+        r = json.loads(kv.value)
+        return Disarmed(r["reason"], r["actor"], r["since"])
+
     # ---------------------------------------------------------------- slots
     def take_slot(self, slot: str, limit: int, holder: str) -> bool:
         """Holders whose session is gone are dropped: their places are free again."""
@@ -556,6 +574,9 @@ class EtcdJournal:
         brake = self.cluster.get(f"{self.p}brake")
         if brake is not None:
             yield "brake", json.loads(brake.value)
+        disarmed = self.cluster.get(f"{self.p}disarmed")
+        if disarmed is not None:
+            yield "disarmed", json.loads(disarmed.value)
         for kv in self.cluster.range(f"{self.p}definitions/"):
             yield "definitions", {"host": unquote(kv.key.rsplit("/", 1)[1]), **json.loads(kv.value)}
         for kv in self.cluster.range(f"{self.p}learned/"):
@@ -611,6 +632,8 @@ class EtcdJournal:
                 add(put_op(f"{self.p}host/{_q(r.pop('host'))}", json.dumps(r)))
             elif kind == "brake":
                 add(put_op(f"{self.p}brake", json.dumps(r)))
+            elif kind == "disarmed":
+                add(put_op(f"{self.p}disarmed", json.dumps(r)))
             elif kind == "definitions":
                 add(put_op(f"{self.p}definitions/{_q(r.pop('host'))}", json.dumps(r)))
             elif kind == "learned":

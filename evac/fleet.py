@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from .connections import Connections
 from .errors import EvacError
+from .guestrules import GuestSettings, resolve_all
 from .inventory import HostSpec, Inventory
 from .journal import HostState
 from .model import HostStatus
@@ -123,8 +124,10 @@ def host_views(
     hosts: tuple[HostStatus, ...],
     states: dict[str, HostState],
     bridges: dict[str, dict[str, int] | None],
+    rules: GuestSettings = GuestSettings(),
 ) -> list[HostView]:
-    """What placement needs, from the live snapshot, evac's host states and the inventory."""
+    """What placement needs, from the live snapshot, evac's host states and the inventory;
+    every guest with its ``guests:`` rules resolved (:func:`evac.guestrules.resolve`)."""
     views = []
     for status in hosts:
         spec = inventory.host(status.name)
@@ -143,7 +146,7 @@ def host_views(
                 state=state,
                 memory_mib=spec.capacity_memory_mib or (cap.memory_mib if cap else 0),
                 cpus=spec.capacity_cpus or (cap.cpus if cap else 0),
-                guests=status.guests,
+                guests=resolve_all(status.guests, rules),
                 reserved_memory_mib=spec.reserved_memory_mib,
                 reserved_cpus=spec.reserved_cpus,
                 spare=spec.spare,

@@ -370,13 +370,20 @@ class Jobs:
     def preview_drain(self, host: str) -> dict[str, Any]:
         """The plan a drain would run (its own plan step, dry): what Slack shows first."""
         spec = self.app.inventory.host(host)
-        book = self.app.runbook(self.app.settings.runbooks.drain)
-        params = bind_params(book, {**self.app.settings.drain_params, "host": spec.name}, self.app.host_names())
-        result = self.app.engine.execute(book, params, spec.name, dry_run=True)
+        result = self.preview(self.app.settings.runbooks.drain, {"host": spec.name}, spec.name)
         plan = result.outputs.get("plan")
         if not plan:
             raise EvacError(result.error or "no plan")
         return dict(plan)
+
+    def preview(self, runbook: str, given: Mapping[str, Any], target: str = "") -> JobResult:
+        """A registered runbook's dry run, recorded nowhere: what a front door shows before a
+        person confirms (Slack's ``/evac run``, the REST API's ``dry_run``). Its params are
+        checked as :meth:`start` checks them, so a preview that passes starts."""
+        book = self.app.runbook(runbook)
+        defaults = dict(self.app.settings.drain_params) if book.name == self.app.settings.runbooks.drain else {}
+        params = bind_params(book, {**defaults, **given}, self.app.host_names())
+        return self.app.engine.execute(book, params, target, dry_run=True)
 
     # ---------------------------------------------------------------- run
     def run(self, started: Started) -> JobResult:

@@ -84,6 +84,17 @@ class BrakeState:
 
 
 @dataclass(frozen=True)
+class Disarmed:
+    """HA disarmed across the cluster (Proxmox's ``disarm-ha``): monitors observe and alert
+    but neither fence nor restart, and agents stop self-fencing. Kept in the journal so it
+    holds across restarts until someone arms again."""
+
+    reason: str
+    actor: str
+    since: float
+
+
+@dataclass(frozen=True)
 class AuditRecord:
     ts: float
     actor: str
@@ -151,6 +162,15 @@ class Journal(Protocol):
         ...
 
     def brake(self) -> BrakeState | None: ...
+    def disarm(self, reason: str, actor: str) -> bool:
+        """Disarm HA; False when it was disarmed already (the first reason stands)."""
+        ...
+
+    def arm(self) -> Disarmed | None:
+        """Arm HA again; what was disarmed, or None when it was armed."""
+        ...
+
+    def disarmed(self) -> Disarmed | None: ...
     def take_slot(self, slot: str, limit: int, holder: str) -> bool:
         """One of ``limit`` places in ``slot`` (``in:host2``) for ``holder``, shared by every
         evac process on this journal; False while live processes hold them all."""

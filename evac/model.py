@@ -7,6 +7,7 @@ planning functions take these and never talk to libvirt themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,30 @@ class VerifyMetadata:
     timeout: str | None = None
 
 
+class Readiness(StrEnum):
+    """When a guest counts as ready for the guests restarted ``after`` it (vSphere's
+    "start B after A is ready"): its QEMU runs, its guest agent answers, or its address
+    answers echoes."""
+
+    STARTED = "started"
+    AGENT = "agent"
+    ECHO = "echo"
+
+
+@dataclass(frozen=True)
+class GuestRules:
+    """Where a guest may run and in what order it comes back, from its own metadata.
+
+    ``None`` and empty mean "its metadata does not say": the ``guests:`` section's tag
+    rules fill those in (:func:`evac.guestrules.resolve`)."""
+
+    hosts: tuple[str, ...] = ()  # must run on one of these
+    prefer: tuple[str, ...] = ()  # should run on one of these
+    after: tuple[str, ...] = ()  # guests or tags restarted (and ready) before this one
+    ready: Readiness | None = None  # when this guest is ready for those after it
+    protected: bool | None = None  # restarted by evac after a host failure
+
+
 @dataclass(frozen=True)
 class Guest:
     name: str
@@ -70,6 +95,7 @@ class Guest:
     address: str | None = None  # where it answers on its network (the ``address`` metadata)
     tags: tuple[str, ...] = ()  # the ``tags`` metadata: what ``verify.network.tags`` (and ``ha-tags``) match
     verify: VerifyMetadata = VerifyMetadata()
+    rules: GuestRules = GuestRules()
 
     @property
     def local_disks(self) -> tuple[Disk, ...]:

@@ -24,7 +24,17 @@ from typing import Any
 
 from .errors import ConfigError, JournalError, LockedError
 from .events import Event
-from .journal import AuditRecord, BrakeState, HostState, ItemRecord, JobRecord, StepRecord, current_owner, owner_alive
+from .journal import (
+    AuditRecord,
+    BrakeState,
+    Disarmed,
+    HostState,
+    ItemRecord,
+    JobRecord,
+    StepRecord,
+    current_owner,
+    owner_alive,
+)
 from .states import TERMINAL, HostMode, ItemState, JobState, StepState
 
 SCHEMA = """
@@ -52,6 +62,8 @@ CREATE TABLE IF NOT EXISTS host_states (
     host TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL, since REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS storm_brake (
     id INTEGER PRIMARY KEY CHECK (id = 1), reason TEXT NOT NULL, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS ha_disarmed (
+    id INTEGER PRIMARY KEY CHECK (id = 1), reason TEXT NOT NULL, actor TEXT NOT NULL, since REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS slots (
     slot TEXT NOT NULL, holder TEXT NOT NULL, owner TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (slot, holder));
 CREATE TABLE IF NOT EXISTS definitions (
@@ -421,6 +433,19 @@ class SqliteJournal:
         rows = self._read("SELECT reason, since FROM storm_brake")
         return BrakeState(rows[0]["reason"], rows[0]["since"]) if rows else None
 
+    # ---------------------------------------------------------------- HA disarmed
+    def disarm(self, reason: str, actor: str) -> bool:
+        sql = "INSERT OR IGNORE INTO ha_disarmed (id, reason, actor, since) VALUES (1, ?, ?, ?)"
+        return self._write(sql, (reason, actor, time.time())).rowcount > 0
+
+    def arm(self) -> Disarmed | None:
+        held = self.disarmed()
+        return held if held is not None and self._write("DELETE FROM ha_disarmed", ()).rowcount > 0 else None
+
+    def disarmed(self) -> Disarmed | None:
+        rows = self._read("SELECT reason, actor, since FROM ha_disarmed")
+        return Disarmed(rows[0]["reason"], rows[0]["actor"], rows[0]["since"]) if rows else None
+
     # ---------------------------------------------------------------- slots
     def take_slot(self, slot: str, limit: int, holder: str) -> bool:
         with self._transaction() as db:
@@ -529,6 +554,8 @@ class SqliteJournal:
             yield "host", dict(r)
         for r in self._read("SELECT reason, since FROM storm_brake"):
             yield "brake", dict(r)
+        for r in self._read("SELECT reason, actor, since FROM ha_disarmed"):
+            yield "disarmed", dict(r)
         hosts = {r["host"]: r["ts"] for r in self._read("SELECT host, MAX(ts) AS ts FROM definitions GROUP BY host")}
         hosts |= {r["host"]: r["ts"] for r in self._read("SELECT host, ts FROM snapshots")}  # before 0.2: none
         for host, ts in sorted(hosts.items()):
@@ -613,6 +640,11 @@ class SqliteJournal:
         elif kind == "brake":
             db.execute(
                 "INSERT OR REPLACE INTO storm_brake (id, reason, since) VALUES (1, ?, ?)", (r["reason"], r["since"])
+            )
+        elif kind == "disarmed":
+            db.execute(
+                "INSERT OR REPLACE INTO ha_disarmed (id, reason, actor, since) VALUES (1, ?, ?, ?)",
+                (r["reason"], r["actor"], r["since"]),
             )
         elif kind == "definitions":
             db.execute("DELETE FROM definitions WHERE host = ?", (r["host"],))

@@ -15,6 +15,7 @@ from evac.appview import AppView
 from evac.connections import current
 from evac.errors import EvacError, Incomplete, NotFound
 from evac.fleet import host_views, survey
+from evac.guestrules import GuestSettings
 from evac.model import Guest
 from evac.placement import HostView, Policy, plan_drain
 from evac.states import Health, HostMode
@@ -32,7 +33,7 @@ def fleet(app: AppView) -> list[HostView]:
     states = app.journal.host_states()
     fenced = {h for h, s in states.items() if s.state == HostMode.FENCED}
     statuses, bridges = survey(app.inventory, current(), skip=fenced)
-    return host_views(app.inventory, statuses, states, bridges)
+    return host_views(app.inventory, statuses, states, bridges, GuestSettings.of(app.settings.sections))
 
 
 def chooser(app: AppView) -> Any:

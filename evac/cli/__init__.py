@@ -17,10 +17,10 @@ from .. import app as evac_app
 from ..app import App
 from ..errors import ConfigError, EvacError
 from ..plugins import plugin_manager
-from . import agent, doctor, failover, hosts, jobs, journal, lab, maintenance, plugins, runbooks, serve
+from . import agent, doctor, failover, ha, hosts, jobs, journal, lab, maintenance, plugins, rebalance, runbooks, serve
 from .parser import Parser
 
-COMMANDS = (lab, hosts, maintenance, jobs, failover, serve, agent, runbooks, plugins, journal, doctor)
+COMMANDS = (lab, hosts, maintenance, jobs, failover, ha, rebalance, serve, agent, runbooks, plugins, journal, doctor)
 
 
 def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:

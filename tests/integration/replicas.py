@@ -3,6 +3,7 @@ drive them: start them, find the leader, boot guests, and see where guests run."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +76,37 @@ class Replicas:
         offset = create_guest(self.lab, host, GuestSpec(name=name))
         self.guests.append(name)
         wait_console(self.lab, name, after=offset, timeout=300)
-        poll_until(lambda: name in self.journal.definitions(host), SETTLE, f"{name} in the snapshot of {host}")
+        self.wait(lambda: name in self.journal.definitions(host), f"{name} in the snapshot of {host}", host)
         return name
 
     def running(self, name: str) -> list[str]:
         return [h for h, (state, _) in placements(self.inventory, name).items() if state == "running"]
 
     def runs_once_elsewhere(self, name: str, not_on: str) -> str:
-        poll_until(lambda: len(self.running(name)) == 1, SETTLE, f"{name} running again")
+        self.wait(lambda: len(self.running(name)) == 1, f"{name} running again", not_on)
         (host,) = self.running(name)
         assert host != not_on
         return host
+
+    def wait(self, predicate: Callable[[], object], what: str, host: str) -> None:
+        """``poll_until`` for ``SETTLE``; a timeout says what the replicas did about ``host``."""
+        try:
+            poll_until(predicate, SETTLE, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.diagnosis(host)}") from None
+
+    def diagnosis(self, host: str, lines: int = 60) -> str:
+        """What a failed wait shows: the failovers of ``host`` with their events, and the
+        tail of every replica's log (a CI failure is read from its log alone)."""
+        parts = []
+        for job in [j for j in self.journal.jobs(20) if j.target == host]:
+            parts.append(f"job {job.id} {job.runbook} {job.state}: {job.error}")
+            parts += [f"  {event.kind} {event.item} {event.message}" for _, event in self.journal.events(job.id)][-15:]
+        for replica in self.hosts:
+            log = self.lab.host_dir(replica) / "log" / "serve.log"
+            tail = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+            parts += [f"--- {replica} serve.log", *tail]
+        return "\n".join(parts)
 
     def revive(self, host: str) -> None:
         """Power back on, replica included, and back in service."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from evac.domainxml import EVAC_NS, parse_guest
-from evac.model import Guest
+from evac.model import Guest, GuestRules, Readiness
 
 XML = f"""<domain type='qemu'>
   <name>web1</name><uuid>u-1</uuid>
@@ -41,3 +41,17 @@ def test_bridge_interface_and_mtu_are_read() -> None:
 def test_priority_and_groups_come_from_evac_metadata() -> None:
     g = guest()
     assert (g.priority, g.anti_affinity) == (7, ("web",))
+
+
+def rules_of(attributes: str) -> GuestRules:
+    xml = f"<domain><name>g</name><metadata><evac:guest xmlns:evac='{EVAC_NS}' {attributes}/></metadata></domain>"
+    return parse_guest(xml, "host1", "running", True, lambda _: True).rules
+
+
+def test_placement_and_restart_rules_come_from_evac_metadata() -> None:
+    found = rules_of('hosts="host1, host2" prefer="host2" after="db,dns" ready="echo" ha-protected="no"')
+    assert found == GuestRules(("host1", "host2"), ("host2",), ("db", "dns"), Readiness.ECHO, False)
+
+
+def test_rules_the_metadata_spells_wrong_count_as_not_said() -> None:
+    assert rules_of('ready="soon" ha-protected="perhaps"') == GuestRules()

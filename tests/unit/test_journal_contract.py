@@ -302,6 +302,18 @@ def test_the_brake_holds_until_released_from_any_controller(controllers: Control
     assert a.brake() is None and not a.release_brake()
 
 
+def test_ha_stays_disarmed_for_every_controller_until_one_arms_it(controllers: Controllers) -> None:
+    a, b = controllers.start(), controllers.start()
+    assert a.disarmed() is None and a.arm() is None
+    assert a.disarm("cluster-wide switch firmware", "cli:alice")
+    assert not b.disarm("a later reason", "cli:bob")
+    held = b.disarmed()
+    assert held is not None and (held.reason, held.actor) == ("cluster-wide switch firmware", "cli:alice")
+    armed = b.arm()
+    assert armed is not None and armed.reason == "cluster-wide switch firmware"
+    assert a.disarmed() is None and a.arm() is None
+
+
 def test_a_slot_admits_up_to_its_limit_across_controllers(controllers: Controllers) -> None:
     a, b = controllers.start(), controllers.start()
     assert a.take_slot("in:host2", 2, "1:vm1")
