@@ -91,3 +91,8 @@ class EventKind(StrEnum):
     CLUSTER_UNAVAILABLE = "cluster.unavailable"  # etcd lost: nothing is fenced or restarted
     CLUSTER_AVAILABLE = "cluster.available"  # etcd answers again
     GUEST_LEFT_STOPPED = "guest.left_stopped"  # a guest's QEMU died more often than its restart policy allows
+    HA_DISARMED = "ha.disarmed"  # HA disarmed cluster-wide: observe and alert, never fence or restart
+    HA_ARMED = "ha.armed"  # HA armed again: every host is judged again at once
+    HA_HELD = "ha.held"  # something HA would have done (a failover, a restart) not done: disarmed
+    HA_RESERVE_BROKEN = "ha.reserve_broken"  # the fleet can no longer restart every protected guest
+    HA_RESERVE_RESTORED = "ha.reserve_restored"
