@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
     run.add_argument("runbook", help="a runbook name (evac runbook list) or a YAML file")
     run.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("--target", default="", help="what the job is about (shown in status; default: none)")
-    _run_options(run)
+    run_options(run)
     run.set_defaults(func=cmd_run)
 
     evacuate = sub.add_parser("evacuate", help="drain a host (runs the maintenance runbook)")
@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     evacuate.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     evacuate.add_argument("--force", action="store_true", help="drain even if the host is already in maintenance")
     evacuate.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE", help="runbook params")
-    _run_options(evacuate)
+    run_options(evacuate)
     evacuate.set_defaults(func=cmd_evacuate)
 
     status = sub.add_parser("status", help="running jobs, or one job in detail")
@@ -63,10 +63,22 @@ def register(sub: Any) -> None:
     approve.set_defaults(func=cmd_approve)
 
 
-def _run_options(parser: argparse.ArgumentParser) -> None:
+def run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="plan every step, change nothing")
     parser.add_argument("--approve", action="store_true", help="approve this job's approval gates up front")
     parser.add_argument("--json", action="store_true", help="print the result as JSON, no progress")
+
+
+def confirmed(args: argparse.Namespace, question: str, command: str) -> bool:
+    """A person says yes at a terminal; elsewhere ``--yes`` (or ``--dry-run``) is required."""
+    if args.dry_run or args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{command}: confirm with --yes (or look first with --dry-run)")
+    if input(f"{question} [y/N] ").strip().lower() in ("y", "yes"):
+        return True
+    console.print("not started")
+    return False
 
 
 def actor() -> Actor:
@@ -91,13 +103,8 @@ def cmd_evacuate(args: argparse.Namespace) -> int:
     given = parse_cli_params(app.runbook_file(runbook), args.param)
     if note:
         console.print(note)
-    if not (args.dry_run or args.yes):
-        if not sys.stdin.isatty():
-            raise ConfigError("evacuate: confirm with --yes (or look first with --dry-run)")
-        answer = input(f"Evacuate {host} with runbook '{runbook}'? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            console.print("not started")
-            return 1
+    if not confirmed(args, f"Evacuate {host} with runbook '{runbook}'?", "evacuate"):
+        return 1
     started = app.jobs.evacuate(
         host, actor(), args.reason, given, force=args.force, dry_run=args.dry_run, runbook=runbook
     )
