@@ -1,7 +1,7 @@
 """``evac agent``: runs on every host, holds its lease in etcd and feeds its watchdog.
 
 The agent is how a host without a BMC evac can reach is fenced: it feeds the host's
-watchdog only while :func:`evac.selffence.may_feed` allows, so a host cut off from etcd
+watchdog only while :func:`evac.selffence.feeds` allows, so a host cut off from etcd
 and from its peers resets itself, and the leader can count it fenced after the timings
 in :mod:`evac.selffence`. It also publishes what it sees (libvirtd alive, its guests'
 states, which peers answer), and reports a guest whose QEMU died so the leader restarts
@@ -17,6 +17,13 @@ then the watchdog is disarmed: a disarmed host is never counted as fenced. When 
 cannot take the ``stopped`` record, the watchdog is left armed and resets the host,
 since nothing else would make the leader's count sound. A crashed agent does not
 disarm either: its watchdog resets the host, and that is the point.
+
+While HA is disarmed (``evac ha disarm``, the journal's ``disarmed`` key) the agent feeds
+whatever happens. It looks at that key every second while it holds its lease, and its
+state record acknowledges what it saw (``"ha": "armed"|"disarmed"``), in the order that
+keeps the leader's count sound (:func:`evac.selffence.mode_while_acknowledging`). Every
+write of that record is a compare-and-swap on its last revision, so a write of its own
+that etcd applies late can never undo a newer one.
 """
 
 from __future__ import annotations
@@ -30,24 +37,46 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .agentpeers import PeerAsker, peer_app
 from .agents import RUNNING, STOPPED, UNARMED, AgentState, guestdown_key, live_key, state_key
 from .config import AgentSettings
 from .errors import ConfigError, EvacError, JournalError
-from .etcdclient import Cluster, EtcdSettings
+from .etcdclient import Cluster, EtcdSettings, mod_revision_is, put_op
 from .etcdsession import Session
 from .fleet import reachable
 from .hypervisor import Hypervisor
 from .inventory import HostSpec, Inventory
-from .selffence import may_feed
+from .selffence import Acknowledged, HaMode, feeds, mode_while_acknowledging
 from .watchdog import Watchdog
 from .web import WebServer, WebSettings
 
 log = logging.getLogger("evac.agent")
 STOP_RECORD_TRIES = 5  # attempts at recording "stopped" before leaving the watchdog armed
 PEER_PROBE_EVERY = 5.0  # seconds between checks of which peers' ports answer
+HA_EVERY = 1.0  # seconds between looks at the journal's disarmed key (evac/etcdjournal.py)
+
+
+def disarmed_key(prefix: str) -> str:
+    """The journal's record of HA disarmed (``EtcdJournal.disarm``): present while disarmed."""
+    return f"{prefix}disarmed"
+
+
+def acknowledged(cluster: Cluster, prefix: str, host: str) -> Acknowledged:
+    """What ``host``'s agent record acknowledges of HA, with the record's revision."""
+    kv = cluster.get(state_key(prefix, host))
+    return Acknowledged.parse(kv.value if kv else None, kv.mod_revision if kv else 0)
+
+
+def acknowledgments(cluster: Cluster, prefix: str) -> dict[str, tuple[str, Acknowledged]]:
+    """Every agent's state (running, stopped, unarmed) and what it acknowledges of HA, in one read."""
+    found = {}
+    for kv in cluster.range(f"{prefix}agents/state/"):
+        host = unquote(kv.key.removeprefix(f"{prefix}agents/state/"))
+        state = AgentState.parse(host, kv.value, kv.mod_revision)
+        found[host] = (state.state if state else "unreadable", Acknowledged.parse(kv.value, kv.mod_revision))
+    return found
 
 
 def host_address(spec: HostSpec) -> str:
@@ -101,6 +130,11 @@ class Agent:
         self.unarmed = False  # feeding failed: recorded, so the leader does not count the watchdog
         self.decision = ""  # why the watchdog is (not) fed, for the log and tests
         self.feeding = False
+        self.ha = HaMode.ARMED  # how it feeds: self-fencing until it sees HA disarmed
+        self.acknowledged = HaMode.ARMED  # what its state record says of HA (written with every record)
+        self._record_lock = threading.Lock()  # one write of the state record at a time
+        self._revision: int | None = None  # the record's revision after its last write; None: read it first
+        self._last: tuple[str, str, float] = (RUNNING, "", 0.0)  # (state, reason, timeout) last recorded
 
     # ---------------------------------------------------------------- lifecycle
     def start(self, wait_for_etcd: float = float("inf"), stopping: threading.Event | None = None) -> bool:
@@ -143,9 +177,10 @@ class Agent:
         if not self._record(RUNNING, f"watchdog armed, {armed:g} s", armed, tries=None):
             return False  # stopping: stop() records stopped and disarms
         self.running = True
-        thread = threading.Thread(target=self._observe_loop, name="agent-observe", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        for target, name in ((self._observe_loop, "agent-observe"), (self._ha_loop, "agent-ha")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
         log.info("agent %s: lease %x, watchdog %g s armed, running", self.host.name, self.session.id, armed)
         return True
 
@@ -191,9 +226,41 @@ class Agent:
         return self.reaches_etcd()
 
     def decide(self) -> tuple[bool, str]:
-        holds = self.reaches_etcd()
-        answers = {} if holds else self.asker.ask_all()
-        return may_feed(holds, answers, len(self.asker.peers))
+        holds = self.reaches_etcd()  # asked while disarmed too: a lost lease is replaced
+        mode = self.ha
+        answers = {} if holds or mode is HaMode.DISARMED else self.asker.ask_all()
+        return feeds(mode, holds, answers, len(self.asker.peers))
+
+    # ---------------------------------------------------------------- HA
+    def _ha_loop(self) -> None:
+        while not self._stop.wait(min(HA_EVERY, self.timings.lease_ttl / 3)):
+            try:
+                self.follow_ha()
+            except Exception:  # the loop must live on: it is how an arm is seen
+                log.exception("agent %s: following HA", self.host.name)
+
+    def follow_ha(self) -> None:
+        """Look at the journal's disarmed key, while the lease holds (an agent cut off keeps
+        the mode it last saw), and acknowledge a change in the order that keeps the leader's
+        count sound: armed at once, then recorded; disarmed once recorded."""
+        if not self.session.valid(self.timings.session_margin):
+            return
+        try:
+            seen = HaMode.DISARMED if self.cluster.get(disarmed_key(self.prefix)) is not None else HaMode.ARMED
+        except JournalError as exc:
+            log.debug("agent %s: reading whether HA is disarmed: %s", self.host.name, exc)
+            return
+        if seen == self.ha == self.acknowledged:
+            return
+        self.ha = mode_while_acknowledging(self.ha, seen)
+        state, reason, timeout = self._last
+        if not self._record(state, reason, timeout, tries=1, ha=seen):
+            return  # looked at again next round
+        self.ha = seen
+        if seen is HaMode.DISARMED:
+            log.warning("agent %s: HA disarmed: the watchdog is fed whatever happens", self.host.name)
+        else:
+            log.info("agent %s: HA armed: the watchdog is fed only while this host is healthy", self.host.name)
 
     def _feed_loop(self) -> None:
         while not self._stop.wait(self.timings.feed_every):
@@ -223,15 +290,19 @@ class Agent:
             self.unarmed = not self._record(RUNNING, "feeding works again", self.armed_timeout, tries=1)
 
     # ---------------------------------------------------------------- etcd
-    def _record(self, state: str, reason: str, timeout: float, tries: int | None) -> bool:
-        """Write the state record; ``tries=None`` keeps trying until it works or the agent stops."""
+    def _record(self, state: str, reason: str, timeout: float, tries: int | None, ha: HaMode | None = None) -> bool:
+        """Write the state record, with what it acknowledges of HA (``ha``, else what the
+        record says now); ``tries=None`` keeps trying until it works or the agent stops."""
         margin = self.timings.minimum_margin()
-        record = AgentState(self.host.name, state, timeout, os.getpid(), time.time(), reason, margin).record()
         attempt = 0
         while tries is not None or not self._stop.is_set():
             attempt += 1
             try:
-                self.cluster.put(state_key(self.prefix, self.host.name), record)
+                with self._record_lock:
+                    mode = ha or self.acknowledged
+                    fields = AgentState(self.host.name, state, timeout, os.getpid(), time.time(), reason, margin)
+                    self._swap(json.dumps({**json.loads(fields.record()), "ha": str(mode)}))
+                    self.acknowledged, self._last = mode, (state, reason, timeout)
                 return True
             except JournalError as exc:
                 log.warning("agent %s: recording '%s' in etcd: %s", self.host.name, state, exc)
@@ -239,6 +310,23 @@ class Agent:
                     return False
                 time.sleep(min(1.0, self.timings.lease_ttl / 3))
         return False
+
+    def _swap(self, record: str) -> None:
+        """Put the state record if it is still the one this agent last wrote: a put of its
+        own that timed out here but reaches etcd later then finds the revision moved."""
+        key = state_key(self.prefix, self.host.name)
+        try:
+            if self._revision is None:
+                kv = self.cluster.get(key)
+                self._revision = kv.mod_revision if kv else 0
+            done = self.cluster.txn([mod_revision_is(key, self._revision)], [put_op(key, record)])
+        except JournalError:
+            self._revision = None  # the put may land yet: read the revision again first
+            raise
+        if not done.succeeded:
+            self._revision = None
+            raise JournalError(f"{key} was rewritten meanwhile (a controller marked it?): read again")
+        self._revision = done.revision
 
     def _publish(self) -> bool:
         """The live key under the current lease, when the lease or the view changed; whether

@@ -92,6 +92,10 @@ class StepTimeout(EvacError):
     """A step ran past its ``timeout``."""
 
 
+class HaDisarmed(ConfigError):
+    """An automatic failover refused while HA is disarmed: ``evac ha arm`` resumes them."""
+
+
 ERROR_CLASSES: dict[str, type[EvacError]] = {
     cls.__name__: cls
     for cls in (
@@ -111,5 +115,6 @@ ERROR_CLASSES: dict[str, type[EvacError]] = {
         Cancelled,
         Incomplete,
         StepTimeout,
+        HaDisarmed,
     )
 }

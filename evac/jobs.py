@@ -10,6 +10,8 @@ the rules live in one place and apply the same way whoever asks:
 - a manual fence is refused while the host still answers on its libvirt port;
 - a guest whose QEMU died is restarted in place, relocated or left stopped with an alert,
   as its restart policy says (:meth:`Jobs.guest_failed`);
+- while HA is disarmed (:meth:`Jobs.disarm`) no automatic failover starts and no guest is
+  restarted: each is an alert instead; an operator's own failover still runs;
 - every start, refusal, cancel and approval is audited with the channel and who asked.
 
 Running a job is the caller's choice: :meth:`Jobs.run` in the calling thread (the CLI,
@@ -35,6 +37,7 @@ from .errors import (
     ConfigError,
     EvacError,
     FencingError,
+    HaDisarmed,
     HostUnreachable,
     JournalError,
     LockedError,
@@ -46,7 +49,7 @@ from .fencing import FenceResult, fence_host
 from .fleet import reachable
 from .hypervisor import Hypervisor
 from .inventory import HostSpec
-from .journal import BrakeState, JobRecord, Journal
+from .journal import BrakeState, Disarmed, JobRecord, Journal
 from .model import Guest
 from .plugins import notify
 from .restartpolicy import Attempt, HaSettings, Recovery, RestartPolicy, decide
@@ -79,6 +82,7 @@ class Channel(StrEnum):
 
 
 AUTOMATIC = (Channel.MONITOR, Channel.ALERTMANAGER)  # failovers no person asked for
+MAX_REASON = 300  # characters of a reason for disarming HA: one line in Slack, the CLI and /healthz
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,14 @@ class Jobs:
         ``evac doctor`` passed its safety checks, unless ``monitor.require_doctor: false``;
         an operator's explicit failover is theirs to decide."""
         spec = self.app.inventory.host(host)
+        held = self.app.journal.disarmed() if actor.channel in AUTOMATIC else None
+        if held is not None:
+            disarmed = HaDisarmed(
+                f"{spec.name}: not failed over: HA is disarmed ({_disarmed_by(held)}); `evac ha arm` resumes "
+                f"automatic failover, `evac evacuate {spec.name}` fails it over by hand"
+            )
+            self.refused(actor, "failover", spec.name, disarmed)
+            raise disarmed
         if actor.channel in AUTOMATIC and self.app.settings.monitor.require_doctor:
             safe, why = safe_to_fence(self.app.journal, spec.name)
             if not safe:
@@ -239,11 +251,14 @@ class Jobs:
         """What a monitor does with a host it found dead: one failover job (the host's lock
         keeps it one), run here or in the background. A failover that cannot start for any
         other reason than that lock is an alert: a dead host nobody fails over must not be
-        a line in a debug log."""
+        a line in a debug log. While HA is disarmed it is an alert saying so (``ha.held``)."""
         try:
             started = self.fail_over(host, Actor(Channel.MONITOR), reason, checks=1)
         except LockedError as exc:
             log.info("failover of %s not started: %s", host, exc)
+            return
+        except HaDisarmed as exc:
+            self._announce(EventKind.HA_HELD, host, str(exc), {"host": host, "level": "alert"})
             return
         except EvacError as exc:
             message = f"{host} is down ({reason}) but its failover could not start: {exc}"
@@ -267,12 +282,21 @@ class Jobs:
 
         None when nothing starts: the guest runs again or is gone (a second report of one
         death), its host's own flow owns its guests (in maintenance, fenced, being failed
-        over, unreachable), a job already recovers it (the runbook's lock), or it is left
-        stopped."""
+        over, unreachable), a job already recovers it (the runbook's lock), it is left
+        stopped, or HA is disarmed (an alert says so; nothing else is done)."""
         actor = actor or Actor(Channel.MONITOR)
         spec = self.app.inventory.host(host)
         found = self._stopped_guest(spec, guest, actor)
         if found is None:
+            return None
+        held = self.app.journal.disarmed()
+        if held is not None:
+            why = HaDisarmed(
+                f"HA disarmed ({_disarmed_by(held)}): {guest} died on {spec.name} ({reason}) and is not restarted; "
+                "it is once HA is armed (`evac ha arm`), unless it was started by hand meanwhile"
+            )
+            self.refused(actor, "guest.recover", guest, why)
+            self._announce(EventKind.HA_HELD, guest, str(why), {"host": spec.name, "guest": guest, "level": "alert"})
             return None
         ha = HaSettings.of(self.app.settings.sections)
         try:
@@ -510,6 +534,56 @@ class Jobs:
         over the hosts it held back); what was released, or None when it was not engaged."""
         return release_held(self.app.journal, str(actor))
 
+    # ---------------------------------------------------------------- HA armed or not
+    def disarm(self, actor: Actor, reason: str) -> bool:
+        """Disarm HA across the cluster: monitors keep watching and alerting, but no host is
+        fenced or failed over automatically, no guest is restarted, and the agents feed
+        their watchdogs whatever happens. False when it was disarmed already (the first
+        reason stands, and nothing is audited). ``reason`` is one line."""
+        reason = reason.strip()
+        problem = _reason_problem(reason)
+        if problem:
+            refusal = ConfigError(f"ha disarm: reason: {problem}")
+            self.refused(actor, "ha.disarm", "fleet", refusal)
+            raise refusal
+        if not self.app.journal.disarm(reason, str(actor)):
+            return False
+        self.app.journal.audit(str(actor), "ha.disarm", "fleet", {"reason": reason})
+        message = (
+            f"HA disarmed by {actor}: {reason or 'no reason given'}. Hosts that go down are reported, never fenced "
+            "or failed over; guests whose QEMU dies are not restarted; agents feed their watchdogs whatever happens"
+        )
+        data = {"actor": str(actor), "reason": reason, "since": time.time(), "level": "alert"}
+        self._announce(EventKind.HA_DISARMED, str(actor), message, data)
+        return True
+
+    def arm(self, actor: Actor) -> Disarmed | None:
+        """Arm HA again; what was disarmed, or None when it was armed (nothing audited). A
+        running monitor judges every host again at once: those down now are failed over,
+        and the guests that died meanwhile are restarted (``evac serve``)."""
+        held = self.app.journal.arm()
+        if held is None:
+            return None
+        self.app.journal.audit(
+            str(actor), "ha.arm", "fleet", {"disarmed_by": held.actor, "reason": held.reason, "since": held.since}
+        )
+        message = (
+            f"HA armed by {actor} (disarmed for {_duration(time.time() - held.since)} by {_disarmed_by(held)}): "
+            "hosts down now are failed over, and agents self-fence again"
+        )
+        data = {"actor": str(actor), "was": held.reason, "disarmed_by": held.actor, "since": held.since}
+        self._announce(EventKind.HA_ARMED, str(actor), message, data)
+        return held
+
+    def _announce(self, kind: EventKind, item: str, message: str, data: dict[str, Any]) -> None:
+        """An event no job owns: to the journal when it answers, to every observer anyway."""
+        event = Event(kind, 0, item=item, message=message, data=data)
+        try:
+            self.app.journal.add_event(event)
+        except JournalError as exc:
+            log.warning("journal did not record %s (%s): %s", kind, message, exc)
+        notify(self.app.pm, event)
+
     # ---------------------------------------------------------------- fencing
     def fence(self, host: str, actor: Actor) -> FenceResult:
         """Power a host off through its fence chain, and record it fenced."""
@@ -545,3 +619,25 @@ def host_flow(journal: Journal, host: str, failover: str) -> str:
     if any(job.runbook == failover and job.target == host for job in journal.unfinished_jobs()):
         return f"{host} is being failed over"
     return ""
+
+
+def _reason_problem(reason: str) -> str:
+    """Why ``reason`` cannot be a reason for disarming HA, or "": it is shown on one line."""
+    if "\n" in reason or "\r" in reason:
+        return "one line expected (it is shown in Slack, `evac ha status` and /healthz)"
+    if len(reason) > MAX_REASON:
+        return f"{len(reason)} characters, at most {MAX_REASON} expected; say the rest in the ticket it names"
+    return ""
+
+
+def _disarmed_by(held: Disarmed) -> str:
+    return f"by {held.actor}: {held.reason or 'no reason given'}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

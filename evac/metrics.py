@@ -92,6 +92,21 @@ class Metrics:
         )
         available.set_function(lambda: float(coordination.status().get("etcd", "ok") == "ok"))
 
+    def watch_ha(self, journal: Journal) -> None:
+        """Whether HA is armed, read from the journal at each scrape: an arm or a disarm from
+        any process (the CLI, Slack, another replica) shows at once."""
+        armed = Gauge(
+            "evac_ha_armed", "1 while HA is armed, 0 while disarmed (`evac ha disarm`)", registry=self.registry
+        )
+
+        def read() -> float:
+            try:
+                return 0.0 if journal.disarmed() else 1.0
+            except JournalError:
+                return math.nan  # unknown while etcd is unavailable
+
+        armed.set_function(read)
+
     def text(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -18,12 +18,17 @@ A host in maintenance is watched but never failed over; a fenced host that comes
 has its stale definitions of guests now running elsewhere removed, and stays out of
 service until an operator enables it. Saving guests' definitions while hosts are up is
 not the monitor's job: it runs whether or not the monitor does.
+
+While HA is disarmed (``evac ha disarm``) every host is watched and reported as ever,
+and one that goes down is an alert (``ha.held``) instead of a failover; once HA is
+armed again, the hosts down then are judged at once, as when the storm brake is released.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
 import weakref
@@ -51,9 +56,10 @@ from .evidence import (
 from .fencing import agent_for
 from .fleet import answers, reachable, snapshot
 from .health import HostHealth
+from .hooks import hookimpl
 from .hypervisor import Hypervisor
 from .inventory import HostSpec
-from .journal import HostState
+from .journal import Disarmed, HostState
 from .model import Guest
 from .plugins import notify
 from .states import EventKind, Health, HostMode
@@ -168,6 +174,11 @@ class Monitor:
         held = app.journal.brake()
         if held:  # an engaged brake holds across restarts until an operator releases it
             self.brake.engaged, self.brake.reason = True, held.reason
+        try:
+            self.disarmed: Disarmed | None = app.journal.disarmed()  # as this monitor last knew it
+        except JournalError:
+            self.disarmed = None  # etcd away: each failover reads it again before it starts
+        self._ha = HaFollower(self)
         self._probe = probe or (lambda spec: answers(spec, settings.probe_timeout))
         self._connect_to = connect or (lambda spec: connect_libvirt(spec, settings))
         self._connect_quiet = connect or (lambda spec: connect_libvirt(spec, settings, keepalive=False))
@@ -212,6 +223,7 @@ class Monitor:
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
         _RUNNING.add(self)
+        self.app.pm.register(self._ha, name=f"evac.monitor.ha.{id(self)}")
         for name, health in self.health.items():
             self.coordination.publish(name, health.state, health.reason)
         for spec in self.app.inventory.hosts:
@@ -223,9 +235,15 @@ class Monitor:
         self._threads.append(thread)
         if self.brake.engaged:
             self._emit(EventKind.MONITOR_STORM_BRAKE, "", f"still engaged: {self.brake.reason}")
+        if self.disarmed is not None:
+            held = self.disarmed
+            message = f"HA still disarmed: {_held(held)}"
+            self._record(Event(EventKind.HA_DISARMED, 0, item=held.actor, message=message, data=_ha_data(held)))
 
     def stop(self) -> None:
         _RUNNING.discard(self)
+        if self.app.pm.is_registered(self._ha):
+            self.app.pm.unregister(self._ha)
         self._stop.set()
         with self._lock:
             wakes = list(self._wakes)
@@ -268,9 +286,48 @@ class Monitor:
                 )
                 for host in held_back:
                     self._spawn_fail_over(host, f"{self.health[host].reason} (after the storm brake was released)")
+            self._follow_ha()
+
+    def _follow_ha(self) -> None:
+        """HA armed or disarmed by another process (the CLI, another replica): this process's
+        observers hear of it (the journal has its event already), and this monitor acts on it."""
+        try:
+            now = self.app.journal.disarmed()
+        except JournalError:
+            return
+        with self._lock:
+            changed = (now is None) != (self.disarmed is None)
+        if not changed:
+            return
+        if now is None:
+            data: dict[str, object] = {"actor": "", "was": ""}  # who and what: in the other process's event
+            event = Event(EventKind.HA_ARMED, 0, message="HA armed (seen in the journal)", data=data)
+        else:
+            message = f"HA disarmed: {_held(now)}"
+            event = Event(EventKind.HA_DISARMED, 0, item=now.actor, message=message, data=_ha_data(now))
+        self._ha_changed(now)
+        notify(self.app.pm, event)
+
+    def _ha_changed(self, disarmed: Disarmed | None) -> None:
+        """HA armed or disarmed, as told by an event or seen in the journal. Arming judges
+        every host down now at once, as if it had just gone down: counted together by the
+        storm brake (many hosts down then is what the brake is for), then failed over."""
+        with self._lock:
+            armed = self.disarmed is not None and disarmed is None
+            self.disarmed = disarmed
+        if not armed:
+            return
+        held_back = self._held_back()
+        at = time.monotonic()
+        allowed = [host for host in held_back if not self._braked(host, at, None)]
+        if allowed:
+            log.info("HA armed: failing over %s", ", ".join(allowed))
+        for host in allowed:
+            self._spawn_fail_over(host, f"{self.health[host].reason} (after HA was armed)")
 
     def _held_back(self) -> list[str]:
-        """Hosts down now that the brake kept from failover: releasing it is the operator's go."""
+        """Hosts down now that the brake or a disarm kept from failover: releasing the brake,
+        or arming, is the operator's go."""
         try:
             states = self.app.journal.host_states()
         except JournalError:
@@ -284,12 +341,16 @@ class Monitor:
 
     # ---------------------------------------------------------------- one host
     def _watch(self, spec: HostSpec) -> None:
+        """The host's one thread: it polls the host's watches, and weighs what they push (a
+        libvirt close, on libvirt's event thread) too, so the host's evidence is weighed in
+        order, and a slow journal write never holds up libvirt's event loop."""
         wake = threading.Event()
+        pushed: queue.SimpleQueue[Evidence] = queue.SimpleQueue()
         with self._lock:
             self._wakes.append(wake)
 
         def report(evidence: Evidence) -> None:
-            self._take(spec, evidence)
+            pushed.put(evidence)
             wake.set()
 
         watches: list[Watch] = []
@@ -305,6 +366,8 @@ class Monitor:
         try:
             while not self._stop.is_set():
                 wake.clear()  # before looking: a push from here on wakes the next wait
+                while not pushed.empty():
+                    self._take(spec, pushed.get_nowait())
                 if self._hushed(spec, vouching) != quiet:
                     quiet = not quiet
                     for watch in hushable:
@@ -431,16 +494,21 @@ class Monitor:
         with self._lock:
             health = self.health[host]
             was = health.state
+            before = health.latest.get(evidence.source)
             changed = health.observe(evidence)
-            if changed is None:
-                return
+            flipped = was is not Health.UP and before is not None and before.verdict != evidence.verdict
+            reason = health.reason
             if changed is Health.DOWN:
                 self._deciding.add(host)
-            self._changed.notify_all()
-            reason = health.reason
+            if changed is not None:
+                self._changed.notify_all()
+        if flipped:  # why a host in doubt stays in doubt, or leaves it
+            log.info("%s: %s now says %s (%s)", host, evidence.source, evidence.verdict, evidence.detail)
+        if changed is None:
+            return
         if changed is not Health.DOWN:
+            self._publish(host, changed, reason)
             self._emit(HEALTH_EVENTS[changed], host, reason)
-            self.coordination.publish(host, changed, reason)
             if changed is Health.UP and was is Health.DOWN:
                 self._back_without_agent(host)
             return
@@ -464,23 +532,62 @@ class Monitor:
             self._tell_down(host, reason)
             self._emit(EventKind.HOST_IGNORED, host, f"{host} is in {exempt}: no failover")
             return
+        held = self._disarmed_now()
+        if held is not None:  # nor counted by the brake: arming judges it again, and counts it then
+            self._tell_down(host, reason)
+            self._hold(host, held)
+            return
+        if self._braked(host, at, reason):
+            return
+        self._spawn_fail_over(host, reason)
+
+    def _braked(self, host: str, at: float, reason: str | None) -> bool:
+        """Count a host down towards the storm brake (and tell it down, given its ``reason``);
+        True when the brake holds it back, which is said and journaled."""
         with self._lock:
             allowed = self.brake.host_down(host, at, len(self.health))
-        if allowed:
-            self._tell_down(host, reason)
-        else:
+        if not allowed:
             try:
                 self.app.journal.engage_brake(self.brake.reason)
             except JournalError as exc:  # held in this process; the journal is told when it can be
                 log.error("storm brake engaged but not journaled: %s", exc)
+        if reason is not None:
             self._tell_down(host, reason)
+        if not allowed:
             self._emit(EventKind.MONITOR_STORM_BRAKE, host, self.brake.reason)
-            return
-        self._spawn_fail_over(host, reason)
+        return not allowed
+
+    def _disarmed_now(self) -> Disarmed | None:
+        """Whether HA is disarmed, read anew; while the journal does not answer, what this
+        monitor last knew (the failover reads it again before it starts)."""
+        try:
+            return self.app.journal.disarmed()
+        except JournalError:
+            with self._lock:
+                return self.disarmed
+
+    def _hold(self, host: str, held: Disarmed) -> None:
+        """While HA is disarmed a host down is an alert, not a failover."""
+        self._emit(
+            EventKind.HA_HELD,
+            host,
+            f"HA disarmed: {host} not failed over ({_held(held)}); `evac ha arm` fails it over",
+            {"host": host, "level": "alert"},
+        )
 
     def _tell_down(self, host: str, reason: str) -> None:
+        self._publish(host, Health.DOWN, reason)
         self._emit(HEALTH_EVENTS[Health.DOWN], host, reason)
-        self.coordination.publish(host, Health.DOWN, reason)
+
+    def _publish(self, host: str, state: Health, reason: str) -> None:
+        """Tell the other replicas, unless the host has changed state since: a transition
+        whose thread was held up (the libvirt event thread waiting on an etcd write while
+        the host's own watch went on) must not overwrite a newer view with its older one,
+        or the replicas never agree a dead host is down. Before the journal's event, so a
+        slow etcd write never delays the agreement."""
+        with self._lock:
+            if self.health[host].state is state:
+                self.coordination.publish(host, state, reason)
 
     def _back_without_agent(self, host: str) -> None:
         """A host back from the dead whose agent holds no lease runs without a watchdog that
@@ -540,6 +647,10 @@ class Monitor:
             if engaged:  # engaged meanwhile, here or by another replica
                 self._emit(EventKind.MONITOR_STORM_BRAKE, host, f"{host} not failed over: {self.brake.reason}")
                 return None
+            disarmed = self._disarmed_now()
+            if disarmed is not None:  # disarmed meanwhile
+                self._hold(host, disarmed)
+                return None
             agreement = self.coordination.agreed_down(host)
             if agreement.ok:
                 return agreement.why
@@ -549,15 +660,48 @@ class Monitor:
             self._stop.wait(self.settings.interval)
         return None
 
-    def _emit(self, kind: EventKind, host: str, message: str) -> None:
-        event = Event(kind, 0, item=host, message=message, data={"host": host})
+    def _emit(self, kind: EventKind, host: str, message: str, data: Mapping[str, object] | None = None) -> None:
+        self._record(Event(kind, 0, item=host, message=message, data={"host": host, **(data or {})}))
+
+    def _record(self, event: Event) -> None:
+        """To the journal when it answers, to every observer anyway."""
         try:
             self.app.journal.add_event(event)
         except JournalError as exc:
-            log.warning("journal did not record %s (%s): %s", kind, message, exc)
+            log.warning("journal did not record %s (%s): %s", event.kind, event.message, exc)
         except Exception:
-            log.exception("journal failed to record %s", kind)
+            log.exception("journal failed to record %s", event.kind)
         notify(self.app.pm, event)
+
+
+class HaFollower:
+    """Tells a monitor at once of HA armed or disarmed in its own process (Slack, the REST
+    API): ``Jobs.arm`` announces it as an event. Other processes' are read from the journal."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = weakref.ref(monitor)
+
+    @hookimpl
+    def evac_event(self, event: Event) -> None:
+        monitor = self.monitor()
+        if monitor is None or event.job_id or event.kind not in (EventKind.HA_ARMED, EventKind.HA_DISARMED):
+            return
+        if event.kind == EventKind.HA_ARMED:
+            monitor._ha_changed(None)
+            return
+        data = event.data
+        monitor._ha_changed(
+            Disarmed(str(data.get("reason", "")), str(data.get("actor", "")), float(data.get("since", event.ts)))
+        )
+
+
+def _held(held: Disarmed) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.since))
+    return f"by {held.actor} since {since}: {held.reason or 'no reason given'}"
+
+
+def _ha_data(held: Disarmed) -> dict[str, object]:
+    return {"actor": held.actor, "reason": held.reason, "since": held.since}
 
 
 _RUNNING: weakref.WeakSet[Monitor] = weakref.WeakSet()

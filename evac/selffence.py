@@ -19,12 +19,22 @@ watchdog later than the deletion suggests (:meth:`Timings.needed_margin`):
 
 The lease's own renewal delay needs no allowance: an agent judges its lease by the time
 it *sent* its last answered keepalive, which is never later than etcd's.
+
+While HA is disarmed (``evac ha disarm``) an agent feeds whatever happens, so its
+watchdog fences nothing. Whether an agent self-fences is its :class:`HaMode`, and its
+state record in etcd acknowledges it. Arming takes effect before its acknowledgment is
+written, disarming only after (:func:`mode_while_acknowledging`): a record that says
+``armed`` never stands for an agent that feeds whatever happens. The leader counts a
+watchdog fence only under such a record, unchanged while it judged
+(:func:`watchdog_counts`); any rewrite of the record restarts its count.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .etcdsession import safety_margin
 
@@ -122,3 +132,66 @@ def may_feed(holds_lease: bool, answers: Mapping[str, PeerAnswer], peers: int) -
     if silent:
         parts.append(f"no answer from {', '.join(silent)}")
     return False, "; ".join(parts)
+
+
+class HaMode(StrEnum):
+    """How an agent treats its watchdog, as it last saw HA (the journal's ``disarmed`` key)."""
+
+    ARMED = "armed"  # it self-fences: feeds only as :func:`may_feed` allows
+    DISARMED = "disarmed"  # it feeds whatever happens (``evac ha disarm``)
+
+
+def feeds(mode: HaMode, holds_lease: bool, answers: Mapping[str, PeerAnswer], peers: int) -> tuple[bool, str]:
+    """The agent's whole rule: while HA is disarmed it feeds whatever happens (a host is
+    never reset then), else as :func:`may_feed` says."""
+    if mode is HaMode.DISARMED:
+        return True, "HA disarmed: fed whatever happens"
+    return may_feed(holds_lease, answers, peers)
+
+
+def mode_while_acknowledging(current: HaMode, seen: HaMode) -> HaMode:
+    """The mode an agent runs in while it writes its acknowledgment of ``seen``: armed if
+    either is. Arming takes effect before the record says so (a record still saying
+    ``disarmed`` only keeps the leader from counting the watchdog a moment longer);
+    disarming takes effect only once etcd has the record. So no record says ``armed``
+    while its agent feeds whatever happens."""
+    return HaMode.ARMED if HaMode.ARMED in (current, seen) else HaMode.DISARMED
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    """What an agent's state record says it last saw of HA, and the record's etcd revision
+    (0: no record). ``mode`` None: the record acknowledges nothing (written by an agent
+    older than ``evac ha``, or rewritten by a controller)."""
+
+    mode: HaMode | None
+    revision: int = 0
+
+    @classmethod
+    def parse(cls, value: str | None, revision: int = 0) -> Acknowledged:
+        try:
+            data = json.loads(value) if value is not None else {}
+            return cls(HaMode(data["ha"]), revision)
+        except (ValueError, KeyError, TypeError):
+            return cls(None, revision)
+
+
+def watchdog_counts(host: str, before: Acknowledged | None, after: Acknowledged | None) -> tuple[bool | None, str]:
+    """The HA half of the leader's count of a watchdog fence, from the host's record read
+    ``before`` and ``after`` the rest of the count (None: etcd did not answer). True:
+    its agent acknowledged HA armed, in a record that stood unchanged throughout, so the
+    agent self-fenced from before that record was written (a rewrite restarts the count).
+    False: it never will count so (why, and what to do instead). None: judge again."""
+    if before is None or after is None:
+        return None, f"{host}'s agent record could not be read"
+    if before.revision != after.revision:
+        return None, f"{host}'s agent record was rewritten while it was judged"
+    if after.mode is HaMode.ARMED:
+        return True, "its agent acknowledged HA armed"
+    instead = f"fence {host} another way, or confirm it off by hand (`evac fence {host} --confirm-manually`)"
+    if after.mode is HaMode.DISARMED:
+        return False, (
+            f"{host}'s agent last acknowledged HA disarmed, so it may still feed its watchdog whatever "
+            f"happens; {instead}"
+        )
+    return False, f"{host}'s agent never acknowledged HA armed (an agent older than `evac ha`?); {instead}"

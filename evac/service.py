@@ -12,6 +12,10 @@ A replica that stops resigns the leadership and lets its interrupted jobs go at 
 
 Whether or not the monitor acts, the snapshotter records what runs where, so a failover
 started by an alert knows the dead host's guests.
+
+While HA is disarmed (``evac ha disarm``) a guest whose QEMU died is an alert, once per
+report, and its agent's report is kept: once HA is armed again it is restarted as any.
+``/healthz`` and the ``evac_ha_armed`` gauge say whether HA is armed.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .etcdclient import delete_op, mod_revision_is
 from .events import Event
 from .evidence import MonitorSettings
 from .jobs import Actor, Channel
+from .journal import Disarmed
 from .metrics import Metrics
 from .monitor import Monitor
 from .plugins import notify
@@ -40,6 +45,7 @@ from .webmetrics import RequestMetrics
 
 log = logging.getLogger("evac.service")
 SERVICE = Actor(Channel.SERVICE)
+HELD_AGAIN = 86400.0  # seconds: a guest left down while HA is disarmed is alerted again daily
 
 
 class Service:
@@ -51,6 +57,7 @@ class Service:
         self.metrics = Metrics()
         self.metrics.watch_journal(self.app.journal)
         self.metrics.watch_coordination(app.coordination)
+        self.metrics.watch_ha(self.app.journal)
         self.app.pm.register(self.metrics, name="evac.metrics")
         self.snapshots = Snapshotter(app, every=config.snapshots.every)
         self.accepting = True  # False once stopping: the webhooks answer 503 to new work
@@ -164,8 +171,12 @@ class Service:
 
     def restart_guests(self, agents: AgentView) -> None:
         """Guests whose QEMU died, as their agents reported: one recovery job each (in
-        place, else elsewhere: ``Jobs.guest_failed``); the report is deleted once handled."""
+        place, else elsewhere: ``Jobs.guest_failed``); the report is deleted once handled.
+        While HA is disarmed each report is alerted once and kept for when it is armed."""
+        held = self.app.journal.disarmed()
         for down in agents.guests_down():
+            if held is not None and not self.app.journal.first_seen(f"ha-held:{down.key}@{down.revision}", HELD_AGAIN):
+                continue  # alerted already; restarted once HA is armed
             try:
                 started = self.app.jobs.guest_failed(down.host, down.guest, down.reason)
                 if started is not None:
@@ -177,7 +188,8 @@ class Service:
                 continue
             except EvacError as exc:
                 log.error("guest %s on %s died (%s) and was not restarted: %s", down.guest, down.host, down.reason, exc)
-            agents.cluster.txn([mod_revision_is(down.key, down.revision)], [delete_op(down.key)])
+            if held is None:
+                agents.cluster.txn([mod_revision_is(down.key, down.revision)], [delete_op(down.key)])
 
     def _announce(self, event: Event) -> None:
         """Leadership and quorum changes: to the journal when it answers, to every observer."""
@@ -208,8 +220,10 @@ class Service:
         cluster = self.app.coordination.status()
         orphaned: list[int] | None = None  # unknown while etcd is unavailable: "cluster" says so
         snapshots: dict[str, float | None] | None = None
+        ha: dict[str, Any] = {"armed": None, "reason": None, "by": None, "since": None}  # None: unknown
         if cluster.get("etcd") != "unavailable":  # answer at once, not after a timeout per endpoint
             try:
+                ha = ha_health(self.app.journal.disarmed())
                 orphaned = [job.id for job in self.app.journal.unfinished_jobs() if job.orphaned]
                 snapshots = self.snapshots.ages()
             except JournalError:
@@ -221,6 +235,14 @@ class Service:
             "jobs_orphaned": orphaned,
             "hosts": hosts,
             "storm_brake": bool(self.monitor and self.monitor.brake.engaged),
+            "ha": ha,
             "cluster": cluster,
             "snapshots": snapshots,
         }
+
+
+def ha_health(held: Disarmed | None) -> dict[str, Any]:
+    """``/healthz``'s ``ha``: whether HA is armed, and who disarmed it, when and why."""
+    if held is None:
+        return {"armed": True, "reason": None, "by": None, "since": None}
+    return {"armed": False, "reason": held.reason, "by": held.actor, "since": held.since}

@@ -5,6 +5,8 @@ host) presses nothing. "Power off" waits until the host's agent lost its lease a
 watchdog it armed has had its timeout plus the margin to reset the host, with the
 checks of :meth:`evac.agents.AgentView.self_fenced`; it fails at once for a host whose
 agent stopped cleanly (its watchdog is disarmed) or never ran, so the chain moves on.
+It fails at once too for a host whose agent last acknowledged HA disarmed (``evac ha
+disarm``): such an agent feeds its watchdog whatever happens, and may still run.
 The rule and its timings are in :mod:`evac.selffence` and docs/ha.md.
 """
 
@@ -16,14 +18,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from evac import hookimpl
-from evac.agent import host_address
+from evac.agent import acknowledged, host_address
 from evac.agents import AgentView
 from evac.appview import AppView
 from evac.errors import FencingError, JournalError
 from evac.fencing import FenceMethod
 from evac.fleet import answers, reachable
 from evac.inventory import HostSpec
-from evac.selffence import Timings
+from evac.selffence import Acknowledged, Timings, watchdog_counts
 
 POLL = 0.1
 
@@ -51,9 +53,13 @@ class WatchdogFence:
         deadline = time.monotonic() + limit
         pause = threading.Event()
         while True:
+            before = self.acknowledged()
             verdict, why = self.view.self_fenced(self.host.name, self.timings, self.answers, self.peers)
-            if verdict:
-                self.confirmed = why
+            counts, ha = watchdog_counts(self.host.name, before, self.acknowledged())
+            if verdict is not False and counts is False:
+                raise FencingError(f"not fenced by watchdog: {ha}")
+            if verdict and counts:
+                self.confirmed = f"{why}; {ha}"
                 # Counted once: the host may come back without its agent, and must not be
                 # counted fenced again until a new start of its agent arms a watchdog.
                 self.view.unarm(self.host.name, f"counted fenced by its watchdog: {why}")
@@ -61,8 +67,16 @@ class WatchdogFence:
             if verdict is False:
                 raise FencingError(f"not fenced by watchdog: {why}")
             if time.monotonic() > deadline:
-                raise FencingError(f"watchdog fence not confirmed within {limit:.0f} s: {why}")
+                raise FencingError(f"watchdog fence not confirmed within {limit:.0f} s: {why if not verdict else ha}")
             pause.wait(POLL)
+
+    def acknowledged(self) -> Acknowledged | None:
+        """What the host's agent record acknowledges of HA; None while etcd does not answer.
+        Read before and after the rest of the count: it counts only unchanged in between."""
+        try:
+            return acknowledged(self.view.cluster, self.view.prefix, self.host.name)
+        except JournalError:
+            return None
 
     def power_state(self) -> str:
         """``off`` once confirmed; ``on`` while the agent holds its lease; else ``unknown``."""

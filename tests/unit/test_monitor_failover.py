@@ -381,6 +381,32 @@ def test_every_view_of_a_host_is_published_for_the_other_replicas(watched: Watch
     assert gate.published[-1] == ("host1", Health.DOWN)
 
 
+def test_a_slow_journal_never_leaves_an_older_view_published_than_the_hosts_state(watched: Watched) -> None:
+    """libvirt's close callback only hands its evidence over: the host's own thread weighs
+    it, in order with what it polls, so an event written slowly (etcd electing a leader)
+    neither holds up libvirt's event loop nor publishes "suspect" after "down"."""
+    gate = Gate()
+    watched.start(coordination=gate)
+    released, writing = threading.Event(), threading.Event()
+    writers: list[str] = []
+    record = watched.app.journal.add_event
+
+    def slow(event: Event) -> None:
+        if event.kind == EventKind.HOST_SUSPECT and event.item == "host1":
+            writers.append(threading.current_thread().name)
+            writing.set()
+            released.wait(TIMEOUT)
+        record(event)
+
+    watched.app.journal.add_event = slow  # type: ignore[method-assign]
+    watched.fleet.kill("host1")  # libvirt's callbacks run here, as on its event thread
+    assert writing.wait(TIMEOUT)
+    assert writers == ["monitor-host1"]
+    released.set()
+    watched.events.wait_for("host1", EventKind.HOST_DOWN)
+    assert [h for host, h in gate.published if host == "host1"][-1] == Health.DOWN
+
+
 def test_a_down_host_is_failed_over_only_once_enough_replicas_agree(watched: Watched) -> None:
     gate = Gate()
     watched.start(coordination=gate)
