@@ -2,7 +2,8 @@
 
 Keys (under the journal's ``etcd.prefix``)::
 
-    agents/state/<host>          {"state": "running"|"stopped", "watchdog_timeout", "pid", "at", "reason"}
+    agents/state/<host>          {"state": "running"|"stopped", "watchdog_timeout", "pid", "at", "reason",
+                                  "ha": "armed"|"disarmed" (what the agent acknowledged)}
                                  no lease: it outlives the agent, so a crash is told from a clean stop
     agents/live/<host>           the agent's view (libvirtd, guests, peers), under its lease:
                                  deleted by etcd when the lease expires, or by a clean stop's revoke

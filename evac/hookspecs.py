@@ -110,7 +110,8 @@ def evac_run_step(ctx: StepContext, action: Action) -> Mapping[str, Any] | None:
 
 @hookspec(firstresult=True)
 def evac_choose_target(guest: Guest, candidates: Sequence[str]) -> str | None:
-    """Pick the host a guest goes to, among ``candidates`` (every host where it fits).
+    """Pick the host a guest goes to, among ``candidates`` (every host where it fits and its
+    ``hosts`` rule allows; only its preferred hosts when any of those fit).
 
     ``firstresult``: the first non-None answer wins; return None to defer to evac's
     placement (most free memory, affinity groups first). An answer not in

@@ -401,8 +401,8 @@ class Jobs:
         return dict(plan)
 
     def preview(self, runbook: str, given: Mapping[str, Any], target: str = "") -> JobResult:
-        """A registered runbook's dry run, recorded nowhere: what a front door shows before a
-        person confirms (Slack's ``/evac run``, the REST API's ``dry_run``). Its params are
+        """A registered runbook's dry run (journaled as a dry-run job, taking no lock): what a
+        front door shows before a person confirms (Slack's ``/evac run``, the REST API's ``dry_run``). Its params are
         checked as :meth:`start` checks them, so a preview that passes starts."""
         book = self.app.runbook(runbook)
         defaults = dict(self.app.settings.drain_params) if book.name == self.app.settings.runbooks.drain else {}

@@ -5,6 +5,12 @@
 Every move carries the reason for its target; every guest left behind carries the
 reason it could not go anywhere, naming the constraint that blocked it (not "no room"
 when the cause was a rule).
+
+A guest's own rules (:class:`~evac.model.GuestRules`, resolved by
+:mod:`evac.guestrules`) bind every plan made here, so drain, failover, return and
+rebalance all honour them: ``hosts`` is a must (no other host is ever chosen, and a
+guest none of them can take says, host by host, why), ``prefer`` a should (a preferred
+host that fits wins; the move's reason says whether one did).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from .model import Guest
 from .networks import Networks, bridge_on
-from .states import Health
+from .states import Health, HostMode
 
 PLACEABLE_STATES = (Health.UP,)
 
@@ -84,7 +90,10 @@ class Plan:
 
 
 @dataclass
-class _Load:
+class Room:
+    """What a host holds while a plan is made: its running guests' memory, vCPUs and groups,
+    plus every guest the plan has sent there so far."""
+
     host: HostView
     memory: int
     vcpus: int
@@ -107,11 +116,12 @@ class _Load:
 Chooser = Callable[[Guest, list[str]], str | None]
 
 
-def _loads(hosts: Iterable[HostView]) -> dict[str, _Load]:
+def rooms(hosts: Iterable[HostView]) -> dict[str, Room]:
+    """Each host's room by name (every host, whatever its state: callers pick)."""
     loads = {}
     for host in hosts:
         running = [g for g in host.guests if g.state in ("running", "paused")]
-        loads[host.name] = _Load(
+        loads[host.name] = Room(
             host,
             memory=sum(g.memory_mib for g in running),
             vcpus=sum(g.vcpus for g in running),
@@ -121,7 +131,7 @@ def _loads(hosts: Iterable[HostView]) -> dict[str, _Load]:
     return loads
 
 
-def _why_not(guest: Guest, load: _Load, policy: Policy, source_networks: Networks = ()) -> str | None:
+def why_not(guest: Guest, load: Room, policy: Policy, source_networks: Networks = ()) -> str | None:
     """The first constraint that keeps ``guest`` off this host, or None if it fits."""
     host = load.host
     if host.bridges is not None:
@@ -152,6 +162,37 @@ def _summarise(reasons: dict[str, str]) -> str:
     return "; ".join(f"{', '.join(hosts)}: {reason}" for reason, hosts in by_reason.items())
 
 
+def _state_text(state: str) -> str:
+    return "in maintenance" if state == HostMode.MAINTENANCE else state
+
+
+def _why_each(
+    names: Iterable[str],
+    source: str,
+    every: dict[str, HostView],
+    reasons: dict[str, str],
+    excluded: set[str],
+    policy: Policy,
+) -> dict[str, str]:
+    """Why each named host cannot take the guest, for a rule's message; hosts that can are left out."""
+    found = {}
+    for name in names:
+        host = every.get(name)
+        if name == source:
+            found[name] = "the host it leaves"
+        elif host is None:
+            found[name] = "not in the inventory"
+        elif name in excluded:
+            found[name] = "excluded"
+        elif host.state not in PLACEABLE_STATES:
+            found[name] = _state_text(host.state)
+        elif name in reasons:
+            found[name] = reasons[name]
+        elif host.spare and not policy.use_spares:
+            found[name] = "spare host, and spares are not allowed"
+    return found
+
+
 def place(
     guests: Iterable[Guest],
     source: str,
@@ -160,23 +201,33 @@ def place(
     choose: Chooser | None = None,
     exclude: Iterable[str] = (),
 ) -> tuple[list[Move], list[Unplaceable]]:
-    """Targets for ``guests`` (leaving ``source``), most important and largest first."""
+    """Targets for ``guests`` (leaving ``source``), most important and largest first.
+
+    A guest with a ``hosts`` rule goes to one of those hosts or nowhere; one with a
+    ``prefer`` rule goes to a preferred host when one fits (a plugin's ``choose`` then
+    picks among the preferred ones)."""
     hosts = list(hosts)
-    source_networks = next((h.networks for h in hosts if h.name == source), ())
+    every = {h.name: h for h in hosts}
+    excluded = set(exclude)
+    source_networks = every[source].networks if source in every else ()
     loads = {
         name: load
-        for name, load in _loads(hosts).items()
-        if name != source and name not in set(exclude) and load.host.state in PLACEABLE_STATES
+        for name, load in rooms(hosts).items()
+        if name != source and name not in excluded and load.host.state in PLACEABLE_STATES
     }
     moves: list[Move] = []
     unplaceable: list[Unplaceable] = []
     for guest in sorted(guests, key=lambda g: (-g.priority, -g.memory_mib, g.name)):
-        reasons = {name: why for name, load in loads.items() if (why := _why_not(guest, load, policy, source_networks))}
-        fits = [name for name in loads if name not in reasons]
+        reasons = {name: why for name, load in loads.items() if (why := why_not(guest, load, policy, source_networks))}
+        must = guest.rules.hosts
+        fits = [name for name in loads if name not in reasons and (not must or name in must)]
         regular = [n for n in fits if not loads[n].host.spare]
         candidates = regular or (fits if policy.use_spares else [])
         if not candidates:
-            if not loads:
+            if must:
+                blocked = _why_each(must, source, every, reasons, excluded, policy)
+                reason = f"must run on {', '.join(must)}: {_summarise(blocked)}"
+            elif not loads:
                 reason = "no other host is up and out of maintenance"
             elif fits:
                 reason = "only spare hosts have room and spares are not allowed"
@@ -184,14 +235,23 @@ def place(
                 reason = "no host fits: " + _summarise(reasons)
             unplaceable.append(Unplaceable(guest.name, guest.memory_mib, reason))
             continue
-        chosen = choose(guest, sorted(candidates)) if choose else None
-        if chosen not in candidates:
-            chosen = _best(guest, candidates, loads, policy)
-            why = "most free memory" + (" (spare host)" if loads[chosen].host.spare else "")
-            if set(guest.affinity) & loads[chosen].affinity:
-                why = f"affinity group '{sorted(set(guest.affinity) & loads[chosen].affinity)[0]}'"
+        preferred = [n for n in candidates if n in guest.rules.prefer]
+        pool = preferred or candidates
+        chosen = choose(guest, sorted(pool)) if choose else None
+        if chosen not in pool:
+            chosen = _best(guest, pool, loads, policy)
+            why = _why_chosen(guest, chosen, loads, preferred)
         else:
-            why = "chosen by plugin"
+            why = "chosen by plugin" + (" among preferred hosts" if preferred else "")
+        if must:
+            why += f" within its hosts rule ({', '.join(must)})"
+        if guest.rules.prefer and not preferred:
+            missed = _why_each(guest.rules.prefer, source, every, reasons, excluded, policy)
+            for name in guest.rules.prefer:
+                if name not in missed:
+                    outside = must and name not in must
+                    missed[name] = "outside its hosts rule" if outside else "spare host, used only when no other fits"
+            why += f"; no preferred host fits ({_summarise(missed)})"
         loads[chosen].take(guest)
         moves.append(
             Move(
@@ -208,7 +268,19 @@ def place(
     return moves, unplaceable
 
 
-def _best(guest: Guest, candidates: list[str], loads: dict[str, _Load], policy: Policy) -> str:
+def _why_chosen(guest: Guest, chosen: str, loads: dict[str, Room], preferred: list[str]) -> str:
+    together = set(guest.affinity) & loads[chosen].affinity
+    if together:
+        why = f"affinity group '{sorted(together)[0]}'"
+        return f"preferred host, {why}" if preferred else why
+    if len(preferred) == 1:
+        return "preferred host"
+    if preferred:
+        return "preferred host with most free memory"
+    return "most free memory" + (" (spare host)" if loads[chosen].host.spare else "")
+
+
+def _best(guest: Guest, candidates: list[str], loads: dict[str, Room], policy: Policy) -> str:
     def score(name: str) -> tuple[int, int, str]:
         together = len(set(guest.affinity) & loads[name].affinity)
         return (-together, -loads[name].free_memory(policy), name)
