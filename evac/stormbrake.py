@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .journal import BrakeState, Journal
+from .journal import BrakeState, Disarmed, Journal
 
 
 @dataclass
@@ -44,7 +44,7 @@ class StormBrake:
 BRAKE_GRACE = 1.0
 
 
-def holds_back(held: BrakeState | None, started: float, grace: float = BRAKE_GRACE) -> bool:
+def holds_back(held: BrakeState | Disarmed | None, started: float, grace: float = BRAKE_GRACE) -> bool:
     """Whether an engaged brake stops, before its fence, a failover job created at ``started``
     (wall clock): it does when it engaged after that job began (or ``grace`` before).
 
@@ -52,7 +52,8 @@ def holds_back(held: BrakeState | None, started: float, grace: float = BRAKE_GRA
     may already be running when the second one engages the brake; the fence, the first
     thing that cannot be undone, must then not follow. A failover started well after the
     brake engaged is an operator's (the monitor starts none while it holds), and goes ahead:
-    manual commands still work while automatic failover is paused."""
+    manual commands still work while automatic failover is paused. HA disarmed after the
+    job began holds it back the same way."""
     return held is not None and held.since >= started - grace
 
 

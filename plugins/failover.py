@@ -7,6 +7,12 @@ snapshot in the journal, since the dead host cannot be asked.
 The other hosts are reached through the job's connections (``evac.connections``): opened,
 and their bridges read, in the background while the dead host is confirmed down and
 fenced, then reused by the plan and by every guest's "not running anywhere" check.
+
+Only guests that are HA members (``Guest.rules.protected``: their ``ha-protected``
+metadata, else their tags' ``protect``, else ``guests.protect``) are restarted; the others
+are listed as left stopped, which is not a failure. The plan orders the restarts by
+``after`` rules and priority (:mod:`evac.restartorder`), and each restart first waits,
+up to ``after_timeout``, until what it comes after is ready (docs/restart-order.md).
 """
 
 from __future__ import annotations
@@ -25,16 +31,34 @@ from evac.events import Event
 from evac.evidence import MonitorSettings
 from evac.fencing import fence_host
 from evac.fleet import answers, reachable, survey
-from evac.model import Guest
+from evac.guestrules import GuestSettings, resolve
+from evac.hypervisor import Hypervisor
+from evac.model import Guest, Readiness
 from evac.monitor import doubts
 from evac.networks import guest_renames
 from evac.placement import place
-from evac.states import EventKind, HostMode
+from evac.reachability import Kind, OutageWatch, Reachability
+from evac.restartorder import (
+    DEFAULT_AFTER_TIMEOUT,
+    Dependency,
+    Look,
+    Seen,
+    Waited,
+    after_source,
+    await_ready,
+    has_agent_channel,
+    plan_order,
+)
+from evac.states import EventKind, HostMode, ItemState
 from evac.stormbrake import holds_back
 
 from .drain import app_of, fleet, policy
 
 GONE = ("shutoff", "crashed")  # no QEMU left; every other state still runs one
+LEFT_STOPPED = "not protected: left stopped"
+WAIT_EVERY = 0.2  # seconds between looks at what a restart waits for
+ECHO_EVERY = 0.1  # seconds between echoes to a guest others wait for
+GUEST_PING = '{"execute": "guest-ping"}'
 
 
 def confirm_down(ctx: StepContext) -> Mapping[str, Any]:
@@ -68,6 +92,7 @@ def fence(ctx: StepContext) -> Mapping[str, Any]:
         return {"host": spec.name, "method": "already fenced", "by": state.actor, "seconds": 0}
     wait_for_doubts(ctx, app, spec.name)
     stop_if_braked(ctx, app, spec.name)
+    stop_if_disarmed(ctx, app, spec.name)
     try:
         result = fence_host(
             app.pm, spec, confirm_timeout=float(ctx.inputs.get("confirm_timeout", 30)), guard=ctx.guard, app=app
@@ -115,7 +140,27 @@ def stop_if_braked(ctx: StepContext, app: AppView, host: str) -> None:
     raise Cancelled(f"{host} not fenced: the storm brake engaged after its failover started ({held.reason})")
 
 
+def stop_if_disarmed(ctx: StepContext, app: AppView, host: str) -> None:
+    """HA disarmed after this failover began: the fence is not pressed, as with the brake.
+    A failover started while disarmed is an operator's (the monitor starts none) and goes
+    ahead; arming again fails the host over."""
+    job = app.journal.job(ctx.job_id)
+    held = app.journal.disarmed()
+    if job is None or held is None or not holds_back(held, job.created):
+        return
+    message = f"HA disarmed: {host} not failed over ({held.reason})"
+    ctx.emit(Event(EventKind.HA_HELD, 0, item=host, message=message, data={"host": host, "level": "alert"}))
+    raise Cancelled(f"{host} not fenced: HA was disarmed after its failover started ({held.reason})")
+
+
 def snapshot_guests(app: AppView, host: str) -> list[Guest]:
+    """The dead host's guests from evac's last snapshot, with their rules resolved."""
+    settings = GuestSettings.of(app.settings.sections)
+    return [resolve(g, settings) for g in defined_guests(app, host)]
+
+
+def defined_guests(app: AppView, host: str) -> list[Guest]:
+    """The dead host's guests as their definitions say, before the ``guests:`` rules."""
     return [
         parse_guest(xml, host, "running", True, app.inventory.is_shared)
         for xml in app.journal.definitions(host).values()
@@ -134,11 +179,17 @@ def plan_restart(ctx: StepContext) -> Mapping[str, Any]:
         )
         ctx.progress(message, level="alert", kind="no_snapshot", host=host)
         raise EvacError(message.removeprefix("ALERT: "))
-    guests = snapshot_guests(app, host)
-    lost = [g for g in guests if g.local_disks]
-    movable = [g for g in guests if not g.local_disks]
-    moves, stuck = place(movable, host, fleet(app), policy(ctx.inputs))
-    unrecoverable = [
+    settings = GuestSettings.of(app.settings.sections)
+    definitions = app.journal.definitions(host)
+    raw = defined_guests(app, host)
+    guests = [resolve(g, settings) for g in raw]
+    members = [g for g in guests if g.rules.protected]
+    left = [g for g in guests if not g.rules.protected]
+    lost = [g for g in members if g.local_disks]
+    movable = [g for g in members if not g.local_disks]
+    views = fleet(app)
+    moves, stuck = place(movable, host, views, policy(ctx.inputs))
+    unrecoverable: list[dict[str, Any]] = [
         {
             "guest": g.name,
             "memory_mib": g.memory_mib,
@@ -147,19 +198,38 @@ def plan_restart(ctx: StepContext) -> Mapping[str, Any]:
         for g in lost
     ]
     unrecoverable += [{"guest": u.guest, "memory_mib": u.memory_mib, "reason": u.reason} for u in stuck]
+    by_name = {g.name: g for g in guests}
+    skipped = {g.name: (g, LEFT_STOPPED) for g in left}
+    skipped |= {u["guest"]: (by_name[u["guest"]], f"unrecoverable: {u['reason']}") for u in unrecoverable}
+    order = plan_order(
+        [by_name[m.guest] for m in moves],
+        elsewhere=[g for view in views if view.name != host for g in view.guests],
+        not_restarted=skipped,
+        sources={g.name: after_source(g, settings) for g in raw},
+        without_agent=[name for name, xml in definitions.items() if not has_agent_channel(xml)],
+    )
+    for warning in order.warnings:
+        ctx.progress(f"restart order: {warning}", level="warning", kind="restart_order")
+    placed = {m.guest: m for m in moves}
     return {
         "host": host,
         "moves": [
             {
-                "guest": m.guest,
-                "target": m.target,
-                "priority": m.priority,
-                "memory_mib": m.memory_mib,
-                "reason": m.reason,
+                "guest": o.guest,
+                "target": placed[o.guest].target,
+                "priority": placed[o.guest].priority,
+                "memory_mib": placed[o.guest].memory_mib,
+                "reason": placed[o.guest].reason,
+                "wave": o.wave,
+                "after": list(o.after),
+                "ready": str(by_name[o.guest].rules.ready or Readiness.STARTED),
             }
-            for m in moves
+            for o in order.order
         ],
+        "waits": {name: dep.as_dict() for name, dep in order.waits.items()},
         "unrecoverable": unrecoverable,
+        "left_stopped": [{"guest": g.name, "memory_mib": g.memory_mib, "reason": LEFT_STOPPED} for g in left],
+        "warnings": list(order.warnings),
         "snapshot_guests": len(guests),
         "snapshot_age": round(max(0.0, time.time() - taken), 1),
     }
@@ -199,9 +269,11 @@ def restart(ctx: StepContext) -> Mapping[str, Any]:
     state = app.journal.host_states().get(failed)
     if not state or state.state != HostMode.FENCED:
         raise FencingError(f"{name}: {failed} is not fenced; refusing to start its guest elsewhere")
+    waited = wait_for_dependencies(ctx, app)
+    told = {"after": list(ctx.inputs.get("after") or []), "waited_s": waited.seconds, "waited": waited.note}
     already = running_somewhere(app, name, skip=failed)
     if already:
-        return {"guest": name, "target": already, "already": True, "seconds": 0}
+        return {"guest": name, "target": already, "already": True, "seconds": 0, **told}
     xml = app.journal.definitions(failed).get(name)
     if xml is None:
         raise EvacError(f"{name}: no definition of it in evac's snapshot of {failed}")
@@ -228,10 +300,117 @@ def restart(ctx: StepContext) -> Mapping[str, Any]:
         guest = hv.guest(name)
     if guest.state != "running":
         raise EvacError(f"{name} on {target.name}: {guest.state} after start")
-    return {"guest": name, "target": target.name, "seconds": round(time.monotonic() - started, 3)}
+    return {"guest": name, "target": target.name, "seconds": round(time.monotonic() - started, 3), **told}
+
+
+def wait_for_dependencies(ctx: StepContext, app: AppView) -> Waited:
+    """Wait until every guest this one comes ``after`` is ready, up to ``after_timeout``
+    seconds; then start anyway (as vSphere does), and the outputs say so. A retry of the
+    same restart looks once and does not wait again."""
+    waits = ctx.inputs.get("waits") or {}
+    deps = [Dependency.of(waits[n]) for n in ctx.inputs.get("after") or [] if n in waits]
+    if not deps:
+        return Waited(0.0)
+    timeout = float(ctx.inputs.get("after_timeout", DEFAULT_AFTER_TIMEOUT)) if ctx.attempt == 1 else 0.0
+    name = str(ctx.inputs["guest"])
+    ctx.progress(f"{name} waits for {', '.join(f'{d.guest} ({d.ready})' for d in deps)}, up to {timeout:g} s")
+
+    def pause(seconds: float) -> None:
+        ctx.abort.wait(seconds)
+        ctx.check_abort()
+
+    with ReadinessChecks(ctx, app) as check:
+        waited = await_ready(deps, check, pause, time.monotonic, timeout, WAIT_EVERY)
+    if waited.note:
+        ctx.progress(f"{name}: {waited.note}", level="warning")
+    elif waited.ready:
+        ctx.progress(f"{name}: {', '.join(waited.ready)} ready after {waited.seconds:g} s")
+    return waited
+
+
+class ReadinessChecks:
+    """Looks at the guests one restart waits for: a guest this plan restarts through its
+    restart item (not finished: not ready; failed: not waited for any more), then where it
+    runs; an echo through one watch per guest, kept for the whole wait."""
+
+    def __init__(self, ctx: StepContext, app: AppView) -> None:
+        self.ctx = ctx
+        self.app = app
+        self.watches: dict[str, OutageWatch | None] = {}
+
+    def __enter__(self) -> ReadinessChecks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for watch in self.watches.values():
+            if watch is not None:
+                watch.stop(drain=False)
+
+    def __call__(self, dep: Dependency) -> Look:
+        host = dep.host
+        if dep.in_plan:
+            record = self.app.journal.items(self.ctx.job_id, self.ctx.step).get(dep.guest)
+            if record is None or record.state == ItemState.RUNNING:
+                return Look(Seen.WAITING, "its restart has not finished")
+            if record.state == ItemState.FAILED:
+                return Look(Seen.GONE, f"its restart failed ({record.error})")
+            host = str(record.outputs.get("target") or "")
+        if dep.ready is Readiness.ECHO and dep.address:
+            watch = self._watch(dep)
+            if watch is not None:
+                if watch.wait_for_answer(0) is not None:
+                    return Look(Seen.READY, f"answers echo at {dep.address}")
+                why = f"; last: {watch.log.error}" if watch.log.error else ""
+                return Look(Seen.WAITING, f"no echo answer at {dep.address}{why}")
+        return self._on_host(dep, host)
+
+    def _watch(self, dep: Dependency) -> OutageWatch | None:
+        """The guest's echo watch; None (and a warning, once) when echoes cannot be sent
+        from here: then it counts as ready once it runs."""
+        if dep.guest not in self.watches:
+            assert dep.address is not None
+            try:
+                self.watches[dep.guest] = OutageWatch(Reachability(Kind.ICMP), dep.address, ECHO_EVERY, 1.0).start()
+            except EvacError as exc:
+                self.watches[dep.guest] = None
+                told = f"{dep.guest}: its echo cannot be checked ({exc}); ready once it runs"
+                self.ctx.progress(told, level="warning")
+        return self.watches[dep.guest]
+
+    def _on_host(self, dep: Dependency, host: str) -> Look:
+        try:
+            spec = self.app.inventory.host(host)
+            with current().use(spec) as hv:
+                if not hv.has_guest(dep.guest):
+                    return Look(Seen.WAITING, f"not on {host}")
+                state = hv.guest(dep.guest).state
+                if state != "running":
+                    return Look(Seen.WAITING, f"{state} on {host}")
+                if dep.ready is Readiness.AGENT:
+                    return agent_answers(hv, dep.guest)
+        except EvacError as exc:
+            return Look(Seen.WAITING, str(exc))
+        return Look(Seen.READY, f"runs on {host}")
+
+
+def agent_answers(hv: Hypervisor, name: str) -> Look:
+    """Whether the guest's QEMU guest agent answers a ``guest-ping``. A guest without an
+    agent channel never will: it is not waited for."""
+    import libvirt_qemu  # type: ignore[import-untyped]  # belongs in the adapter: see docs/restart-order.md
+
+    try:
+        libvirt_qemu.qemuAgentCommand(hv._lookup(name), GUEST_PING, 1, 0)
+    except Exception as exc:  # libvirt's own error type stays behind the adapter
+        text = str(exc).strip()
+        if "not configured" in text:
+            return Look(Seen.GONE, f"has no guest agent channel ({text})")
+        return Look(Seen.WAITING, f"its guest agent does not answer ({text})")
+    return Look(Seen.READY, "its guest agent answers")
 
 
 def report(ctx: StepContext) -> Mapping[str, Any]:
+    """The failover's outcome, one row per guest of the dead host, in restart order. Guests
+    left stopped because they are not HA members are listed, and are not failures."""
     host = str(ctx.inputs["host"])
     planned = ctx.inputs.get("plan") or {}
     restarted = ctx.inputs.get("restart") or {}
@@ -243,22 +422,35 @@ def report(ctx: StepContext) -> Mapping[str, Any]:
             {
                 "guest": move["guest"],
                 "priority": move["priority"],
+                "wave": move.get("wave", 1),
+                "after": move.get("after", []),
                 "to": done["target"] if done else "",
                 "result": "restarted" if done else "failed",
-                "detail": "" if done else error,
+                "detail": (done.get("waited") or "") if done else error,
             }
         )
     for lost in planned.get("unrecoverable", []):
         rows.append(
-            {"guest": lost["guest"], "priority": 0, "to": "", "result": "unrecoverable", "detail": lost["reason"]}
+            {"guest": lost["guest"], "priority": 0, "wave": None, "after": [], "to": ""}
+            | {"result": "unrecoverable", "detail": lost["reason"]}
         )
-    ok = sum(1 for r in rows if r["result"] == "restarted")
+    for left in planned.get("left_stopped", []):
+        rows.append(
+            {"guest": left["guest"], "priority": 0, "wave": None, "after": [], "to": ""}
+            | {"result": "left stopped", "detail": left["reason"]}
+        )
+    due = [r for r in rows if r["result"] != "left stopped"]
+    ok = sum(1 for r in due if r["result"] == "restarted")
     fenced = (ctx.inputs.get("fence") or {}).get("method")
     failed = f"{host} failed, fenced by {fenced}" if fenced else f"{host} failed"
     known, age = planned.get("snapshot_guests", len(rows)), planned.get("snapshot_age")
     seen = f"{known} guest(s) known from a snapshot {age} s old" if age is not None else f"{known} guest(s) known"
-    if rows:
-        summary = f"{failed}: {ok} of {len(rows)} guests restarted elsewhere ({seen})"
+    unprotected = len(rows) - len(due)
+    seen += f", {unprotected} not protected: left stopped" if unprotected else ""
+    if due:
+        summary = f"{failed}: {ok} of {len(due)} guests restarted elsewhere ({seen})"
+    elif rows:
+        summary = f"{failed}: none of its guests is protected, nothing to restart ({seen})"
     else:
         summary = f"{failed}: it ran no guests, nothing to restart ({seen})"
     ctx.progress(summary)
@@ -267,12 +459,19 @@ def report(ctx: StepContext) -> Mapping[str, Any]:
         "fenced_by": fenced or "",
         "rows": rows,
         "summary": summary,
+        "warnings": list(planned.get("warnings", [])),
         "snapshot_guests": known,
         "snapshot_age": age,
     }
-    if ok < len(rows) and not ctx.dry_run:
+    if ok < len(due) and not ctx.dry_run:
         raise Incomplete(summary, outputs)
     return outputs
+
+
+def plan_one_restart(ctx: StepContext) -> Mapping[str, Any]:
+    """What a restart would do: its target and what it would wait for (not the whole plan's waits)."""
+    shown = {k: v for k, v in ctx.inputs.items() if k != "waits"}
+    return dict(shown, planned=True)
 
 
 @hookimpl
@@ -298,16 +497,22 @@ def evac_actions() -> list[Action]:
             "vm.plan_restart",
             plan_restart,
             plan=plan_restart,
-            description="Targets for a dead host's guests from evac's snapshot, highest priority first.",
+            description=(
+                "Targets for a dead host's protected guests from evac's snapshot, in restart order "
+                "(after rules, then priority); unprotected guests are left stopped."
+            ),
             inputs=("host", "memory_overcommit", "cpu_overcommit", "headroom_mib"),
             required=("host",),
         ),
         Action(
             "vm.restart",
             restart,
-            plan=lambda ctx: dict(ctx.inputs, planned=True),
-            description="Define and start a fenced host's guest on another host, unless it runs somewhere.",
-            inputs=("host", "guest", "target", "priority", "memory_mib", "reason"),
+            plan=plan_one_restart,
+            description=(
+                "Define and start a fenced host's guest on another host, unless it runs somewhere; first wait "
+                "(up to after_timeout s) until the guests it comes after are ready."
+            ),
+            inputs=("host", "guest", "target", "priority", "memory_mib", "reason", "after", "waits", "after_timeout"),
             required=("host", "guest", "target"),
         ),
         Action(

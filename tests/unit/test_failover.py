@@ -1,5 +1,7 @@
 """The host-failure actions' own guards: the storm brake read again right before the fence,
-and the other hosts asked through the job's connections whether a guest runs there already.
+and the other hosts asked through the job's connections whether a guest runs there already;
+and the restart plan: only HA members restarted, in ``after`` order, each restart waiting
+for what it comes after.
 
 The fence is pressed through a registered fence method (an outlet in memory); the other
 hosts are libvirt's test driver (real connections, one shared state that runs a guest
@@ -19,12 +21,13 @@ from evac import FenceMethod, hookimpl
 from evac.actions import StepContext
 from evac.app import App
 from evac.connections import Connections
+from evac.domainxml import EVAC_NS
 from evac.errors import Cancelled, HostUnreachable, TransientError
 from evac.events import Event
 from evac.hypervisor import Hypervisor
 from evac.plugins import plugin_manager
-from evac.states import EventKind, HostMode
-from evac_plugins.failover import fence, running_somewhere
+from evac.states import EventKind, HostMode, ItemState
+from evac_plugins.failover import fence, plan_restart, report, restart, running_somewhere, wait_for_dependencies
 
 LIBVIRT = Hypervisor.connect  # the real one, before a test counts the connections it opens
 
@@ -141,6 +144,17 @@ def test_a_failover_the_brake_stopped_is_told_as_the_monitor_tells_a_braked_one(
     assert told.message == "host1 not failed over: 2 of 3 hosts down within 120 s (host1, host2)"
 
 
+def test_ha_disarmed_after_the_failover_started_stops_it_before_the_fence(app: App, outlet: Outlet) -> None:
+    emitted: list[Event] = []
+    ctx = step(app, "fence", emitted)
+    app.journal.disarm("switch firmware on every rack", "cli:ops")
+    with pytest.raises(Cancelled, match=r"^host1 not fenced: HA was disarmed after its failover started"):
+        fence(ctx)
+    assert outlet.pressed == 0
+    (told,) = emitted
+    assert (told.kind, told.item) == (EventKind.HA_HELD, "host1")
+
+
 # ---------------------------------------------------------------- the other hosts, through the job's connections
 
 
@@ -204,3 +218,164 @@ def test_the_fence_waits_for_a_host_in_doubt_and_stops_when_its_count_engages_th
         counting.join()
         monitor._RUNNING.discard(doubting)  # type: ignore[arg-type]
     assert outlet.pressed == 0
+
+
+# ---------------------------------------------------------------- HA membership and the restart order
+
+
+def definition(name: str, **meta: str) -> str:
+    """A test-driver domain with ``<evac:guest>`` metadata (``ha_protected="no"``: ``ha-protected``)."""
+    attrs = "".join(f' {key.replace("_", "-")}="{value}"' for key, value in meta.items())
+    return (
+        f"<domain type='test'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        f"<metadata><evac:guest xmlns:evac='{EVAC_NS}'{attrs}/></metadata><os><type>hvm</type></os></domain>"
+    )
+
+
+def failed_with(app: App, **definitions: str) -> None:
+    """host1 ran these guests, as evac's last snapshot says, and is fenced now."""
+    app.journal.save_definitions("host1", definitions)
+    app.journal.set_host_state("host1", HostMode.FENCED, "fenced by outlet", "test")
+
+
+def planned(app: App) -> dict[str, Any]:
+    return dict(plan_restart(step(app, "plan")))
+
+
+def test_only_protected_guests_are_restarted_and_the_others_are_listed_as_left_stopped(
+    app: App, hosts: Connections
+) -> None:
+    failed_with(app, kept=definition("kept"), spare=definition("spare", ha_protected="no"))
+    plan = planned(app)
+    assert [m["guest"] for m in plan["moves"]] == ["kept"]
+    assert plan["left_stopped"] == [{"guest": "spare", "memory_mib": 64, "reason": "not protected: left stopped"}]
+    assert plan["unrecoverable"] == []
+
+
+def test_the_plan_lists_guests_in_restart_order_with_their_wave_and_what_they_wait_for(
+    app: App, hosts: Connections
+) -> None:
+    failed_with(
+        app,
+        db=definition("db", ready="echo", address="198.19.3.5"),
+        web=definition("web", priority="10", after="db"),
+        batch=definition("batch", priority="5"),
+    )
+    plan = planned(app)
+    assert [(m["guest"], m["wave"], m["after"]) for m in plan["moves"]] == [
+        ("db", 1, []),
+        ("web", 2, ["db"]),
+        ("batch", 1, []),
+    ]
+    assert plan["waits"] == {"db": {"guest": "db", "ready": "echo", "address": "198.19.3.5", "host": ""}}
+    assert plan["warnings"] == []
+
+
+def test_a_guest_waiting_for_one_that_is_left_stopped_is_restarted_and_the_plan_says_why_it_will_not_wait(
+    app: App, hosts: Connections
+) -> None:
+    failed_with(app, db=definition("db", ha_protected="no"), web=definition("web", after="db"))
+    plan = planned(app)
+    assert [(m["guest"], m["after"]) for m in plan["moves"]] == [("web", [])]
+    assert plan["warnings"] == [
+        "web waits for db, which is not restarted (not protected: left stopped): web starts without waiting for it"
+    ]
+
+
+def test_a_cycle_in_guests_metadata_is_a_warning_in_the_plan_and_both_guests_are_restarted(
+    app: App, hosts: Connections
+) -> None:
+    failed_with(app, a=definition("a", after="b"), b=definition("b", after="a"))
+    plan = planned(app)
+    assert sorted((m["guest"], m["after"]) for m in plan["moves"]) == [("a", []), ("b", [])]
+    (warning,) = plan["warnings"]
+    assert 'a [metadata after="b"] -> b [metadata after="a"] -> a' in warning
+
+
+def test_a_guest_running_on_another_host_is_waited_for_where_it_runs(app: App, hosts: Connections) -> None:
+    failed_with(app, web=definition("web", after="test"))
+    plan = planned(app)
+    assert plan["moves"][0]["after"] == ["test"]
+    assert plan["waits"]["test"]["host"] in ("host2", "host3")
+
+
+def restart_step(app: App, guest: str, after: list[str], waits: dict[str, Any], timeout: float = 300) -> StepContext:
+    job = app.journal.create_job("host-failure", "test", {"host": "host1"}, "host1", False, None)
+    inputs = {"host": "host1", "guest": guest, "target": "host2", "after": after, "waits": waits}
+    return StepContext(job_id=job, step="restart", inputs=inputs | {"after_timeout": timeout}, params={}, app=app)
+
+
+def in_plan(name: str, ready: str = "started") -> dict[str, Any]:
+    return {name: {"guest": name, "ready": ready, "address": "", "host": ""}}
+
+
+def test_a_restart_does_not_wait_for_a_guest_that_already_runs_elsewhere(app: App, hosts: Connections) -> None:
+    waits = {"test": {"guest": "test", "ready": "started", "address": "", "host": "host2"}}
+    waited = wait_for_dependencies(restart_step(app, "web", ["test"], waits), app)
+    assert (waited.ready, waited.note) == (("test",), "")
+
+
+def test_a_restart_waits_for_a_guest_of_its_plan_only_until_that_guest_runs(app: App, hosts: Connections) -> None:
+    ctx = restart_step(app, "web", ["test"], in_plan("test"))
+    app.journal.save_item(ctx.job_id, "restart", "test", ItemState.SUCCEEDED, {"target": "host2"})
+    assert wait_for_dependencies(ctx, app).ready == ("test",)
+
+
+def test_a_restart_does_not_wait_for_a_guest_whose_restart_failed(app: App, hosts: Connections) -> None:
+    ctx = restart_step(app, "web", ["db"], in_plan("db"))
+    app.journal.save_item(ctx.job_id, "restart", "db", ItemState.FAILED, {}, "db: no host fits")
+    waited = wait_for_dependencies(ctx, app)
+    assert waited.note == "started without its dependencies ready: db: its restart failed (db: no host fits)"
+
+
+def test_a_restart_whose_dependency_is_not_ready_in_time_starts_anyway_and_says_so(
+    app: App, hosts: Connections
+) -> None:
+    failed_with(app, web=definition("web", after="db"))
+    ctx = restart_step(app, "web", ["db"], in_plan("db"), timeout=0)
+    app.journal.save_item(ctx.job_id, "restart", "db", ItemState.RUNNING, {})
+    try:
+        outputs = dict(restart(ctx))
+        assert (outputs["target"], outputs["after"]) == ("host2", ["db"])
+        assert outputs["waited"] == (
+            "started without its dependencies ready: db not ready after 0 s (its restart has not finished)"
+        )
+        with hosts.use(app.inventory.host("host2")) as hv:
+            assert hv.guest("web").state == "running"
+    finally:
+        with hosts.use(app.inventory.host("host2")) as hv:
+            if hv.has_guest("web"):
+                hv.destroy("web")
+                hv.undefine("web")
+
+
+def test_a_guest_agent_that_cannot_answer_keeps_the_restart_waiting_until_its_timeout(
+    app: App, hosts: Connections
+) -> None:
+    ctx = restart_step(app, "web", ["test"], in_plan("test", ready="agent"), timeout=0)
+    app.journal.save_item(ctx.job_id, "restart", "test", ItemState.SUCCEEDED, {"target": "host2"})
+    waited = wait_for_dependencies(ctx, app)
+    assert set(waited.late) == {"test"}
+    assert "its guest agent does not answer" in waited.late["test"]
+
+
+def test_the_report_lists_guests_left_stopped_without_counting_them_as_failures(app: App) -> None:
+    plan = {
+        "moves": [{"guest": "web", "priority": 0, "wave": 2, "after": ["db"]}],
+        "left_stopped": [{"guest": "spare", "memory_mib": 64, "reason": "not protected: left stopped"}],
+        "snapshot_guests": 2,
+        "snapshot_age": 1.0,
+    }
+    waited = "started without its dependencies ready: db not ready after 300 s (no echo answer at 198.19.3.5)"
+    done = {"items": {"web": {"target": "host2", "waited": waited}}, "failed": {}}
+    ctx = step(app, "report")
+    ctx.inputs = {"host": "host1", "plan": plan, "restart": done, "fence": {"method": "outlet"}}
+    outputs = dict(report(ctx))
+    assert [(r["guest"], r["result"], r["wave"], r["after"], r["detail"]) for r in outputs["rows"]] == [
+        ("web", "restarted", 2, ["db"], waited),
+        ("spare", "left stopped", None, [], "not protected: left stopped"),
+    ]
+    assert outputs["summary"] == (
+        "host1 failed, fenced by outlet: 1 of 1 guests restarted elsewhere "
+        "(2 guest(s) known from a snapshot 1.0 s old, 1 not protected: left stopped)"
+    )
