@@ -53,7 +53,7 @@ class Replicas:
     def start(self, host: str) -> None:
         if not self.lab.serve_pids(host):
             self.lab.serve(host, self.configs[host])
-        poll_until(lambda: self.health(host) is not None, SETTLE, f"evac serve on {host} answers")
+        self.wait(lambda: self.health(host) is not None, f"evac serve on {host} answers", host)
 
     def health(self, host: str) -> dict[str, Any] | None:
         try:
@@ -69,7 +69,7 @@ class Replicas:
     def leader(self, among: list[str] | None = None) -> str:
         """The one replica that leads (waiting for an election if there is none yet)."""
         candidates = among or self.hosts
-        poll_until(lambda: sum(self.leads(h) for h in candidates) == 1, SETTLE, f"one leader among {candidates}")
+        self.wait(lambda: sum(self.leads(h) for h in candidates) == 1, f"one leader among {candidates}", "")
         return next(h for h in candidates if self.leads(h))
 
     def guest(self, host: str, name: str) -> str:
