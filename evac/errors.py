@@ -96,6 +96,10 @@ class HaDisarmed(ConfigError):
     """An automatic failover refused while HA is disarmed: ``evac ha arm`` resumes them."""
 
 
+class AdmissionRefused(EvacError):
+    """``ha.admission: enforce`` refused to protect a guest; nothing changed."""
+
+
 ERROR_CLASSES: dict[str, type[EvacError]] = {
     cls.__name__: cls
     for cls in (
@@ -116,5 +120,6 @@ ERROR_CLASSES: dict[str, type[EvacError]] = {
         Incomplete,
         StepTimeout,
         HaDisarmed,
+        AdmissionRefused,
     )
 }

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from .connections import Connections
+from .appview import AppView
+from .connections import Connections, current
 from .errors import EvacError
 from .guestrules import GuestSettings, resolve_all
 from .inventory import HostSpec, Inventory
@@ -156,3 +157,13 @@ def host_views(
             )
         )
     return views
+
+
+def views(app: AppView) -> list[HostView]:
+    """The placement view of the fleet as it runs now, through the job's connections (or
+    short-lived ones), guests' rules resolved; hosts evac fenced are not probed (they are
+    off). What every planner reads: drain, failover, return, rebalance, admission."""
+    states = app.journal.host_states()
+    fenced = {h for h, s in states.items() if s.state == HostMode.FENCED}
+    statuses, bridges = survey(app.inventory, current(), skip=fenced)
+    return host_views(app.inventory, statuses, states, bridges, GuestSettings.of(app.settings.sections))

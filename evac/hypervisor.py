@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import libvirt
 
 from .dirtyrate import DirtyRateMeasurement
-from .domainxml import parse_guest
+from .domainxml import EVAC_NS, parse_guest
 from .errors import DiskInUse, EvacError, HostUnreachable, MigrationError, NotFound, TransientError
 from .model import Capacity, Guest
 
@@ -277,9 +278,40 @@ class Hypervisor:
             persistent = bool(dom.isPersistent())
         return parse_guest(xml, self.name, state_name(state, reason), persistent, is_shared)
 
+    def set_guest_metadata(self, name: str, attribute: str, value: str | None) -> None:
+        """Set one attribute of the guest's ``<evac:guest>`` metadata (None removes it),
+        keeping its other attributes and elements: in the running guest and in its
+        persistent definition, whichever it has, so the change holds now and after a
+        restart. libvirt replaces the namespace's whole element, hence the read first."""
+        dom = self._lookup(name)
+        with mapped_errors(f"{self.name}: metadata of '{name}'"):
+            scopes = [libvirt.VIR_DOMAIN_AFFECT_LIVE] if dom.isActive() else []
+            scopes += [libvirt.VIR_DOMAIN_AFFECT_CONFIG] if dom.isPersistent() else []
+            for scope in scopes:
+                try:
+                    current = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, EVAC_NS, scope)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                        raise
+                    current = None
+                changed = with_attribute(current, attribute, value)
+                dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, changed, "evac", EVAC_NS, scope)
+
     def _lookup(self, name: str) -> Any:
         with mapped_errors(f"{self.name}: guest '{name}'"):
             return self._conn.lookupByName(name)
+
+    def agent_ping(self, name: str, timeout: int = 1) -> bool | None:
+        """Whether the guest's QEMU guest agent answers a ``guest-ping``: True, False (not
+        yet), or None when the guest has no agent channel and never will."""
+        import libvirt_qemu
+
+        domain = self._lookup(name)
+        try:
+            libvirt_qemu.qemuAgentCommand(domain, '{"execute": "guest-ping"}', timeout, 0)
+        except libvirt.libvirtError as exc:
+            return None if "not configured" in str(exc) else False
+        return True
 
     def measure_dirty_rate(self, name: str) -> DirtyRateMeasurement:
         """Start QEMU measuring how fast the guest dirties memory (1 s; poll the answer)."""
@@ -412,3 +444,17 @@ class Hypervisor:
     def start_postcopy(self, name: str) -> None:
         with mapped_errors(f"{self.name}: post-copy of '{name}'"):
             self._lookup(name).migrateStartPostCopy(0)
+
+
+def with_attribute(element: str | None, attribute: str, value: str | None) -> str:
+    """The evac metadata element (as libvirt returns it: without its namespace) with one
+    attribute set or removed; ``<guest/>`` when there was none. libvirt puts the namespace
+    back on the element and its children when it stores it."""
+    root = ET.fromstring(element) if element and element.strip() else ET.Element("guest")
+    for node in root.iter():
+        node.tag = node.tag.rsplit("}", 1)[-1]  # plain names: libvirt injects its own namespace
+    if value is None:
+        root.attrib.pop(attribute, None)
+    else:
+        root.set(attribute, value)
+    return ET.tostring(root, encoding="unicode")

@@ -10,11 +10,15 @@ The limits come from the ``ha:`` section of evac.yaml (defaults, and overrides p
 and from the guest's own metadata, which wins::
 
     ha: {max_restart: 1, max_relocate: 1, window: 3600, runbook: guest-failure,
-         tags: {web: {max_restart: 3}}}
+         tags: {web: {max_restart: 3}}, admission: enforce, reserve: 1}
 
     <evac:guest ha-max-restart="2" ha-max-relocate="1" ha-window="600" ha-tags="web,db"/>
 
 A guest with several tags takes each setting from the first of its tags that sets it.
+
+``admission`` (``warn`` or ``enforce``) and ``reserve`` (host failures the fleet must
+absorb, or ``"25%"`` of its memory kept free) are admission control's
+(:mod:`evac.admission`): they are read here because they belong to the same section.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .admission import AdmissionMode, Reserve
 from .errors import ConfigError
 from .model import Guest
 from .yamldoc import Mapping, Where, seconds, section_mapping, shown
@@ -34,7 +39,8 @@ DEFAULT_RUNBOOK = "guest-failure"
 # a runbook's timeouts: at most a week.
 MAX_WINDOW = 7 * 24 * 3600.0
 LIMITS = ("max_restart", "max_relocate", "window")
-HA_KEYS = (*LIMITS, "runbook", "tags")
+HA_KEYS = (*LIMITS, "runbook", "tags", "admission", "reserve")
+MAX_RESERVE_HOSTS = 1000
 TAG_KEYS = (*LIMITS, "runbook")
 
 
@@ -118,6 +124,8 @@ class HaSettings:
     policy: RestartPolicy = RestartPolicy()
     runbook: str = DEFAULT_RUNBOOK
     tags: dict[str, TagRule] = field(default_factory=dict)
+    admission: AdmissionMode = AdmissionMode.WARN
+    reserve: Reserve = field(default_factory=Reserve)
 
     @classmethod
     def of(cls, sections: AbcMapping[str, Any]) -> HaSettings:
@@ -206,6 +214,35 @@ def parse_ha(data: Any, source: str) -> HaSettings:
         ),
         runbook=top.runbook or DEFAULT_RUNBOOK,
         tags=rules,
+        admission=_admission(where, section),
+        reserve=_reserve(where, section),
+    )
+
+
+def _admission(where: Where, section: Mapping) -> AdmissionMode:
+    value = section.get("admission", AdmissionMode.WARN)
+    if not isinstance(value, str) or value not in tuple(AdmissionMode):
+        raise where.error(section.line_of("admission"), "ha.admission", f"expected warn or enforce, got {shown(value)}")
+    return AdmissionMode(value)
+
+
+def _reserve(where: Where, section: Mapping) -> Reserve:
+    """``reserve: 2`` (host failures) or ``reserve: "25%"`` (of the fleet's memory kept free)."""
+    value = section.get("reserve", 1)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_RESERVE_HOSTS:
+        return Reserve(hosts=value)
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            percent = float(value.strip()[:-1])
+        except ValueError:
+            percent = -1.0
+        if 0 < percent < 100:
+            return Reserve(percent=percent)
+    raise where.error(
+        section.line_of("reserve"),
+        "ha.reserve",
+        f"expected host failures (a whole number 0-{MAX_RESERVE_HOSTS}) or a share of memory kept free "
+        f'("25%", above 0 and below 100), got {shown(value)}',
     )
 
 

@@ -287,6 +287,14 @@ class FakeHypervisor:
     def domain_xml(self, name: str, migratable: bool = True, inactive: bool = False) -> str:
         return domain_xml(self.guest(name))
 
+    def set_guest_metadata(self, name: str, attribute: str, value: str | None) -> None:
+        """What ``evac ha protect`` writes: ``ha-protected`` changes the guest's membership;
+        other attributes are not modelled."""
+        guest = self.guest(name)
+        if attribute == "ha-protected":
+            protected = None if value is None else value == "yes"
+            self.host.guests[name] = replace(guest, rules=replace(guest.rules, protected=protected))
+
 
 def domain_xml(guest: Guest) -> str:
     """A minimal libvirt domain definition of ``guest`` (what ``evac.domainxml`` reads back)."""

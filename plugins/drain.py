@@ -14,8 +14,7 @@ from evac import Action, StepContext, hookimpl
 from evac.appview import AppView
 from evac.connections import current
 from evac.errors import EvacError, Incomplete, NotFound
-from evac.fleet import host_views, survey
-from evac.guestrules import GuestSettings
+from evac.fleet import views
 from evac.model import Guest
 from evac.placement import HostView, Policy, plan_drain
 from evac.states import Health, HostMode
@@ -29,11 +28,8 @@ def app_of(ctx: StepContext) -> AppView:
 
 
 def fleet(app: AppView) -> list[HostView]:
-    """The placement view of the fleet; hosts evac fenced are not probed (they are off)."""
-    states = app.journal.host_states()
-    fenced = {h for h, s in states.items() if s.state == HostMode.FENCED}
-    statuses, bridges = survey(app.inventory, current(), skip=fenced)
-    return host_views(app.inventory, statuses, states, bridges, GuestSettings.of(app.settings.sections))
+    """The placement view of the fleet (:func:`evac.fleet.views`)."""
+    return views(app)
 
 
 def chooser(app: AppView) -> Any:
