@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from evac.runbook import Runbook
 from evac.states import JobState
 
 TEXT_LIMIT = 2900
@@ -79,6 +80,87 @@ def preview(host: str, reason: str, plan: dict[str, Any], token: str) -> list[di
         }
     )
     return out
+
+
+def run_preview(
+    title: str, book: Runbook, given: dict[str, Any], plan: dict[str, Any] | None, steps: list[str], token: str
+) -> list[dict[str, Any]]:
+    """A runbook's dry run, to confirm: the plan its plan step made (moves, what stays and
+    why, each host's load before and after) when it has one, else the steps it would run."""
+    params = " ".join(f"`{k}={_cut(_shown(v), 60)}`" for k, v in given.items()) or "its defaults"
+    about = f"\n_{_cut(book.description, 300)}_" if book.description else ""
+    out: list[dict[str, Any]] = [
+        {"type": "header", "text": _text(_cut(f"{title}?", 150))},
+        section(f"Runbook `{book.name}` with {params}{about}"),
+    ]
+    if plan is None:
+        out.append(section("*Steps it would run:*\n" + "\n".join(steps)))
+        question = f"Start `{book.name}` with {params}."
+    else:
+        moves, stuck, skipped = plan.get("moves", []), plan.get("unplaceable", []), plan.get("skipped", [])
+        counts = [f"*{len(moves)}* guest(s) move"]
+        counts += [f"*{len(stuck)}* cannot"] if stuck else []
+        counts += [f"*{len(skipped)}* skipped"] if skipped else []
+        out.append(section(", ".join(counts) + "."))
+        out.append(section(_table([_move_row(m) for m in moves])))
+        for heading, rows in (("Stay where they are", stuck), ("Skipped", skipped)):
+            if rows:
+                out.append(section(f"*{heading}:*\n" + _table([f"{u['guest']}: {u['reason']}" for u in rows], 1500)))
+        loads = _loads(plan)
+        if loads:
+            out.append(section("*Memory load per host, before → after:*\n" + _table(loads, 1500)))
+        notes = [str(plan["summary"])] if plan.get("summary") else []
+        notes += [f":warning: {w}" for w in plan.get("warnings", [])]
+        for note in notes:
+            out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(note, TEXT_LIMIT)}]})
+        question = f"Move {len(moves)} guest(s) as planned (`{book.name}`)."
+    gates = [s for s in book.all_steps() if s.approval]
+    if gates:
+        question += f" It then waits for approval at {', '.join(f'`{s.id}`' for s in gates)}."
+    dialog = (_cut(f"{title}?", 24), _cut(question, 300), "Start")  # Slack's limits for a confirmation dialog
+    out.append(
+        {
+            "type": "actions",
+            "block_id": "evac_run_preview",
+            "elements": [
+                button("evac_run_confirm", "Confirm", token, "primary", dialog),
+                button("evac_run_cancel", "Cancel", token, "danger"),
+            ],
+        }
+    )
+    return out
+
+
+def _move_row(move: dict[str, Any]) -> str:
+    why = move.get("reason") or move.get("strategy") or ""
+    return (
+        f"{move.get('guest', '?'):<20} {move.get('memory_mib', 0):>6} MiB  "
+        f"{move.get('source', ''):>10} -> {move.get('target', '?'):<10} {_cut(str(why), 60)}"
+    )
+
+
+def _loads(plan: dict[str, Any]) -> list[str]:
+    """``host  41.0% -> 35.5%  (5 -> 4 guests)`` per host, when the plan has loads before and after."""
+    before, after = plan.get("before"), plan.get("after")
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return []
+    rows = []
+    for host in sorted(before):
+        was, now = before[host], after.get(host, {})
+        rows.append(
+            f"{host:<12} {was.get('memory_pct', 0):>5.1f}% -> {now.get('memory_pct', 0):>5.1f}%  "
+            f"({was.get('guests', 0)} -> {now.get('guests', 0)} guests)"
+        )
+    return rows
+
+
+def _shown(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def _cut(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def bar(done: int, total: int, width: int = 20) -> str:

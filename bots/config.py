@@ -1,17 +1,35 @@
 """The Slack bot's settings: tokens from the environment (or files), never from YAML text,
-and per-command access lists of Slack user IDs, user-group IDs and channel IDs."""
+and per-command access lists of Slack user IDs, user-group IDs and channel IDs; ``run``
+has one list per runbook (``slack.acl.run.runbooks.NAME``), so granting one runbook
+grants no other."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from evac.config import secret_path
 from evac.errors import ConfigError
-from evac.yamldoc import Mapping, Where
+from evac.yamldoc import Mapping, Where, suggest
 
-COMMANDS = ("evacuate", "status", "cancel", "hosts", "help", "fence", "approve", "brake", "doctor")
+COMMANDS = (
+    "evacuate",
+    "status",
+    "cancel",
+    "hosts",
+    "help",
+    "fence",
+    "approve",
+    "brake",
+    "doctor",
+    "run",
+    "return",
+    "rebalance",
+    "ha",
+)
 READ_ONLY = ("status", "hosts", "help")
+RULE_KEYS = ("users", "groups", "channels")
 
 
 @dataclass(frozen=True)
@@ -19,6 +37,7 @@ class Rule:
     users: frozenset[str] = frozenset()
     groups: frozenset[str] = frozenset()
     channels: frozenset[str] = frozenset()  # empty: any channel
+    at: str = field(default="", compare=False)  # where it is written (``evac.yaml:12``), for errors found later
 
 
 @dataclass(frozen=True)
@@ -30,6 +49,7 @@ class SlackConfig:
     port: int = 3000
     alerts_channel: str = ""
     acl: dict[str, Rule] = field(default_factory=dict)
+    runbook_acl: dict[str, Rule] = field(default_factory=dict)  # runbook -> who may `/evac run` it
     api_url: str = ""  # Slack's Web API base URL; set only for a proxy (or a test double)
     group_cache_seconds: float = 300.0  # how long user-group membership is trusted before asking again
     preview_seconds: float = 900.0  # how long a drain preview can be confirmed
@@ -86,27 +106,19 @@ def parse_slack(data: Mapping | None, source: str) -> SlackConfig:
     cache = _seconds(where, data, "group_cache_seconds", 300, "seconds >= 0 (0: ask Slack on every check)")
     previews = _seconds(where, data, "preview_seconds", 900, "seconds > 0 (how long a preview can be confirmed)", True)
     acl: dict[str, Rule] = {}
+    runbook_acl: dict[str, Rule] = {}
     rules = where.require_mapping(data.get("acl", Mapping()), data.line_of("acl"), "slack.acl")
     for command, raw in rules.items():
         if command not in COMMANDS:
             raise where.error(
                 rules.line_of(command),
                 f"slack.acl.{command}",
-                f"unknown command; expected one of {', '.join(COMMANDS)}",
+                f"unknown command{suggest(str(command), COMMANDS)}; expected one of {', '.join(COMMANDS)}",
             )
-        rule = where.require_mapping(raw, rules.line_of(command), f"slack.acl.{command}")
-        where.reject_unknown(rule, ("users", "groups", "channels"), f"slack.acl.{command}.")
-        for key in ("users", "groups", "channels"):
-            ids = rule.get(key, [])
-            if not isinstance(ids, list) or not all(isinstance(i, str) and i.startswith(tuple("UWSCGD")) for i in ids):
-                raise where.error(
-                    rule.line_of(key),
-                    f"slack.acl.{command}.{key}",
-                    "expected a list of Slack IDs (U…, S…, C…), never names",
-                )
-        acl[command] = Rule(
-            frozenset(rule.get("users", [])), frozenset(rule.get("groups", [])), frozenset(rule.get("channels", []))
-        )
+        if command == "run":
+            runbook_acl = _runbook_rules(where, raw, rules.line_of(command))
+        else:
+            acl[command] = _rule(where, raw, rules.line_of(command), f"slack.acl.{command}")
     return SlackConfig(
         bot_token=secret(where, data, "bot_token", "SLACK_BOT_TOKEN"),
         app_token=secret(where, data, "app_token", "SLACK_APP_TOKEN"),
@@ -115,10 +127,61 @@ def parse_slack(data: Mapping | None, source: str) -> SlackConfig:
         port=port,
         alerts_channel=where.require_str(data, "alerts_channel", "slack.alerts_channel", ""),
         acl=acl,
+        runbook_acl=runbook_acl,
         api_url=where.require_str(data, "api_url", "slack.api_url", ""),
         group_cache_seconds=cache,
         preview_seconds=previews,
     )
+
+
+def _rule(where: Where, raw: object, line: int, label: str) -> Rule:
+    """One access rule: lists of Slack IDs under ``users``, ``groups`` and ``channels``."""
+    rule = where.require_mapping(raw, line, label)
+    where.reject_unknown(rule, RULE_KEYS, f"{label}.")
+    for key in RULE_KEYS:
+        ids = rule.get(key, [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i.startswith(tuple("UWSCGD")) for i in ids):
+            expected = "expected a list of Slack IDs (U…, S…, C…), never names"
+            raise where.error(rule.line_of(key), f"{label}.{key}", expected)
+    return Rule(
+        frozenset(rule.get("users", [])),
+        frozenset(rule.get("groups", [])),
+        frozenset(rule.get("channels", [])),
+        at=f"{where.source}:{line}",
+    )
+
+
+def _runbook_rules(where: Where, raw: object, line: int) -> dict[str, Rule]:
+    """``slack.acl.run``: ``runbooks: {NAME: rule}``, one rule per runbook. A rule for all
+    runbooks at once is refused: a runbook added later would be open without anyone saying so."""
+    run = where.require_mapping(raw, line, "slack.acl.run")
+    if set(run) & set(RULE_KEYS):
+        key = next(k for k in run if k in RULE_KEYS)
+        raise where.error(
+            run.line_of(key),
+            f"slack.acl.run.{key}",
+            "each runbook has its own rule: runbooks: {NAME: {users: [...], groups: [...], channels: [...]}}",
+        )
+    where.reject_unknown(run, ("runbooks",), "slack.acl.run.")
+    books = where.require_mapping(run.get("runbooks", Mapping()), run.line_of("runbooks"), "slack.acl.run.runbooks")
+    found: dict[str, Rule] = {}
+    for name, rule in books.items():
+        if not isinstance(name, str) or not name.strip():
+            raise where.error(books.line_of(name), "slack.acl.run.runbooks", f"expected a runbook name, got {name!r}")
+        found[name] = _rule(where, rule, books.line_of(name), f"slack.acl.run.runbooks.{name}")
+    return found
+
+
+def check_runbooks(config: SlackConfig, registered: Iterable[str]) -> None:
+    """Every runbook ``slack.acl.run`` names is registered: checked when the bot starts,
+    so a typo is found then, not when someone first types ``/evac run``."""
+    known = sorted(registered)
+    for name, rule in config.runbook_acl.items():
+        if name not in known:
+            raise ConfigError(
+                f"{rule.at or 'slack'}: slack.acl.run.runbooks.{name}: no registered runbook '{name}'"
+                f"{suggest(name, known)}; registered: {', '.join(known) or 'none'}"
+            )
 
 
 def _seconds(where: Where, data: Mapping, key: str, default: float, expected: str, positive: bool = False) -> float:

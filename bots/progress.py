@@ -36,6 +36,11 @@ HOST_ICONS = {  # host and control-plane events the alerts channel hears of
     EventKind.CLUSTER_AVAILABLE: ":large_green_circle:",
     EventKind.CLUSTER_LEADER: ":crown:",
     EventKind.GUEST_LEFT_STOPPED: ":warning:",
+    EventKind.HA_DISARMED: ":double_vertical_bar:",
+    EventKind.HA_ARMED: ":arrow_forward:",
+    EventKind.HA_HELD: ":double_vertical_bar:",
+    EventKind.HA_RESERVE_BROKEN: ":warning:",
+    EventKind.HA_RESERVE_RESTORED: ":large_green_circle:",
 }
 
 

@@ -12,6 +12,9 @@ Every button re-checks access when pressed, and what a button starts comes from 
 on the server (a preview stored here under its token, for ``slack.preview_seconds``; the
 journal's record of a failover whose fence failed), never from the button's value, which
 anyone can forge.
+
+``/evac run``, ``/evac return`` and ``/evac rebalance`` (a runbook's preview, then a job)
+live in ``runs.py``; ``/evac ha`` in ``ha.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from slack_sdk.errors import SlackApiError
 
 from evac.app import App
 from evac.doctor import DoctorRun, Result, diagnose, registered_checks, table_rows
-from evac.errors import EvacError, LockedError
+from evac.errors import ConfigError, EvacError, LockedError
 from evac.fleet import snapshot
 from evac.jobs import Actor, Channel, Started
 from evac.journal import JobRecord
@@ -40,21 +43,30 @@ from evac.stormbrake import release_held
 from evac.yamldoc import suggest
 
 from . import blocks
-from .access import allowed
-from .config import SlackConfig
+from .access import allowed, may_run
+from .config import SlackConfig, check_runbooks
+from .ha import READ_ONLY_HA, ha_reply
 from .progress import SlackProgress
+from .runs import Runs, words_of
 
 log = logging.getLogger("evac.slack")
-HELP = (
-    "*evac*\n"
-    "`/evacuate HOST [reason]` — plan a drain, then confirm it\n"
-    "`/evac status [JOB]` — running jobs, or one job\n"
-    "`/evac cancel JOB` — cancel a job (it rolls back)\n"
-    "`/evac hosts` — hosts, their state and guests\n"
-    "`/evac brake [release]` — the storm brake; release it so failover resumes\n"
-    "`/evac doctor [HOST]` — check hosts are safe to automate (starts short-lived probe guests)\n"
-    "`/evac help` — this text"
+HELP_LINES = (  # (the rule that shows it, the line): help lists only what the asker may run
+    ("evacuate", "`/evacuate HOST [reason]` — plan a drain, then confirm it"),
+    ("status", "`/evac status [JOB]` — running jobs, or one job"),
+    ("cancel", "`/evac cancel JOB` — cancel a job (it rolls back)"),
+    ("hosts", "`/evac hosts` — hosts, their state and guests"),
+    ("brake", "`/evac brake [release]` — the storm brake; release it so failover resumes"),
+    ("doctor", "`/evac doctor [HOST]` — check hosts are safe to automate (starts short-lived probe guests)"),
+    ("run", "`/evac run RUNBOOK [key=value …]` — preview a runbook, then confirm it; yours:"),
+    ("return", "`/evac return HOST [key=value …]` — bring back the guests HOST's last drain moved off it"),
+    ("rebalance", "`/evac rebalance [key=value …]` — even out the hosts' load within every rule"),
+    ("status", "`/evac ha [status]` — HA armed or disarmed: since when, by whom and why"),
+    ("status", "`/evac ha capacity` — how many host failures the fleet absorbs, and whether `ha.reserve` holds"),
+    ("ha", "`/evac ha disarm [reason]`, `/evac ha arm` — stop or resume automatic failover and guest restarts"),
+    ("help", "`/evac help` — this text"),
 )
+QUOTED = ("run", "return", "rebalance")  # commands whose words may be "quoted with spaces"
+DRAIN = "drain"  # the kind of an /evacuate preview in the store (runs.KIND marks the others)
 RESULT_EMOJI = {
     Result.PASS: ":white_check_mark:",
     Result.WARN: ":warning:",
@@ -77,6 +89,7 @@ class Bot:
         client: WebClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        check_runbooks(config, evac.runbook_paths())  # before anything starts: a typo is found now
         self.evac = evac
         self.config = config
         self.clock = clock
@@ -91,14 +104,15 @@ class Bot:
         )
         self.progress = SlackProgress(self.bolt.client, config.alerts_channel)
         evac.pm.register(self.progress, name="evac.slack.progress")
-        self.previews: dict[str, dict[str, Any]] = {}  # token -> host, reason, plan, user
+        self.previews: dict[str, dict[str, Any]] = {}  # token -> a drain (host, reason, plan) or a run (runs.py)
         self.started: dict[str, int] = {}  # preview token -> job, so a second click starts nothing
         self.expires: dict[str, float] = {}  # preview token -> when it can no longer be confirmed
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._groups: dict[str, set[str]] | None = None  # user -> user groups, as of _groups_at
         self._groups_at = 0.0
         self._groups_generation = 0  # counts forget_groups: an answer asked for before one is not cached
         self._groups_lock = threading.Lock()
+        self.runs = Runs(self)
         self._register()
 
     # ---------------------------------------------------------------- plumbing
@@ -115,6 +129,8 @@ class Bot:
             ("action", "evac_cancel_job", self._on_cancel_job),
             ("action", "evac_fence_manual", self._on_fence_manual),
             ("action", "evac_approve", self._on_approve),
+            ("action", "evac_run_confirm", self.runs.on_confirm),
+            ("action", "evac_run_cancel", self.runs.on_cancel),
             *(("event", event, self._on_groups_changed) for event in GROUP_EVENTS),
         ]
 
@@ -169,26 +185,44 @@ class Bot:
         log.info("slack %s: user groups are looked up again", event.get("type"))
         self.forget_groups()
 
-    def _check(
-        self, command: str, user: str, channel: str, respond: Callable[..., Any], detail: dict[str, Any]
-    ) -> bool:
+    def check(self, command: str, user: str, channel: str, respond: Callable[..., Any], detail: dict[str, Any]) -> bool:
         """May ``user`` run ``command`` here? A refusal is audited (``COMMAND.refused``) and
         answered; what an allowed user then does is audited by the front door that does it."""
         ok, why = allowed(self.config.acl, command, user, channel, self.groups_of)
         if not ok:
-            self.evac.journal.audit(
-                str(self.actor(user)),
-                f"{command}.refused",
-                str(detail.get("target", "")),
-                {**detail, "channel": channel, "why": why},
-            )
-            respond(
-                response_type="ephemeral",
-                text=f"Sorry, {why}. Ask an evac admin to add your Slack ID to `slack.acl.{command}`.",
-            )
+            self._refuse(command, f"slack.acl.{command}", why, user, channel, respond, detail)
         return ok
 
-    def _host(self, name: str, respond: Callable[..., Any]) -> str | None:
+    def check_run(
+        self, runbook: str, user: str, channel: str, respond: Callable[..., Any], detail: dict[str, Any]
+    ) -> bool:
+        """May ``user`` run ``runbook`` here (``/evac run``)? By that runbook's rule alone; a
+        refusal is audited as ``run.refused`` and answered."""
+        ok, why = may_run(self.config.runbook_acl, runbook, user, channel, self.groups_of)
+        if not ok:
+            detail = {**detail, "runbook": runbook}
+            self._refuse("run", f"slack.acl.run.runbooks.{runbook}", why, user, channel, respond, detail)
+        return ok
+
+    def _refuse(
+        self,
+        command: str,
+        rule: str,
+        why: str,
+        user: str,
+        channel: str,
+        respond: Callable[..., Any],
+        detail: dict[str, Any],
+    ) -> None:
+        self.evac.journal.audit(
+            str(self.actor(user)),
+            f"{command}.refused",
+            str(detail.get("target", "")),
+            {**detail, "channel": channel, "why": why},
+        )
+        respond(response_type="ephemeral", text=f"Sorry, {why}. Ask an evac admin to add your Slack ID to `{rule}`.")
+
+    def known_host(self, name: str, respond: Callable[..., Any]) -> str | None:
         names = [h.name for h in self.evac.inventory.hosts]
         if name in names:
             return name
@@ -199,7 +233,7 @@ class Bot:
     def launch(self, started: Started, channel: str, title: str, token: str = "") -> int:
         """Follow a job the front door started: its progress message here, then run it."""
         if token:
-            with self._lock:
+            with self.lock:
                 self.started[token] = started.job
         try:
             self.progress.track(started.job, channel, title)
@@ -222,8 +256,8 @@ class Bot:
         if not words:
             respond(response_type="ephemeral", text="Usage: `/evacuate HOST [reason]`")
             return
-        host = self._host(words[0], respond)
-        if host is None or not self._check(
+        host = self.known_host(words[0], respond)
+        if host is None or not self.check(
             "evacuate", user, channel, respond, {"target": host, "text": command.get("text")}
         ):
             return
@@ -234,19 +268,19 @@ class Bot:
             respond(response_type="ephemeral", text=f"Cannot plan a drain of {host}: {exc}")
             return
         token = secrets.token_hex(8)
-        with self._lock:
-            self._keep_preview(token, {"host": host, "reason": reason, "plan": plan, "user": user})
+        with self.lock:
+            self.keep_preview(token, {"host": host, "reason": reason, "plan": plan, "user": user})
         self.bolt.client.chat_postMessage(
             channel=channel, text=f"Drain {host}? (preview)", blocks=blocks.preview(host, reason, plan, token)
         )
 
-    def _keep_preview(self, token: str, preview: dict[str, Any]) -> None:
+    def keep_preview(self, token: str, preview: dict[str, Any]) -> None:
         """Store a preview for ``slack.preview_seconds`` (the caller holds the lock)."""
-        self._drop_expired()
+        self.drop_expired()
         self.previews[token] = preview
         self.expires[token] = self.clock() + self.config.preview_seconds
 
-    def _drop_expired(self) -> None:
+    def drop_expired(self) -> None:
         """Forget previews past their time, and which job their token started (the caller
         holds the lock). A token whose job is being started now stays until it has one."""
         now = self.clock()
@@ -255,29 +289,35 @@ class Bot:
             self.previews.pop(token, None)
             self.started.pop(token, None)
 
-    def _preview(self, body: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-        """The token a preview button carries, and the preview stored under it (None: gone or expired)."""
+    def pressed(self, body: dict[str, Any], kind: str = DRAIN) -> tuple[str, dict[str, Any] | None]:
+        """The token a preview button carries, and the preview of ``kind`` stored under it
+        (None: gone, expired, or another kind's: a drain's button cannot confirm a run)."""
         token = _token(body["actions"][0].get("value") or "")
-        with self._lock:
-            self._drop_expired()
-            return token, self.previews.get(token)
+        with self.lock:
+            self.drop_expired()
+            return token, self.stored(token, kind)
+
+    def stored(self, token: str, kind: str = DRAIN) -> dict[str, Any] | None:
+        """The preview of ``kind`` stored under ``token`` (the caller holds the lock)."""
+        preview = self.previews.get(token)
+        return preview if preview is not None and preview.get("kind", DRAIN) == kind else None
 
     def _on_confirm(self, ack: Callable[..., Any], body: dict[str, Any], respond: Callable[..., Any]) -> None:
         ack()
         user, channel = body["user"]["id"], body["channel"]["id"]
-        token, preview = self._preview(body)
+        token, preview = self.pressed(body)
         target = preview["host"] if preview else ""
-        if not self._check("evacuate", user, channel, respond, {"target": target, "button": "confirm"}):
+        if not self.check("evacuate", user, channel, respond, {"target": target, "button": "confirm"}):
             return
-        with self._lock:
-            self._drop_expired()
+        with self.lock:
+            self.drop_expired()
             if token in self.started:
                 job = self.started[token]
                 respond(
                     response_type="ephemeral", text=f"Already started: job {job}" if job else "Already being started"
                 )
                 return
-            preview = self.previews.get(token)
+            preview = self.stored(token)
             if preview is None:
                 respond(response_type="ephemeral", text="This preview expired; run `/evacuate` again.")
                 return
@@ -286,11 +326,11 @@ class Bot:
         try:
             fresh = self.evac.jobs.preview_drain(host)
             if _moves(fresh) != _moves(preview["plan"]):
-                with self._lock:
+                with self.lock:
                     self.started.pop(token, None)
                     self.previews.pop(token, None)
                     new = secrets.token_hex(8)
-                    self._keep_preview(new, {**preview, "plan": fresh})
+                    self.keep_preview(new, {**preview, "plan": fresh})
                 self.bolt.client.chat_update(
                     channel=channel,
                     ts=body["message"]["ts"],
@@ -304,18 +344,18 @@ class Bot:
                 return
             started = self.evac.jobs.evacuate(host, self.actor(user), reason)
         except LockedError as exc:
-            with self._lock:
+            with self.lock:
                 self.started.pop(token, None)
             respond(response_type="ephemeral", text=str(exc))
             return
         except EvacError as exc:
-            with self._lock:
+            with self.lock:
                 self.started.pop(token, None)
             respond(response_type="ephemeral", text=f"Not started: {exc}")
             return
         what = "Drain" if started.runbook.name == self.evac.settings.runbooks.drain else "Failover"
         self.launch(started, channel, f"{what} {host}", token=token)
-        with self._lock:
+        with self.lock:
             self.previews.pop(token, None)
         note = f"\n:warning: {started.note}" if started.note else ""
         self.bolt.client.chat_update(
@@ -328,14 +368,16 @@ class Bot:
     def _on_cancel_preview(self, ack: Callable[..., Any], body: dict[str, Any], respond: Callable[..., Any]) -> None:
         ack()
         user, channel = body["user"]["id"], body["channel"]["id"]
-        token, preview = self._preview(body)
+        token, preview = self.pressed(body)
         target = preview["host"] if preview else ""
-        if not self._check("evacuate", user, channel, respond, {"target": target, "button": "cancel preview"}):
+        if not self.check("evacuate", user, channel, respond, {"target": target, "button": "cancel preview"}):
             return
-        with self._lock:
-            self._drop_expired()
+        with self.lock:
+            self.drop_expired()
             job = self.started.get(token)
-            preview = None if job is not None else self.previews.pop(token, None)
+            preview = None if job is not None else self.stored(token)
+            if preview is not None:
+                self.previews.pop(token, None)
         if job is not None:
             text = f"Already started: job {job}; cancel the job instead." if job else "Already being started."
             respond(response_type="ephemeral", text=text)
@@ -354,8 +396,9 @@ class Bot:
     # ---------------------------------------------------------------- /evac
     def _on_evac(self, ack: Callable[..., Any], command: dict[str, Any], respond: Callable[..., Any]) -> None:
         ack()
-        words = (command.get("text") or "").split() or ["help"]
-        verb, rest = words[0], words[1:]
+        text = command.get("text") or ""
+        parts = text.split(maxsplit=1) or ["help"]
+        verb, tail = parts[0], parts[1] if len(parts) > 1 else ""
         user, channel = command["user_id"], command["channel_id"]
         handlers: dict[str, Callable[[list[str], str, str, Callable[..., Any]], None]] = {
             "status": self._status,
@@ -363,23 +406,57 @@ class Bot:
             "hosts": self._hosts,
             "brake": self._brake,
             "doctor": self._doctor,
+            "run": self.runs.run,
+            "return": self.runs.return_host,
+            "rebalance": self.runs.rebalance,
+            "ha": self._ha,
             "help": self._help,
         }
         handler = handlers.get(verb)
         if handler is None:
-            respond(response_type="ephemeral", text=f"Unknown command `{verb}`{suggest(verb, handlers)}.\n{HELP}")
+            shown = verb if len(verb) <= 40 else verb[:39] + "…"
+            respond(
+                response_type="ephemeral",
+                text=f"Unknown command `{shown}`{suggest(verb, handlers)}.\n{self.help_text(user, channel)}",
+            )
             return
-        rule = "status" if verb == "brake" and not rest else verb  # looking is read-only; releasing is not
-        if self._check(rule, user, channel, respond, {"target": " ".join(rest), "text": command.get("text")}):
+        try:
+            rest = words_of(tail) if verb in QUOTED else tail.split()
+        except ConfigError as exc:
+            respond(response_type="ephemeral", text=f"`/evac {verb}`: {exc}")
+            return
+        rule = _rule(verb, rest)
+        if rule is None or self.check(rule, user, channel, respond, {"target": " ".join(rest), "text": text}):
             handler(rest, user, channel, respond)
 
     def _help(self, args: list[str], user: str, channel: str, respond: Callable[..., Any]) -> None:
-        visible = [line for line in HELP.splitlines() if not line.startswith("`/") or self._may(line, user, channel)]
-        respond(response_type="ephemeral", text="\n".join(visible))
+        respond(response_type="ephemeral", text=self.help_text(user, channel))
 
-    def _may(self, line: str, user: str, channel: str) -> bool:
-        word = line.split()[1].strip("`") if line.startswith("`/evac ") else "evacuate"
-        return allowed(self.config.acl, word, user, channel, self.groups_of)[0]
+    def help_text(self, user: str, channel: str) -> str:
+        """The commands ``user`` may use here, and under ``/evac run`` the runbooks they may run."""
+        lines = ["*evac*"]
+        for rule, line in HELP_LINES:
+            if rule == "run":
+                mine = self.runs.permitted(user, channel)
+                if mine:
+                    lines += [line, *(f"    • {self._runbook_line(name)}" for name in mine)]
+            elif allowed(self.config.acl, rule, user, channel, self.groups_of)[0]:
+                lines.append(line)
+        return "\n".join(lines)
+
+    def _runbook_line(self, name: str) -> str:
+        """``name`` — its description (its params; ``*``: required), for help."""
+        try:
+            book = self.evac.runbook(name)
+        except ConfigError as exc:
+            return f"`{name}` — cannot be loaded: {_mrkdwn(str(exc), 200)}"
+        params = ", ".join(f"{p.name}{'*' if p.required and p.default is None else ''}" for p in book.params)
+        about = _mrkdwn(book.description, 120) if book.description else ""
+        return f"`{name}`" + (f" — {about}" if about else "") + f" (params: {params or 'none'})"
+
+    def _ha(self, args: list[str], user: str, channel: str, respond: Callable[..., Any]) -> None:
+        kind, text = ha_reply(self.evac, self.actor(user), args)
+        respond(response_type=kind, text=text)
 
     def _status(self, args: list[str], user: str, channel: str, respond: Callable[..., Any]) -> None:
         journal = self.evac.journal
@@ -427,7 +504,7 @@ class Bot:
         ack()
         user, channel = body["user"]["id"], body["channel"]["id"]
         value = str(body["actions"][0].get("value") or "")
-        if not self._check("cancel", user, channel, respond, {"target": value, "button": "cancel"}):
+        if not self.check("cancel", user, channel, respond, {"target": value, "button": "cancel"}):
             return
         job_id = _job_id(value)
         if job_id is None:
@@ -473,7 +550,7 @@ class Bot:
             return
         inventory = self.evac.inventory
         if args:
-            name = self._host(args[0], respond)
+            name = self.known_host(args[0], respond)
             if name is None:
                 return
             hosts = [inventory.host(name)]
@@ -531,7 +608,7 @@ class Bot:
                 journal.audit(str(self.actor(user)), "approve.refused", str(job_id), {"step": step})
                 respond(response_type="ephemeral", text="Sorry, you are not among this step's approvers.")
                 return
-        elif not self._check("approve", user, channel, respond, {"target": str(job_id), "step": step}):
+        elif not self.check("approve", user, channel, respond, {"target": str(job_id), "step": step}):
             return
         if journal.approved_by(job_id, step):
             respond(response_type="ephemeral", text=f"Already approved by {journal.approved_by(job_id, step)}.")
@@ -553,7 +630,7 @@ class Bot:
         ack()
         user, channel = body["user"]["id"], body["channel"]["id"]
         value = str(body["actions"][0].get("value") or "")
-        if not self._check("fence", user, channel, respond, {"target": value, "button": "manual fence"}):
+        if not self.check("fence", user, channel, respond, {"target": value, "button": "manual fence"}):
             return
         actor = self.actor(user)
         job, why = self._fence_failed(value)
@@ -667,6 +744,18 @@ def _mrkdwn(text: str, limit: int) -> str:
 def _job_id(value: str) -> int | None:
     """A job id typed or carried by a button: ASCII digits that fit the journal, else None."""
     return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
+
+
+def _rule(verb: str, args: list[str]) -> str | None:
+    """The access rule ``/evac VERB ARGS`` needs; None for ``run``, which checks the
+    runbook's own rule itself. Looking (``brake``, ``ha status``) is read-only: ``status``."""
+    if verb == "brake" and not args:
+        return "status"
+    if verb == "ha":
+        return "status" if not args or args[0] in READ_ONLY_HA else "ha"
+    if verb == "run":
+        return None
+    return verb
 
 
 def _moves(plan: dict[str, Any]) -> list[tuple[str, str]]:
