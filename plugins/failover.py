@@ -58,7 +58,6 @@ GONE = ("shutoff", "crashed")  # no QEMU left; every other state still runs one
 LEFT_STOPPED = "not protected: left stopped"
 WAIT_EVERY = 0.2  # seconds between looks at what a restart waits for
 ECHO_EVERY = 0.1  # seconds between echoes to a guest others wait for
-GUEST_PING = '{"execute": "guest-ping"}'
 
 
 def confirm_down(ctx: StepContext) -> Mapping[str, Any]:
@@ -396,15 +395,11 @@ class ReadinessChecks:
 def agent_answers(hv: Hypervisor, name: str) -> Look:
     """Whether the guest's QEMU guest agent answers a ``guest-ping``. A guest without an
     agent channel never will: it is not waited for."""
-    import libvirt_qemu  # type: ignore[import-untyped]  # belongs in the adapter: see docs/restart-order.md
-
-    try:
-        libvirt_qemu.qemuAgentCommand(hv._lookup(name), GUEST_PING, 1, 0)
-    except Exception as exc:  # libvirt's own error type stays behind the adapter
-        text = str(exc).strip()
-        if "not configured" in text:
-            return Look(Seen.GONE, f"has no guest agent channel ({text})")
-        return Look(Seen.WAITING, f"its guest agent does not answer ({text})")
+    answered = hv.agent_ping(name)
+    if answered is None:
+        return Look(Seen.GONE, "has no guest agent channel")
+    if not answered:
+        return Look(Seen.WAITING, "its guest agent does not answer")
     return Look(Seen.READY, "its guest agent answers")
 
 
