@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from evac.engine import JobResult
 from evac.errors import ConfigError, EvacError, LockedError
 from evac.params import parse_param_text
+from evac.rebalance import RUNBOOK as REBALANCE_RUNBOOK
+from evac.rebalance import TARGET as REBALANCE_TARGET
 from evac.returning import RUNBOOK as RETURN_RUNBOOK
 from evac.runbook import Param, Runbook
 from evac.states import JobState
@@ -34,8 +36,6 @@ from . import blocks
 if TYPE_CHECKING:
     from .slackapp import Bot
 
-REBALANCE_RUNBOOK = "rebalance"
-REBALANCE_TARGET = "fleet"  # what a rebalance is about, as `evac rebalance` and the periodic one name it
 KIND = "run"  # how these previews are marked in the bot's preview store (a drain's have no kind)
 PREVIEWABLE = (JobState.SUCCEEDED, JobState.PARTIAL)
 WORD = re.compile(r'(?:[^\s"]+|"[^"]*")+')  # a word: runs of anything but space, double quotes grouping

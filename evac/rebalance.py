@@ -35,6 +35,9 @@ from .placement import PLACEABLE_STATES, Chooser, HostView, Move, Policy, Unplac
 from .states import HostMode
 from .yamldoc import Where, seconds, section_mapping, shown
 
+RUNBOOK = "rebalance"
+TARGET = "fleet"  # what a rebalance job is about, in status and history
+
 DEFAULT_THRESHOLD = 10.0  # percent points of memory load between the most and least loaded host
 DEFAULT_MAX_MOVES = 10
 DEFAULT_POLICY = Policy()

@@ -21,14 +21,11 @@ from evac.config import ServiceConfig
 from evac.coordination import Coordination
 from evac.errors import EvacError, Incomplete, LockedError
 from evac.jobs import Actor, Channel, Jobs
-from evac.rebalance import RebalancePlan, RebalanceSettings, parse_rebalance, plan_rebalance
+from evac.rebalance import RUNBOOK, TARGET, RebalancePlan, RebalanceSettings, parse_rebalance, plan_rebalance
 
 from .drain import app_of, chooser, fleet, policy
 
 log = logging.getLogger("evac.rebalance")
-
-RUNBOOK = "rebalance"
-TARGET = "fleet"  # what a rebalance job is about, in status and history
 
 
 # ---------------------------------------------------------------- plan

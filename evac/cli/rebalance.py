@@ -15,12 +15,9 @@ from typing import Any
 from ..engine import JobResult
 from ..errors import EvacError
 from ..params import parse_cli_params
-from ..rebalance import RebalanceSettings
+from ..rebalance import RUNBOOK, TARGET, RebalanceSettings
 from .jobs import actor, confirmed, execute, run_options
 from .output import console, print_json, print_table
-
-RUNBOOK = "rebalance"
-TARGET = "fleet"
 
 
 def register(sub: Any) -> None:
