@@ -11,7 +11,9 @@ PACKAGES=(
     python3-venv python3-dev gcc
     fence-agents ipmitool stress-ng nftables openssl
     etcd-server etcd-client tcpdump
+    chromium
 )
+# chromium: the status page's test drives Debian's headless Chromium (tests/chromium.py).
 # etcd-server's postinst may start a system etcd on 127.0.0.1:2379 where systemd runs;
 # the lab's members listen on the lab hosts' addresses only and never use it.
 

@@ -79,6 +79,7 @@ class Channel(StrEnum):
     ALERTMANAGER = "alertmanager"
     MONITOR = "monitor"
     SERVICE = "service"
+    API = "api"
 
 
 AUTOMATIC = (Channel.MONITOR, Channel.ALERTMANAGER)  # failovers no person asked for

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -37,6 +38,7 @@ class Metrics:
             registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
         )
+        self.migrated = Counter("evac_migration_bytes", "Bytes live migrations sent (memory and disks)", registry=r)
         self.hosts = Gauge("evac_host_state", "1 for the state each host is in", ["host", "state"], registry=r)
         self.fences = Counter("evac_fence_attempts", "Fence steps, by result", ["result"], registry=r)
         self.webhooks = Counter(
@@ -98,14 +100,14 @@ class Metrics:
         armed = Gauge(
             "evac_ha_armed", "1 while HA is armed, 0 while disarmed (`evac ha disarm`)", registry=self.registry
         )
+        armed.set_function(lambda: _read(lambda: journal.disarmed() is None))
 
-        def read() -> float:
-            try:
-                return 0.0 if journal.disarmed() else 1.0
-            except JournalError:
-                return math.nan  # unknown while etcd is unavailable
-
-        armed.set_function(read)
+    def watch_brake(self, journal: Journal) -> None:
+        """Whether the storm brake holds, read from the journal at each scrape, as HA's state."""
+        brake = Gauge(
+            "evac_storm_brake", "1 while the storm brake holds automatic failover back", registry=self.registry
+        )
+        brake.set_function(lambda: _read(lambda: journal.brake() is not None))
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
@@ -145,9 +147,19 @@ class Metrics:
                 self.duration.observe(float(out["seconds"]))
             if ok and out.get("downtime_ms") is not None:
                 self.downtime.observe(float(out["downtime_ms"]) / 1000)
+            if ok and out.get("bytes"):
+                self.migrated.inc(float(out["bytes"]))
         elif kind == EventKind.STEP_FINISHED and self._actions.get((event.job_id, event.step)) == "host.fence":
             self.fences.labels(str(event.data.get("state"))).inc()
         elif kind in HOST_HEALTH:
             health = HOST_HEALTH[EventKind(kind)]
             for state in Health:
                 self.hosts.labels(event.item, state).set(1 if state == health else 0)
+
+
+def _read(holds: Callable[[], bool]) -> float:
+    """1 or 0 from the journal; NaN while it cannot say (etcd unavailable)."""
+    try:
+        return 1.0 if holds() else 0.0
+    except JournalError:
+        return math.nan

@@ -58,6 +58,7 @@ class Service:
         self.metrics.watch_journal(self.app.journal)
         self.metrics.watch_coordination(app.coordination)
         self.metrics.watch_ha(self.app.journal)
+        self.metrics.watch_brake(self.app.journal)
         self.app.pm.register(self.metrics, name="evac.metrics")
         self.snapshots = Snapshotter(app, every=config.snapshots.every)
         self.accepting = True  # False once stopping: the webhooks answer 503 to new work

@@ -1,7 +1,8 @@
 """The HTTP server of ``evac serve`` (and of ``evac slack --mode http``): FastAPI on uvicorn.
 
 :func:`build_app` is the application: ``/healthz``, ``/metrics`` (prometheus_client's
-ASGI app), ``/openapi.json``, the webhooks (``evac.webhooks``) and what plugin services
+ASGI app), ``/openapi.json``, the webhooks (``evac.webhooks``), the REST API (``/api/v1``,
+``evac.api``), the status page at ``/`` (``evac.statuspage``) and what plugin services
 mount (Slack's ``/slack/events``). Errors are JSON, ``{"error": "alerts[0].status:
 required"}``, naming the field.
 
@@ -17,6 +18,8 @@ a server facing untrusted clients needs and uvicorn alone does not give:
   ``limit_concurrency`` is not used: it counts idle sockets, so 30 slow clients would
   turn ``/healthz`` into a 503. Here a slow client holds no slot (its body is read
   first), and ``/healthz`` and ``/metrics`` take none;
+- an events stream (``/api/v1/jobs/{id}/events``), open as long as its job runs, takes
+  no slot either but one of ``max_streams`` places of its own, or a 503 at once;
 - a listen backlog of ``backlog`` (2048), not ``http.server``'s 5.
 """
 
@@ -43,7 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__, webhooks
+from . import __version__, api, statuspage, webhooks
 from .deadline import header_deadline_protocol
 from .errors import EvacError, JournalError
 from .metrics import Metrics
@@ -78,6 +81,8 @@ class WebSettings:
     max_body_bytes: int = 1024 * 1024
     body_limits: tuple[tuple[str, int], ...] = ()  # (path prefix, smaller limit), e.g. ("/hooks/", 262144)
     unbounded: frozenset[str] = frozenset({"/healthz", "/metrics"})  # paths that take no slot
+    streams: re.Pattern[str] = re.compile(r"/api/v1/jobs/[^/]+/events")  # long-lived: a stream place, not a slot
+    max_streams: int = 32  # event streams open at once
     shutdown_grace: int = 5  # s stop() lets answers in progress finish
 
     def body_limit(self, path: str) -> int:
@@ -116,6 +121,7 @@ class RequestGuard:
         self.settings = settings
         self.observe = observe
         self._slots: asyncio.Semaphore | None = None
+        self._streams = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -162,6 +168,9 @@ class RequestGuard:
         if scope["path"] in self.settings.unbounded:
             await self.app(scope, replay, send)
             return
+        if self.settings.streams.fullmatch(scope["path"]):
+            await self._stream(scope, replay, send)
+            return
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.max_concurrency)
         try:
@@ -174,6 +183,18 @@ class RequestGuard:
             await self.app(scope, replay, send)
         finally:
             self._slots.release()
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A long-lived answer would hold an application slot for as long as it lasts, so
+        streams have places of their own; when all are taken the answer is a 503 at once."""
+        if self._streams >= self.settings.max_streams:
+            await answer(send, 503, f"busy: {self.settings.max_streams} event streams open; retry", close=False)
+            return
+        self._streams += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._streams -= 1
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes | None:
         length: bytes | None = None
@@ -380,7 +401,8 @@ def build_app(served: Served, mounts: Mapping[str, ASGIApp] | None = None) -> Fa
     web = FastAPI(
         title="evac",
         version=__version__,
-        description="Webhooks that start evacuations and failovers, health and metrics of `evac serve`.",
+        description="Webhooks that start evacuations and failovers, the REST API (`/api/v1`, bearer tokens "
+        "with scopes: each route's description names the scope it needs), health and metrics of `evac serve`.",
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
@@ -399,6 +421,8 @@ def build_app(served: Served, mounts: Mapping[str, ASGIApp] | None = None) -> Fa
         Route("/metrics", MetricsEndpoint(served.config.metrics_token, served.metrics), methods=["GET"])
     )
     web.include_router(webhooks.router(served))
+    web.include_router(api.router(served))
+    web.router.routes.extend(statuspage.routes())
     for path, mounted in (mounts or {}).items():
         web.router.routes.append(Route(path, Mounted(mounted), include_in_schema=False))
     return web
