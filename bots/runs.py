@@ -73,7 +73,7 @@ def parse_params(
     """``KEY=VALUE`` words as the runbook's typed params, with ``fixed`` (what the command
     itself names, such as the host of ``/evac return HOST``) given already. Unknown keys
     get the closest declared name; a required param nobody gives is an error unless it is
-    ``supplied`` from elsewhere (the config's ``drain:`` settings)."""
+    ``supplied`` from elsewhere (the config's defaults for the runbook: ``Jobs.defaults``)."""
     declared = {p.name: p for p in book.params}
     takes = ", ".join(declared) or "no params"
     given: dict[str, Any] = dict(fixed or {})
@@ -196,8 +196,7 @@ class Runs:
             return
         try:
             book = evac.runbook(name)
-            drain = evac.settings.drain_params if name == evac.settings.runbooks.drain else {}
-            given = parse_params(book, args[1:], supplied=drain)
+            given = parse_params(book, args[1:], supplied=evac.jobs.defaults(book))
         except EvacError as exc:
             respond(response_type="ephemeral", text=f"`/evac run {name}`: {exc}")
             return

@@ -243,8 +243,8 @@ class Agent:
         """Look at the journal's disarmed key, while the lease holds (an agent cut off keeps
         the mode it last saw), and acknowledge a change in the order that keeps the leader's
         count sound: armed at once, then recorded; disarmed once recorded."""
-        if not self.session.valid(self.timings.session_margin):
-            return
+        if not self.running or not self.session.valid(self.timings.session_margin):
+            return  # starting or stopping: the state record is start()'s or stop()'s alone
         try:
             seen = HaMode.DISARMED if self.cluster.get(disarmed_key(self.prefix)) is not None else HaMode.ARMED
         except JournalError as exc:
@@ -253,8 +253,7 @@ class Agent:
         if seen == self.ha == self.acknowledged:
             return
         self.ha = mode_while_acknowledging(self.ha, seen)
-        state, reason, timeout = self._last
-        if not self._record(state, reason, timeout, tries=1, ha=seen):
+        if not self._record(None, "", 0.0, tries=1, ha=seen):
             return  # looked at again next round
         self.ha = seen
         if seen is HaMode.DISARMED:
@@ -290,9 +289,14 @@ class Agent:
             self.unarmed = not self._record(RUNNING, "feeding works again", self.armed_timeout, tries=1)
 
     # ---------------------------------------------------------------- etcd
-    def _record(self, state: str, reason: str, timeout: float, tries: int | None, ha: HaMode | None = None) -> bool:
+    def _record(
+        self, state: str | None, reason: str, timeout: float, tries: int | None, ha: HaMode | None = None
+    ) -> bool:
         """Write the state record, with what it acknowledges of HA (``ha``, else what the
-        record says now); ``tries=None`` keeps trying until it works or the agent stops."""
+        record says now); ``tries=None`` keeps trying until it works or the agent stops.
+        ``state`` None writes the last state again, as it is when the lock is held: an
+        acknowledgement must never bring back a ``running`` that ``stop()`` or a failed
+        feed has replaced meanwhile."""
         margin = self.timings.minimum_margin()
         attempt = 0
         while tries is not None or not self._stop.is_set():
@@ -300,9 +304,10 @@ class Agent:
             try:
                 with self._record_lock:
                     mode = ha or self.acknowledged
-                    fields = AgentState(self.host.name, state, timeout, os.getpid(), time.time(), reason, margin)
+                    now = (state, reason, timeout) if state is not None else self._last
+                    fields = AgentState(self.host.name, now[0], now[2], os.getpid(), time.time(), now[1], margin)
                     self._swap(json.dumps({**json.loads(fields.record()), "ha": str(mode)}))
-                    self.acknowledged, self._last = mode, (state, reason, timeout)
+                    self.acknowledged, self._last = mode, now
                 return True
             except JournalError as exc:
                 log.warning("agent %s: recording '%s' in etcd: %s", self.host.name, state, exc)

@@ -52,7 +52,10 @@ from .inventory import HostSpec
 from .journal import BrakeState, Disarmed, JobRecord, Journal
 from .model import Guest
 from .plugins import notify
+from .rebalance import RUNBOOK as REBALANCE_RUNBOOK
+from .rebalance import RebalanceSettings
 from .restartpolicy import Attempt, HaSettings, Recovery, RestartPolicy, decide
+from .returning import RUNBOOK as RETURN_RUNBOOK
 from .runbook import Runbook, bind_params, load_runbook
 from .states import EventKind, HostMode, JobState
 from .stormbrake import release_held
@@ -139,16 +142,20 @@ class Jobs:
         target: str = "",
         dry_run: bool = False,
         approve: bool = False,
+        force: bool = False,
     ) -> Started:
         """Record a job of a registered runbook (a file only from the CLI) and audit it.
 
-        The config's ``drain:`` settings are the drain runbook's defaults; what the
-        caller gives wins. ``LockedError`` while another job holds the runbook's lock.
+        The config's settings are the runbook's defaults (:meth:`defaults`); what the
+        caller gives wins. ``LockedError`` while another job holds the runbook's lock. A
+        drain of a host already in maintenance (or fenced) is refused unless ``force``,
+        whichever channel asks (``evac evacuate --force`` drains what is left).
         """
         try:
             book = self._runbook(runbook, actor)
-            defaults = dict(self.app.settings.drain_params) if book.name == self.app.settings.runbooks.drain else {}
-            params = bind_params(book, {**defaults, **given}, self.app.host_names())
+            params = bind_params(book, {**self.defaults(book), **given}, self.app.host_names())
+            if book.name == self.app.settings.runbooks.drain and not (force or dry_run):
+                self._not_drained_yet(str(params.get("host", "")))
             job = self.app.engine.submit(book, params, target, dry_run)
         except EvacError as exc:
             self.refused(actor, "run", target or runbook, exc)
@@ -203,19 +210,19 @@ class Jobs:
         """Drain a host with ``runbook``, or with what :meth:`evacuation` chooses."""
         spec = self.app.inventory.host(host)
         book, note = (runbook, "") if runbook else self.evacuation(spec.name)
-        state = self.app.journal.host_states().get(spec.name)
-        if book == self.app.settings.runbooks.drain and state and not (force or dry_run):
-            refusal = ConfigError(
-                f"evacuate: {spec.name} is already in {state.state} ({state.actor}, {state.reason or 'no reason'}); "
-                f"--force drains what is left, `evac host enable {spec.name}` ends the maintenance"
-            )
-            self.refused(actor, "run", spec.name, refusal)
-            raise refusal
         given = {**(params or {}), "host": spec.name}
         if reason and any(p.name == "reason" for p in self._runbook(book, actor).params):
             given["reason"] = reason
-        started = self.start(book, given, actor, spec.name, dry_run)
+        started = self.start(book, given, actor, spec.name, dry_run, force=force)
         return Started(started.job, started.runbook, started.params, started.target, note)
+
+    def _not_drained_yet(self, host: str) -> None:
+        state = self.app.journal.host_states().get(host)
+        if state is not None:
+            raise ConfigError(
+                f"evacuate: {host} is already in {state.state} ({state.actor}, {state.reason or 'no reason'}); "
+                f"--force drains what is left, `evac host enable {host}` ends the maintenance"
+            )
 
     def fail_over(self, host: str, actor: Actor, reason: str, checks: int | None = None) -> Started:
         """Confirm down, fence, restart elsewhere. The monitor passes ``checks=1``: its own
@@ -406,9 +413,20 @@ class Jobs:
         front door shows before a person confirms (Slack's ``/evac run``, the REST API's ``dry_run``). Its params are
         checked as :meth:`start` checks them, so a preview that passes starts."""
         book = self.app.runbook(runbook)
-        defaults = dict(self.app.settings.drain_params) if book.name == self.app.settings.runbooks.drain else {}
-        params = bind_params(book, {**defaults, **given}, self.app.host_names())
+        params = bind_params(book, {**self.defaults(book), **given}, self.app.host_names())
         return self.app.engine.execute(book, params, target, dry_run=True)
+
+    def defaults(self, book: Runbook) -> dict[str, Any]:
+        """The config's defaults for a runbook's params, whichever channel starts it: the
+        ``drain:`` settings for the drain and for the return (its migrations are a drain's),
+        the ``rebalance:`` settings for the rebalance; only params the runbook declares."""
+        found: Mapping[str, Any] = {}
+        if book.name in (self.app.settings.runbooks.drain, RETURN_RUNBOOK):
+            found = self.app.settings.drain_params
+        elif book.name == REBALANCE_RUNBOOK:
+            found = RebalanceSettings.of(self.app.settings.sections).params()
+        declared = {p.name for p in book.params}
+        return {key: value for key, value in found.items() if key in declared}
 
     # ---------------------------------------------------------------- run
     def run(self, started: Started) -> JobResult:

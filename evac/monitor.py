@@ -567,7 +567,12 @@ class Monitor:
                 return self.disarmed
 
     def _hold(self, host: str, held: Disarmed) -> None:
-        """While HA is disarmed a host down is an alert, not a failover."""
+        """While HA is disarmed a host down is an alert, not a failover. The disarm is this
+        monitor's from now on, even before its follower would see it: an arm that comes
+        soon after must be seen as one, and fail this host over."""
+        with self._lock:
+            if self.disarmed is None:
+                self.disarmed = held
         self._emit(
             EventKind.HA_HELD,
             host,

@@ -189,7 +189,7 @@ class Service:
                 continue
             except EvacError as exc:
                 log.error("guest %s on %s died (%s) and was not restarted: %s", down.guest, down.host, down.reason, exc)
-            if held is None:
+            if held is None and self.app.journal.disarmed() is None:  # read again: disarmed meanwhile keeps it
                 agents.cluster.txn([mod_revision_is(down.key, down.revision)], [delete_op(down.key)])
 
     def _announce(self, event: Event) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from ..engine import JobResult
 from ..errors import EvacError
 from ..params import parse_cli_params
-from ..rebalance import RUNBOOK, TARGET, RebalanceSettings
+from ..rebalance import RUNBOOK, TARGET
 from .jobs import actor, confirmed, execute, run_options
 from .output import console, print_json, print_table
 
@@ -67,10 +67,7 @@ def cmd_rebalance(args: argparse.Namespace) -> int:
     from . import make_app
 
     app = make_app(args)
-    given = {
-        **RebalanceSettings.of(app.settings.sections).params(),
-        **parse_cli_params(app.runbook_file(RUNBOOK), args.param),
-    }
+    given = parse_cli_params(app.runbook_file(RUNBOOK), args.param)  # over the rebalance: section's (Jobs.defaults)
     for key, value in (("max_moves", args.max_moves), ("threshold", args.threshold)):
         if value is not None:
             given[key] = value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -103,12 +104,11 @@ def scratch_lab() -> Iterator[Lab]:
 @pytest.fixture
 def make_guest(lab: Lab, inventory: Inventory, request: pytest.FixtureRequest) -> Iterator[object]:
     """``make_guest(host, **spec)`` boots a uniquely named guest; all are removed afterwards."""
-    from evac.errors import EvacError
-    from evac.hypervisor import Hypervisor
     from evac.lab.guests import GuestSpec, create_guest, wait_console
 
     made: list[str] = []
     counter = iter(range(1000))
+    remove_guests(inventory, lambda name: MADE.fullmatch(name) is not None)  # earlier tests' leftovers
 
     def make(host: str, wait: bool = True, **spec: object) -> str:
         name = f"t{abs(hash(request.node.nodeid)) % 10**6}-{next(counter)}"
@@ -119,13 +119,26 @@ def make_guest(lab: Lab, inventory: Inventory, request: pytest.FixtureRequest) -
         return name
 
     yield make
+    remove_guests(inventory, lambda name: name in made)
+
+
+MADE = re.compile(r"t[0-9]+-[0-9]+")  # the names make_guest gives
+
+
+def remove_guests(inventory: Inventory, whose: Callable[[str], bool]) -> None:
+    """Destroy and undefine the guests ``whose`` names, on every host that answers. A host
+    a test left powered off keeps its definitions until the next test's sweep: each test
+    that makes guests starts from a lab without another test's."""
+    from evac.errors import EvacError
+    from evac.hypervisor import Hypervisor
+
     for spec in inventory.hosts:
         try:
             with Hypervisor.connect(spec.name, spec.uri) as hv:
-                for name in made:
-                    if hv.has_guest(name):
-                        hv.destroy(name)
-                        hv.undefine(name)
+                for guest in hv.guests():
+                    if whose(guest.name):
+                        hv.destroy(guest.name)
+                        hv.undefine(guest.name)
         except EvacError:
             continue
 

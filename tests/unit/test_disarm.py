@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from evac import hookimpl
 from evac.agent import Agent, acknowledged, acknowledgments, disarmed_key
-from evac.agents import RUNNING, AgentState, AgentView, GuestDown, live_key, state_key
+from evac.agents import RUNNING, STOPPED, UNARMED, AgentState, AgentView, GuestDown, live_key, state_key
 from evac.app import App
 from evac.cli import main
 from evac.config import AgentSettings, load_config
@@ -615,6 +615,7 @@ def test_no_agent_ever_feeds_whatever_happens_under_a_record_that_says_armed(ste
     ``disarmed`` only if etcd's record says so (what the leader's count relies on)."""
     agent = Agent.__new__(Agent)  # its HA half alone: no lease, no watchdog, no server
     agent.ha = agent.acknowledged = HaMode.ARMED
+    agent.running = True
     agent._last = (RUNNING, "", 3.0)
     record = [HaMode.ARMED]
     looking: list[HaMode] = []
@@ -627,7 +628,7 @@ def test_no_agent_ever_feeds_whatever_happens_under_a_record_that_says_armed(ste
         def get(self, key: str) -> object | None:
             return object() if looking[-1] is HaMode.DISARMED else None
 
-    def write(state: str, reason: str, timeout: float, tries: int | None, ha: HaMode | None = None) -> bool:
+    def write(state: str | None, reason: str, timeout: float, tries: int | None, ha: HaMode | None = None) -> bool:
         assert agent.ha is HaMode.ARMED or record[-1] is HaMode.DISARMED  # the moment before the write
         if not ok:
             return False
@@ -750,3 +751,43 @@ def test_ha_without_a_verb_is_a_usage_error(cli: Callable[..., int], capsys: pyt
         cli("ha")
     err = capsys.readouterr().err
     assert exited.value.code == 2 and err == "evac ha: error: the following arguments are required: verb\n"
+
+
+def recorded_state(agent: Agent) -> str:
+    kv = agent.cluster.get(state_key(agent.prefix, agent.host.name))
+    assert kv is not None
+    return str(json.loads(kv.value)["state"])
+
+
+def test_acknowledging_a_disarm_keeps_the_unarmed_a_failed_feed_recorded(agent: Agent, journal: EtcdJournal) -> None:
+    assert agent._record(UNARMED, "feeding failed: device gone", 3.0, tries=1)
+    journal.disarm("upgrade", "cli:ops")
+    agent.follow_ha()
+    assert said(agent) is HaMode.DISARMED and recorded_state(agent) == UNARMED
+
+
+def test_an_acknowledgement_in_flight_while_the_agent_stops_never_records_it_running_again(
+    agent: Agent, journal: EtcdJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stop()`` records ``stopped`` between the acknowledgement's look at the journal and
+    its write: the write must keep ``stopped``, or the leader would count the watchdog of a
+    host whose agent disarmed it."""
+    journal.disarm("upgrade", "cli:ops")
+    look = agent.cluster.get
+
+    def stopping_meanwhile(key: str) -> Any:
+        found = look(key)
+        assert agent._record(STOPPED, "agent stopped cleanly", 0.0, tries=1)
+        return found
+
+    monkeypatch.setattr(agent.cluster, "get", stopping_meanwhile)
+    agent.follow_ha()
+    monkeypatch.undo()
+    assert recorded_state(agent) == STOPPED
+
+
+def test_a_stopping_agent_acknowledges_nothing(agent: Agent, journal: EtcdJournal) -> None:
+    agent.running = False
+    journal.disarm("upgrade", "cli:ops")
+    agent.follow_ha()
+    assert said(agent) is HaMode.ARMED

@@ -1,0 +1,155 @@
+"""Doing and undoing each fault on a lab, and healing everything at the end.
+
+The lab's own primitives (``evac.lab``) do the work; this module only maps a fault kind
+onto them, and brings a lost host back the way an operator would: network healed,
+powered on, its replica and etcd member started, back in service once its failover is
+over.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from bench.labkit import Replicas, until
+from evac.errors import EvacError
+from evac.journal import Journal
+from evac.lab import Lab
+from evac.lab.guests import qemu_pids
+from evac.states import HostMode
+
+from .faults import Fault, FaultKind
+from .sampler import Sampler
+
+FAILOVER_BOUND = 60.0  # s a lost host's failover may take before it is powered on anyway
+
+
+def inject(lab: Lab, replicas: Replicas, fault: Fault, sampler: Sampler) -> Fault:
+    """Inject ``fault``; returns it with the target it hit (a migration's destination is
+    found when one is in flight: waited for up to the fault's hold, else nothing is done
+    and the target stays empty)."""
+    kind, target = fault.kind, fault.target
+    if kind is FaultKind.KILL_DESTINATION:
+        deadline = time.monotonic() + fault.hold
+        while (found := sampler.incoming()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if found is None:
+            return fault
+        fault = replace(fault, target=found)
+        lab.kill_host(found)
+        return fault
+    if kind is FaultKind.KILL_CONTROLLER:
+        lab.stop_serve(target, signal.SIGKILL)
+    elif kind is FaultKind.RESTART_SERVICE:
+        lab.stop_serve(target, signal.SIGTERM)
+    elif kind is FaultKind.POWER_OFF:
+        lab.kill_host(target)
+    elif kind is FaultKind.CUT_HOST:
+        lab.cut(target)
+    elif kind is FaultKind.CUT_ETCD:
+        lab.cut_etcd(target)
+    elif kind is FaultKind.KILL_ETCD:
+        lab.kill_etcd(target)
+    elif kind is FaultKind.PACKET_LOSS:
+        lab.set_loss(target, 20)
+    elif kind is FaultKind.KILL_QEMU:
+        for pid in qemu_pids(target):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    elif kind is FaultKind.STOP_AGENT:
+        lab.stop_agent(target, signal.SIGKILL)
+    return fault
+
+
+def heal(lab: Lab, replicas: Replicas, journal: Journal, fault: Fault, log: Callable[[str], None]) -> None:
+    """Undo ``fault``; a lost host comes back only once evac is done failing it over."""
+    kind, target = fault.kind, fault.target
+    if kind in (FaultKind.KILL_CONTROLLER, FaultKind.RESTART_SERVICE):
+        replicas.start(target)
+    elif kind is FaultKind.CUT_ETCD:
+        lab.heal_etcd(target)
+    elif kind is FaultKind.KILL_ETCD:
+        if lab.power_state(target) == "on":
+            lab.start_etcd(target)
+    elif kind is FaultKind.PACKET_LOSS:
+        lab.set_loss(target, 0)
+    elif kind is FaultKind.CUT_HOST:
+        lab.heal(target)
+        if lab.power_state(target) == "off":  # fenced while cut
+            revive(lab, replicas, journal, target, log)
+    elif kind in (FaultKind.POWER_OFF, FaultKind.KILL_DESTINATION) and target:
+        revive(lab, replicas, journal, target, log)
+    elif kind is FaultKind.STOP_AGENT:
+        if lab.power_state(target) == "off":  # its watchdog reset it
+            revive(lab, replicas, journal, target, log)
+        lab.start_agent(target)
+
+
+def release_brake(journal: Journal, log: Callable[[str], None]) -> None:
+    """Two hosts lost within the monitor's window engage the storm brake, which pauses
+    failover until an operator releases it: the nemesis releases it (the operator who
+    checked that the hosts are really down), so the lost hosts' guests are restarted."""
+    brake = journal.brake()
+    if brake is not None:
+        log(f"  storm brake engaged ({brake.reason.split(':')[0]}); released")
+        journal.release_brake()
+
+
+def handled(journal: Journal, host: str, log: Callable[[str], None]) -> bool:
+    """evac is done with a lost host: fenced, and no failover of it still running."""
+    try:
+        release_brake(journal, log)
+        state = journal.host_states().get(host)
+        busy = any(j.runbook == "host-failure" and j.target == host for j in journal.unfinished_jobs())
+    except EvacError:  # etcd still electing: ask again
+        return False
+    return state is not None and state.state == HostMode.FENCED and not busy
+
+
+def revive(lab: Lab, replicas: Replicas, journal: Journal, host: str, log: Callable[[str], None]) -> None:
+    """Power a lost host on once evac fenced it and failed it over (as an operator would
+    after the repair), or after FAILOVER_BOUND, said in the log."""
+    if lab.power_state(host) == "off":
+        try:
+            until(lambda: handled(journal, host, log), FAILOVER_BOUND, f"{host} fenced and failed over", every=0.5)
+        except TimeoutError as exc:
+            log(f"  ! {exc}; powering {host} on anyway")
+        lab.start_host(host)
+    if host in replicas.hosts:
+        replicas.start(host)
+    if lab.has_agents():
+        lab.start_agent(host)
+    enable(journal, host)
+
+
+def enable(journal: Journal, host: str) -> None:
+    """A fenced host back in service (the operator's ``evac host enable``, without a return)."""
+    state = journal.host_states().get(host)
+    if state is not None and state.state == HostMode.FENCED:
+        journal.set_host_state(host, HostMode.ENABLED, "nemesis: powered on again", "nemesis")
+
+
+def heal_all(lab: Lab, replicas: Replicas, journal: Journal, log: Callable[[str], None]) -> None:
+    """Everything back: networks, etcd members, hosts, replicas, agents, service."""
+    for host in lab.host_names():
+        if lab.is_cut(host):
+            lab.heal(host)
+        lab.set_loss(host, 0)
+        if lab.has_etcd() and host in lab.etcd_member_names() and lab.etcd_is_cut(host):
+            lab.heal_etcd(host)
+    for host in lab.host_names():
+        if lab.power_state(host) == "off":
+            revive(lab, replicas, journal, host, log)
+        elif host in lab.etcd_member_names() and not lab.etcd_health().get(host, True):
+            lab.start_etcd(host)
+    for host in replicas.hosts:
+        replicas.start(host)
+    for host in lab.host_names():
+        if lab.has_agents() and not lab.agent_pids(host):
+            lab.start_agent(host)
+        enable(journal, host)

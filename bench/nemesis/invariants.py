@@ -1,0 +1,161 @@
+"""The invariants, as pure checks on what was recorded outside evac: libvirt's running
+lists sampled on every host, QEMU's logs, the lab power switch's log, and (for the jobs
+and the snapshots it recorded) the journal, compared with virsh.
+
+Each check returns the violations it found; a clean run has none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# QEMU's own refusal when another QEMU holds the disk image (the lab's image locks
+# refuse before virtlockd does); one line per refused start.
+REFUSED = 'Failed to get "write" lock'
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What libvirt said at ``t`` (seconds into the run): the guests whose vCPUs run, per
+    host that answered. A host that did not answer is absent from ``running``."""
+
+    t: float
+    running: Mapping[str, frozenset[str]]
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant: str
+    t: float | None  # seconds into the run, where it has a moment
+    detail: str
+
+    def line(self) -> str:
+        at = f"t={self.t:.2f}s " if self.t is not None else ""
+        return f"{self.invariant}: {at}{self.detail}"
+
+
+def double_listings(samples: Iterable[Sample]) -> list[tuple[float, str, tuple[str, ...], int]]:
+    """``(first t, guest, hosts, samples in a row)`` for every stretch of consecutive
+    samples listing a guest running on the same two (or more) hosts."""
+    stretches: list[tuple[float, str, tuple[str, ...], int]] = []
+    ongoing: dict[tuple[str, tuple[str, ...]], tuple[float, int]] = {}
+    for sample in samples:
+        where: dict[str, list[str]] = {}
+        for host, guests in sample.running.items():
+            for guest in guests:
+                where.setdefault(guest, []).append(host)
+        now = {(g, tuple(sorted(hs))) for g, hs in where.items() if len(hs) > 1}
+        for key in list(ongoing):
+            if key not in now:
+                t, n = ongoing.pop(key)
+                stretches.append((t, key[0], key[1], n))
+        for key in now:
+            t, n = ongoing.get(key, (sample.t, 0))
+            ongoing[key] = (t, n + 1)
+    stretches += [(t, g, hs, n) for (g, hs), (t, n) in ongoing.items()]
+    return sorted(stretches)
+
+
+def double_runs(samples: Iterable[Sample]) -> list[Violation]:
+    """A guest running on two hosts in two samples in a row (one violation per stretch).
+
+    The hosts of one sample are asked one after the other, so a migration's switchover
+    can fall between two of them and show the guest on both in that one sample (the
+    source listed before it paused, the destination after it resumed); ``transient``
+    counts those. A real double run lasts until a fence, far longer than 0.25 s, and a
+    second QEMU is refused by the image lock (``refused_starts``) besides."""
+    return [
+        Violation("runs twice", t, f"{guest} running on {', '.join(hosts)} in {n} samples in a row")
+        for t, guest, hosts, n in double_listings(samples)
+        if n > 1
+    ]
+
+
+def transient(samples: Iterable[Sample]) -> int:
+    """Single-sample double listings (see ``double_runs``)."""
+    return sum(1 for *_, n in double_listings(samples) if n == 1)
+
+
+def runs_once(final: Sample, guests: Iterable[str], stopped: Iterable[str] = ()) -> list[Violation]:
+    """After heal and settle every guest runs exactly once, except those a job stopped
+    (they may run nowhere, never twice)."""
+    found: list[Violation] = []
+    allowed_off = set(stopped)
+    for guest in sorted(guests):
+        hosts = sorted(h for h, gs in final.running.items() if guest in gs)
+        if len(hosts) > 1 or (not hosts and guest not in allowed_off):
+            where = f"on {', '.join(hosts)}" if hosts else "nowhere"
+            found.append(Violation("runs once after settle", final.t, f"{guest} running {where}"))
+    return found
+
+
+def refused_starts(logs: Mapping[str, str]) -> dict[str, int]:
+    """QEMU starts refused by an image lock, per guest log (``host/guest`` -> count)."""
+    return {name: text.count(REFUSED) for name, text in logs.items() if REFUSED in text}
+
+
+def unfinished(jobs: Sequence[tuple[int, str, str, str, bool]]) -> list[Violation]:
+    """``(id, runbook, target, state, terminal)``: every job terminal once the bound passed."""
+    return [
+        Violation("job terminal", None, f"job {i} {runbook} {target} still {state}")
+        for i, runbook, target, state, terminal in jobs
+        if not terminal
+    ]
+
+
+def journal_disagrees(
+    defined: Mapping[str, frozenset[str]], recorded: Mapping[str, frozenset[str]], guests: Iterable[str]
+) -> list[Violation]:
+    """The journal's snapshot of each answering host defines what virsh defines there (for
+    the run's guests): a recorded location is the real one."""
+    found: list[Violation] = []
+    ours = set(guests)
+    for host in sorted(defined):
+        real, kept = defined[host] & ours, recorded.get(host, frozenset()) & ours
+        for guest in sorted(real - kept):
+            found.append(Violation("journal agrees", None, f"{guest} is defined on {host}; its snapshot lacks it"))
+        for guest in sorted(kept - real):
+            found.append(Violation("journal agrees", None, f"{host}'s snapshot has {guest}; virsh does not"))
+    return found
+
+
+def fences_by_non_leaders(
+    presses: Iterable[Mapping[str, Any]], leaders: Iterable[tuple[str, int]], since: float
+) -> list[Violation]:
+    """Every press the power switch accepted with a token since ``since`` came from a host
+    whose replica reported leading with exactly that revision."""
+    claims = set(leaders)
+    found: list[Violation] = []
+    for press in presses:
+        if press["ts"] < since or not press["accepted"] or not press.get("token"):
+            continue
+        caller = str(press["caller"]).split(":")[0]
+        if (caller, int(press["token"])) not in claims:
+            found.append(
+                Violation(
+                    "fence by leader",
+                    press["ts"] - since,
+                    f"{caller} powered {press['host']} off with token {press['token']}, "
+                    "a revision it never reported leading with",
+                )
+            )
+    return found
+
+
+LEADS = "this replica leads (revision "
+
+
+def leader_claims(logs: Mapping[str, str]) -> set[tuple[str, int]]:
+    """``(host, revision)`` for every "this replica leads (revision N)" line of each
+    host's ``serve.log``."""
+    claims: set[tuple[str, int]] = set()
+    for host, text in logs.items():
+        for line in text.splitlines():
+            at = line.find(LEADS)
+            if at >= 0:
+                digits = line[at + len(LEADS) :].split(")")[0]
+                if digits.isdigit():
+                    claims.add((host, int(digits)))
+    return claims

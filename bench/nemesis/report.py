@@ -1,0 +1,92 @@
+"""The run's report: faults by kind, jobs by outcome, violations, settle times, the seed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.report import table
+
+from .faults import Fault
+from .invariants import Violation
+from .workload import Action
+
+
+@dataclass(frozen=True)
+class Injected:
+    t: float  # s into the run, when injected
+    fault: Fault
+    settle: float | None  # s from its heal to settled again; None: not within the bound
+
+
+@dataclass
+class Outcome:
+    seed: int
+    seconds: float
+    injected: list[Injected] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    jobs: dict[str, int] = field(default_factory=dict)  # "runbook state" -> count
+    violations: list[Violation] = field(default_factory=list)
+    refused_starts: dict[str, int] = field(default_factory=dict)
+    samples: int = 0
+    sample_gaps: int = 0  # sampling rounds slower than 0.5 s
+    transient: int = 0  # double listings in one sample only (a switchover between two hosts' answers)
+    notes: list[str] = field(default_factory=list)
+
+
+def fault_rows(injected: Sequence[Injected]) -> list[list[Any]]:
+    """One row per kind: how many, and the settle times (median, worst, unsettled)."""
+    by_kind: dict[str, list[float | None]] = {}
+    for i in injected:
+        by_kind.setdefault(str(i.fault.kind), []).append(i.settle)
+    rows: list[list[Any]] = []
+    for kind, settles in sorted(by_kind.items()):
+        done = sorted(s for s in settles if s is not None)
+        median = done[len(done) // 2] if done else "-"
+        worst = done[-1] if done else "-"
+        rows.append([kind, len(settles), median, worst, len(settles) - len(done)])
+    return rows
+
+
+FAULT_COLUMNS = ("fault", "injected", "settle median s", "settle worst s", "unsettled")
+
+
+def text(outcome: Outcome) -> str:
+    parts = [
+        table(f"Nemesis, seed {outcome.seed}: faults", FAULT_COLUMNS, fault_rows(outcome.injected)),
+        table("Jobs by outcome", ("runbook outcome", "jobs"), sorted(outcome.jobs.items())),
+        table(
+            "Workload",
+            ("channel verb outcome", "count"),
+            sorted(Counter(f"{a.channel} {a.verb} {a.outcome}" for a in outcome.actions).items()),
+        ),
+    ]
+    lines = [f"violations: {len(outcome.violations)}"] + [f"  {v.line()}" for v in outcome.violations]
+    lines.append(f"samples: {outcome.samples} ({outcome.sample_gaps} rounds slower than 0.5 s)")
+    lines.append(f"double listings in one sample only (switchovers): {outcome.transient}")
+    refused = outcome.refused_starts
+    lines.append(f"QEMU starts refused by an image lock: {sum(refused.values())} {refused}")
+    lines += [f"note: {n}" for n in outcome.notes]
+    return "\n\n".join(parts) + "\n\n" + "\n".join(lines)
+
+
+def as_json(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "seed": outcome.seed,
+        "seconds": round(outcome.seconds, 1),
+        "faults": [
+            {"t": i.t, "kind": str(i.fault.kind), "target": i.fault.target, "hold": i.fault.hold, "settle": i.settle}
+            for i in outcome.injected
+        ],
+        "faults_by_kind": dict(Counter(str(i.fault.kind) for i in outcome.injected)),
+        "workload": [a.__dict__ for a in outcome.actions],
+        "jobs": outcome.jobs,
+        "violations": [v.__dict__ for v in outcome.violations],
+        "refused_starts": outcome.refused_starts,
+        "samples": outcome.samples,
+        "sample_gaps": outcome.sample_gaps,
+        "transient": outcome.transient,
+        "notes": outcome.notes,
+    }

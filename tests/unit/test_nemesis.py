@@ -1,0 +1,135 @@
+"""The nemesis bench's pure parts: its seeded schedule, its invariants on recorded
+samples, and its report."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench.nemesis.faults import AGENT_FAULTS, Fault, FaultKind, LabShape, kinds_for, schedule
+from bench.nemesis.invariants import (
+    REFUSED,
+    Sample,
+    double_runs,
+    fences_by_non_leaders,
+    journal_disagrees,
+    leader_claims,
+    refused_starts,
+    runs_once,
+    transient,
+    unfinished,
+)
+from bench.nemesis.report import Injected, Outcome, as_json, fault_rows, text
+
+SHAPE = LabShape(("host1", "host2", "host3", "host4"), ("host1", "host2", "host3"), ("g1", "g2"))
+
+
+def s(t: float, **running: set[str]) -> Sample:
+    return Sample(t, {h: frozenset(g) for h, g in running.items()})
+
+
+@given(st.integers(min_value=0, max_value=2**31))
+def test_the_same_seed_gives_the_same_faults(seed: int) -> None:
+    assert schedule(seed, SHAPE, 12) == schedule(seed, SHAPE, 12)
+
+
+def test_different_seeds_give_different_faults() -> None:
+    assert schedule(1, SHAPE, 12) != schedule(2, SHAPE, 12)
+
+
+@given(st.integers(min_value=0, max_value=2**31))
+def test_each_fault_targets_what_its_kind_applies_to(seed: int) -> None:
+    for fault in schedule(seed, SHAPE, 20):
+        if fault.kind is FaultKind.KILL_DESTINATION:
+            assert fault.target == ""  # found when a migration is in flight
+        elif fault.kind.on_guest:
+            assert fault.target in SHAPE.guests
+        elif fault.kind.on_replica_host:
+            assert fault.target in SHAPE.members
+        else:
+            assert fault.target in SHAPE.hosts
+        assert 2.0 <= fault.hold <= 6.0
+
+
+def test_agent_faults_are_drawn_only_where_agents_run() -> None:
+    assert not AGENT_FAULTS & set(kinds_for(SHAPE))
+    with_agents = LabShape(SHAPE.hosts, SHAPE.members, SHAPE.guests, agents=True)
+    assert set(kinds_for(with_agents)) == set(FaultKind)
+
+
+def test_a_guest_running_on_two_hosts_in_samples_in_a_row_is_one_violation_however_long_it_lasts() -> None:
+    samples = [
+        s(0.0, host1={"g1"}, host2=set()),
+        s(0.25, host1={"g1"}, host2={"g1"}),
+        s(0.5, host1={"g1"}, host2={"g1"}),
+        s(0.75, host1={"g1"}, host2={"g1"}),
+        s(1.0, host1=set(), host2={"g1"}),
+    ]
+    (violation,) = double_runs(samples)
+    assert violation.t == 0.25 and violation.detail == "g1 running on host1, host2 in 3 samples in a row"
+
+
+def test_a_double_listing_in_one_sample_only_is_a_switchover_counted_apart() -> None:
+    samples = [s(0.0, host1={"g1"}, host2={"g1"}), s(0.25, host1=set(), host2={"g1"})]
+    assert double_runs(samples) == [] and transient(samples) == 1
+
+
+def test_a_paused_incoming_guest_is_not_running_so_a_migration_is_no_violation() -> None:
+    # --state-running leaves the paused incoming QEMU out: only one host lists the guest
+    assert double_runs([s(0.0, host1={"g1"}, host2=set()), s(0.25, host2={"g1"})]) == []
+
+
+def test_a_host_that_did_not_answer_hides_nothing_it_did_not_show() -> None:
+    assert double_runs([s(0.0, host1={"g1"}), s(0.25, host2={"g1"})]) == []
+
+
+def test_after_settle_a_guest_must_run_exactly_once_unless_a_job_stopped_it() -> None:
+    final = s(9.0, host1={"g1", "g2"}, host2={"g2"})
+    lines = [v.detail for v in runs_once(final, ["g1", "g2", "g3", "g4"], stopped=["g4"])]
+    assert lines == ["g2 running on host1, host2", "g3 running nowhere"]
+
+
+def test_refused_starts_are_counted_per_guest_log() -> None:
+    logs = {"host1/g1": f"x\n{REFUSED} on /img\n{REFUSED} again\n", "host2/g1": "fine\n"}
+    assert refused_starts(logs) == {"host1/g1": 2}
+
+
+def test_a_job_still_running_after_the_bound_is_a_violation() -> None:
+    jobs = [(1, "maintenance", "host1", "succeeded", True), (2, "host-failure", "host2", "running", False)]
+    assert [v.detail for v in unfinished(jobs)] == ["job 2 host-failure host2 still running"]
+
+
+def test_the_journal_must_record_each_guest_where_virsh_defines_it() -> None:
+    defined = {"host1": frozenset({"g1", "other"}), "host2": frozenset()}
+    recorded = {"host1": frozenset(), "host2": frozenset({"g1"})}
+    details = [v.detail for v in journal_disagrees(defined, recorded, ["g1"])]
+    assert details == ["g1 is defined on host1; its snapshot lacks it", "host2's snapshot has g1; virsh does not"]
+
+
+def test_leader_claims_are_read_from_the_replicas_logs() -> None:
+    logs = {"host1": "a\n2026 INFO this replica leads (revision 41)\n", "host2": "nothing\n"}
+    assert leader_claims(logs) == {("host1", 41)}
+
+
+def test_a_fence_accepted_from_a_replica_that_never_led_with_its_token_is_a_violation() -> None:
+    presses = [
+        {"ts": 5.0, "host": "host4", "caller": "host1:10", "token": 41, "accepted": True},
+        {"ts": 6.0, "host": "host4", "caller": "host2:11", "token": 40, "accepted": True},
+        {"ts": 7.0, "host": "host4", "caller": "host3:12", "token": 39, "accepted": False},
+        {"ts": 1.0, "host": "host4", "caller": "host3:12", "token": 9, "accepted": True},
+        {"ts": 8.0, "host": "host4", "caller": "root:13", "token": None, "accepted": True},
+    ]
+    (violation,) = fences_by_non_leaders(presses, {("host1", 41)}, since=2.0)
+    assert violation.t == 4.0 and "host2 powered host4 off with token 40" in violation.detail
+
+
+def test_the_report_gives_counts_and_settle_times_per_fault_kind() -> None:
+    injected = [
+        Injected(1.0, Fault(FaultKind.CUT_HOST, "host2", 3.0), 4.0),
+        Injected(9.0, Fault(FaultKind.CUT_HOST, "host3", 3.0), None),
+        Injected(20.0, Fault(FaultKind.CUT_ETCD, "host1", 2.0), 1.5),
+    ]
+    assert fault_rows(injected) == [["cut etcd traffic", 1, 1.5, 1.5, 0], ["cut host", 2, 4.0, 4.0, 1]]
+    outcome = Outcome(seed=7, seconds=30.0, injected=injected, jobs={"host-failure succeeded": 1})
+    assert "seed 7" in text(outcome) and "violations: 0" in text(outcome)
+    assert as_json(outcome)["faults_by_kind"] == {"cut host": 2, "cut etcd traffic": 1}
