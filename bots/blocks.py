@@ -82,12 +82,21 @@ def preview(host: str, reason: str, plan: dict[str, Any], token: str) -> list[di
     return out
 
 
+PLAN_CHANGED = "The fleet changed since this preview; here is the new plan. Confirm again."
+
+
+def escape(text: str) -> str:
+    """Text as mrkdwn shows it: no mention, link or broadcast (``<!channel>``) hidden in it.
+    Whatever a user typed, or an event carries from another channel, goes through here."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def run_preview(
     title: str, book: Runbook, given: dict[str, Any], plan: dict[str, Any] | None, steps: list[str], token: str
 ) -> list[dict[str, Any]]:
     """A runbook's dry run, to confirm: the plan its plan step made (moves, what stays and
     why, each host's load before and after) when it has one, else the steps it would run."""
-    params = " ".join(f"`{k}={_cut(_shown(v), 60)}`" for k, v in given.items()) or "its defaults"
+    params = " ".join(f"`{k}={escape(_cut(_shown(v), 60))}`" for k, v in given.items()) or "its defaults"
     about = f"\n_{_cut(book.description, 300)}_" if book.description else ""
     out: list[dict[str, Any]] = [
         {"type": "header", "text": _text(_cut(f"{title}?", 150))},

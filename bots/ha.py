@@ -18,6 +18,8 @@ from evac.journal import Disarmed
 from evac.restartpolicy import HaSettings
 from evac.yamldoc import suggest
 
+from .blocks import escape
+
 if TYPE_CHECKING:
     from evac.app import App
 
@@ -26,10 +28,7 @@ VERBS = ("status", "capacity", "disarm", "arm")
 USAGE = "Usage: `/evac ha [status]`, `/evac ha capacity`, `/evac ha disarm [reason]`, `/evac ha arm`"
 TABLE_ROWS = 30  # hosts in the capacity table; the CLI's `evac ha capacity` lists them all
 EPHEMERAL, IN_CHANNEL = "ephemeral", "in_channel"
-DISARMED_MEANS = (
-    "Hosts that go down are reported, never fenced or failed over; guests whose QEMU dies are not "
-    "restarted; agents feed their watchdogs whatever happens. `/evacuate` still runs"
-)
+DISARMED_MEANS = f"{Disarmed.MEANS[0].upper()}{Disarmed.MEANS[1:]}. `/evacuate` still runs"
 ARMED_MEANS = "automatic failover, guest restarts and the agents' self-fencing are on"
 
 
@@ -112,8 +111,3 @@ def since(held: Disarmed | None) -> str:
     when = f"<!date^{int(held.since)}^{{date_short_pretty}} {{time}}|{fallback}>"
     who = f"<@{held.actor.split(':', 1)[1]}>" if held.actor.startswith("slack:") else f"`{escape(held.actor)}`"
     return f" since {when} by {who}: {escape(held.reason) or 'no reason given'}"
-
-
-def escape(text: str) -> str:
-    """Text as mrkdwn shows it: no mention, link or broadcast (``<!channel>``) hidden in it."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -22,6 +22,7 @@ from evac.events import Event
 from evac.states import EventKind, ItemState, JobState
 
 from . import blocks
+from .blocks import escape
 
 log = logging.getLogger("evac.slack")
 ITEM_STEPS = ("migrate", "restart")
@@ -221,5 +222,5 @@ class SlackProgress:
             return
         icon = HOST_ICONS[EventKind(event.kind)]
         self.client.chat_postMessage(
-            channel=self.alerts_channel, text=f"{icon} {event.kind} {event.item}: {event.message}"
+            channel=self.alerts_channel, text=f"{icon} {event.kind} {escape(event.item)}: {escape(event.message)}"
         )

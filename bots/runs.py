@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from evac.engine import JobResult
 from evac.errors import ConfigError, EvacError, LockedError
+from evac.jobs import target_of
 from evac.params import parse_param_text
 from evac.rebalance import RUNBOOK as REBALANCE_RUNBOOK
 from evac.rebalance import TARGET as REBALANCE_TARGET
@@ -105,15 +106,6 @@ def _value(param: Param, text: str) -> Any:
             raise
         expected = f"expected a list like {param.name}=a,b"
         raise ConfigError(f"param '{param.name}': {expected}, got {shown(text, 60)}") from None
-
-
-def target_of(book: Runbook, given: Mapping[str, Any]) -> str:
-    """What a job is about: the host its first host param names (given, else its default), or ""."""
-    for param in book.params:
-        if param.type == "host":
-            value = given.get(param.name, param.default)
-            return str(value) if value else ""
-    return ""
 
 
 # ---------------------------------------------------------------- reading a dry run
@@ -271,34 +263,24 @@ class Runs:
         token, stored = bot.pressed(body, KIND)
         if stored is not None and not self._allowed(stored["request"], user, channel, respond, "confirm"):
             return
-        with bot.lock:
-            bot.drop_expired()
-            if token in bot.started:
-                job = bot.started[token]
-                respond(
-                    response_type="ephemeral", text=f"Already started: job {job}" if job else "Already being started"
-                )
-                return
-            stored = bot.stored(token, KIND)
-            if stored is None:
-                respond(response_type="ephemeral", text="This preview expired; run the command again.")
-                return
-            bot.started[token] = 0
+        stored = bot.claim(token, KIND, respond, "This preview expired; run the command again.")
+        if stored is None:
+            return
         request: RunRequest = stored["request"]
-        try:
+        started = None
+        try:  # whatever goes wrong before a job starts (Slack's API too) frees the token
             if request.moves is not None and self._replanned(request, token, channel, body, respond):
                 return
             started = bot.evac.jobs.start(request.runbook, request.given, bot.actor(user), request.target)
         except LockedError as exc:
-            with bot.lock:
-                bot.started.pop(token, None)
             respond(response_type="ephemeral", text=str(exc))
             return
         except EvacError as exc:
-            with bot.lock:
-                bot.started.pop(token, None)
             respond(response_type="ephemeral", text=f"Not started: {exc}")
             return
+        finally:
+            if started is None:
+                bot.release(token)
         bot.launch(started, channel, request.title, token=token)
         with bot.lock:
             bot.previews.pop(token, None)
@@ -320,19 +302,14 @@ class Runs:
         plan = plan_of(book, result)
         if moves_of(plan) == request.moves:
             return False
-        new = secrets.token_hex(8)
-        with bot.lock:
-            bot.started.pop(token, None)
-            bot.previews.pop(token, None)
-            bot.keep_preview(new, {"kind": KIND, "request": replace(request, moves=moves_of(plan))})
+        new = bot.renew(token, {"kind": KIND, "request": replace(request, moves=moves_of(plan))})
         bot.bolt.client.chat_update(
             channel=channel,
             ts=body["message"]["ts"],
             text=f"{request.title}? (plan changed)",
             blocks=blocks.run_preview(request.title, book, request.given, plan, steps_of(book, result), new),
         )
-        changed = "The fleet changed since this preview; here is the new plan. Confirm again."
-        respond(response_type="ephemeral", text=changed)
+        respond(response_type="ephemeral", text=blocks.PLAN_CHANGED)
         return True
 
     def on_cancel(self, ack: Callable[..., Any], body: dict[str, Any], respond: Respond) -> None:
@@ -342,18 +319,8 @@ class Runs:
         token, stored = bot.pressed(body, KIND)
         if stored is not None and not self._allowed(stored["request"], user, channel, respond, "cancel preview"):
             return
-        with bot.lock:
-            bot.drop_expired()
-            job = bot.started.get(token)
-            stored = None if job is not None else bot.stored(token, KIND)
-            if stored is not None:
-                bot.previews.pop(token, None)
-        if job is not None:
-            text = f"Already started: job {job}; cancel the job instead." if job else "Already being started."
-            respond(response_type="ephemeral", text=text)
-            return
+        stored = bot.withdraw(token, KIND, respond)
         if stored is None:
-            respond(response_type="ephemeral", text="This preview is gone already.")
             return
         request: RunRequest = stored["request"]
         target = request.target or request.runbook

@@ -302,6 +302,56 @@ class Bot:
         preview = self.previews.get(token)
         return preview if preview is not None and preview.get("kind", DRAIN) == kind else None
 
+    def claim(self, token: str, kind: str, respond: Callable[..., Any], expired: str) -> dict[str, Any] | None:
+        """Mark the preview of ``kind`` under ``token`` as being started and return it, so a
+        second click starts nothing; None, answered, when it started already or is gone.
+        The claimer calls :meth:`release` unless a job started (``launch`` records it)."""
+        with self.lock:
+            self.drop_expired()
+            if token in self.started:
+                job = self.started[token]
+                text = f"Already started: job {job}" if job else "Already being started"
+                respond(response_type="ephemeral", text=text)
+                return None
+            preview = self.stored(token, kind)
+            if preview is None:
+                respond(response_type="ephemeral", text=expired)
+                return None
+            self.started[token] = 0
+        return preview
+
+    def release(self, token: str) -> None:
+        """A claimed token whose job did not start: it may be confirmed again."""
+        with self.lock:
+            self.started.pop(token, None)
+
+    def renew(self, token: str, preview: dict[str, Any]) -> str:
+        """The plan moved since the preview: forget ``token``, keep ``preview`` under a new
+        token (returned) for the new preview message."""
+        with self.lock:
+            self.started.pop(token, None)
+            self.previews.pop(token, None)
+            new = secrets.token_hex(8)
+            self.keep_preview(new, preview)
+        return new
+
+    def withdraw(self, token: str, kind: str, respond: Callable[..., Any]) -> dict[str, Any] | None:
+        """Cancel the preview of ``kind`` under ``token``: it, forgotten; None, answered, when
+        its job started (or is starting) or it is gone."""
+        with self.lock:
+            self.drop_expired()
+            job = self.started.get(token)
+            preview = None if job is not None else self.stored(token, kind)
+            if preview is not None:
+                self.previews.pop(token, None)
+        if job is not None:
+            text = f"Already started: job {job}; cancel the job instead." if job else "Already being started."
+            respond(response_type="ephemeral", text=text)
+            return None
+        if preview is None:
+            respond(response_type="ephemeral", text="This preview is gone already.")
+        return preview
+
     def _on_confirm(self, ack: Callable[..., Any], body: dict[str, Any], respond: Callable[..., Any]) -> None:
         ack()
         user, channel = body["user"]["id"], body["channel"]["id"]
@@ -309,50 +359,33 @@ class Bot:
         target = preview["host"] if preview else ""
         if not self.check("evacuate", user, channel, respond, {"target": target, "button": "confirm"}):
             return
-        with self.lock:
-            self.drop_expired()
-            if token in self.started:
-                job = self.started[token]
-                respond(
-                    response_type="ephemeral", text=f"Already started: job {job}" if job else "Already being started"
-                )
-                return
-            preview = self.stored(token)
-            if preview is None:
-                respond(response_type="ephemeral", text="This preview expired; run `/evacuate` again.")
-                return
-            self.started[token] = 0
+        preview = self.claim(token, DRAIN, respond, "This preview expired; run `/evacuate` again.")
+        if preview is None:
+            return
         host, reason = str(preview["host"]), str(preview["reason"])
-        try:
+        started = None
+        try:  # whatever goes wrong before a job starts (Slack's API too) frees the token
             fresh = self.evac.jobs.preview_drain(host)
             if _moves(fresh) != _moves(preview["plan"]):
-                with self.lock:
-                    self.started.pop(token, None)
-                    self.previews.pop(token, None)
-                    new = secrets.token_hex(8)
-                    self.keep_preview(new, {**preview, "plan": fresh})
+                new = self.renew(token, {**preview, "plan": fresh})
                 self.bolt.client.chat_update(
                     channel=channel,
                     ts=body["message"]["ts"],
                     text=f"Drain {host}? (plan changed)",
                     blocks=blocks.preview(host, reason, fresh, new),
                 )
-                respond(
-                    response_type="ephemeral",
-                    text="The fleet changed since this preview; here is the new plan. Confirm again.",
-                )
+                respond(response_type="ephemeral", text=blocks.PLAN_CHANGED)
                 return
             started = self.evac.jobs.evacuate(host, self.actor(user), reason)
         except LockedError as exc:
-            with self.lock:
-                self.started.pop(token, None)
             respond(response_type="ephemeral", text=str(exc))
             return
         except EvacError as exc:
-            with self.lock:
-                self.started.pop(token, None)
             respond(response_type="ephemeral", text=f"Not started: {exc}")
             return
+        finally:
+            if started is None:
+                self.release(token)
         what = "Drain" if started.runbook.name == self.evac.settings.runbooks.drain else "Failover"
         self.launch(started, channel, f"{what} {host}", token=token)
         with self.lock:
@@ -372,18 +405,8 @@ class Bot:
         target = preview["host"] if preview else ""
         if not self.check("evacuate", user, channel, respond, {"target": target, "button": "cancel preview"}):
             return
-        with self.lock:
-            self.drop_expired()
-            job = self.started.get(token)
-            preview = None if job is not None else self.stored(token)
-            if preview is not None:
-                self.previews.pop(token, None)
-        if job is not None:
-            text = f"Already started: job {job}; cancel the job instead." if job else "Already being started."
-            respond(response_type="ephemeral", text=text)
-            return
+        preview = self.withdraw(token, DRAIN, respond)
         if preview is None:
-            respond(response_type="ephemeral", text="This preview is gone already.")
             return
         self.evac.journal.audit(str(self.actor(user)), "preview.cancel", preview["host"], {"channel": channel})
         self.bolt.client.chat_update(
@@ -738,7 +761,7 @@ def _mrkdwn(text: str, limit: int) -> str:
     line = " ".join(text.split())
     if len(line) > limit:
         line = line[: limit - 1] + "…"
-    return line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return blocks.escape(line)
 
 
 def _job_id(value: str) -> int | None:

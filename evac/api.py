@@ -58,10 +58,10 @@ from .domainxml import parse_guest
 from .errors import ConfigError, EvacError, JournalError, LockedError, NotFound
 from .events import Event
 from .guestrules import GuestSettings, resolve
-from .jobs import Actor, Channel
+from .jobs import Actor, Channel, target_of
 from .journal import JobRecord
 from .ratelimit import RateLimiter
-from .runbook import Runbook, load_runbook
+from .runbook import load_runbook
 from .states import EventKind, JobState
 from .webhooks import AuditOnce, Refused, Served, parse_body, request_schema, source_of
 
@@ -104,7 +104,7 @@ class StartRequest(BaseModel):
 
     runbook: str = Field(min_length=1, max_length=128, description="a registered runbook's name")
     params: dict[str, Any] = Field(default_factory=dict, description="the runbook's params, typed as it declares")
-    target: str = Field("", max_length=253, description="what the job is about; default: its first host param")
+    target: str = Field("", max_length=253, description="optional: its first host param (another value: 400)")
     dry_run: bool = Field(False, description="answer the runbook's dry run (its plan) now, changing nothing")
 
 
@@ -147,15 +147,6 @@ def sse_frame(seq: int, event: Event) -> str:
 def end_frame(job: JobRecord | None) -> str:
     data = json.dumps({"job": job.id, "state": str(job.state), "error": job.error} if job else {"job": None})
     return f"event: end\ndata: {data}\n\n"
-
-
-def target_of(book: Runbook, given: Mapping[str, Any]) -> str:
-    """What a job is about when the caller does not say: its first host param's value."""
-    for param in book.params:
-        if param.type == "host":
-            value = given.get(param.name, param.default)
-            return str(value) if value else ""
-    return ""
 
 
 def scoped(summary: str, scope: str) -> dict[str, Any]:
@@ -295,16 +286,13 @@ class Api:
                     "jobs": running.get(spec.name, []),
                 }
             )
+        from .service import ha_health  # the service imports this module (through web)
+
         held, brake = journal.disarmed(), journal.brake()
         return {
             "hosts": hosts,
             "monitor": health is not None,
-            "ha": {
-                "armed": held is None,
-                "reason": held.reason if held else None,
-                "by": held.actor if held else None,
-                "since": held.since if held else None,
-            },
+            "ha": ha_health(held),
             "storm_brake": {"reason": brake.reason, "since": brake.since} if brake else None,
         }
 
@@ -459,7 +447,11 @@ class Api:
                     "outputs": result.outputs,
                 }
                 return JSONResponse(json.loads(json.dumps(answer, default=str)), 200)
-            target = asked.target or target_of(self.served.app.runbook(asked.runbook), asked.params)
+            target = target_of(self.served.app.runbook(asked.runbook), asked.params)
+            if asked.target and asked.target != target:
+                named = f"'{target}' (its first host param)" if target else "'' (it has no host param)"
+                why = f"target: expected {named} for runbook '{asked.runbook}', got '{asked.target}'"
+                raise HTTPException(400, why)
             started = jobs.start(asked.runbook, asked.params, Actor(Channel.API, identity.name), target)
         except JournalError:
             raise

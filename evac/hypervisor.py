@@ -310,7 +310,10 @@ class Hypervisor:
         try:
             libvirt_qemu.qemuAgentCommand(domain, '{"execute": "guest-ping"}', timeout, 0)
         except libvirt.libvirtError as exc:
-            return None if "not configured" in str(exc) else False
+            # libvirt (qemuDomainAgentAvailable): no agent channel in the definition is
+            # ARGUMENT_UNSUPPORTED ("not configured"); a channel nobody answers on yet is
+            # AGENT_UNRESPONSIVE ("not connected") or a timeout, which a later ping may pass.
+            return None if exc.get_error_code() == libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED else False
         return True
 
     def measure_dirty_rate(self, name: str) -> DirtyRateMeasurement:

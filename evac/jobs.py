@@ -235,7 +235,7 @@ class Jobs:
         held = self.app.journal.disarmed() if actor.channel in AUTOMATIC else None
         if held is not None:
             disarmed = HaDisarmed(
-                f"{spec.name}: not failed over: HA is disarmed ({_disarmed_by(held)}); `evac ha arm` resumes "
+                f"{spec.name}: not failed over: HA is disarmed ({held.describe()}); `evac ha arm` resumes "
                 f"automatic failover, `evac evacuate {spec.name}` fails it over by hand"
             )
             self.refused(actor, "failover", spec.name, disarmed)
@@ -300,7 +300,7 @@ class Jobs:
         held = self.app.journal.disarmed()
         if held is not None:
             why = HaDisarmed(
-                f"HA disarmed ({_disarmed_by(held)}): {guest} died on {spec.name} ({reason}) and is not restarted; "
+                f"HA disarmed ({held.describe()}): {guest} died on {spec.name} ({reason}) and is not restarted; "
                 "it is once HA is armed (`evac ha arm`), unless it was started by hand meanwhile"
             )
             self.refused(actor, "guest.recover", guest, why)
@@ -587,7 +587,7 @@ class Jobs:
             str(actor), "ha.arm", "fleet", {"disarmed_by": held.actor, "reason": held.reason, "since": held.since}
         )
         message = (
-            f"HA armed by {actor} (disarmed for {_duration(time.time() - held.since)} by {_disarmed_by(held)}): "
+            f"HA armed by {actor} (disarmed for {_duration(time.time() - held.since)}, {held.describe()}): "
             "hosts down now are failed over, and agents self-fence again"
         )
         data = {"actor": str(actor), "was": held.reason, "disarmed_by": held.actor, "since": held.since}
@@ -649,8 +649,14 @@ def _reason_problem(reason: str) -> str:
     return ""
 
 
-def _disarmed_by(held: Disarmed) -> str:
-    return f"by {held.actor}: {held.reason or 'no reason given'}"
+def target_of(book: Runbook, given: Mapping[str, Any]) -> str:
+    """What a job is about when its channel does not name it: the host its first host param
+    names (given, else its default), or "". Slack, the REST API and the CLI all ask here."""
+    for param in book.params:
+        if param.type == "host":
+            value = given.get(param.name, param.default)
+            return str(value) if value else ""
+    return ""
 
 
 def _duration(seconds: float) -> str:

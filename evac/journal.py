@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,18 @@ class Disarmed:
     reason: str
     actor: str
     since: float
+
+    MEANS = (  # what disarmed does, for every channel that says it (each adds its own way out)
+        "hosts that go down are reported, never fenced or failed over; guests whose QEMU dies are not "
+        "restarted; agents feed their watchdogs whatever happens"
+    )
+
+    def describe(self) -> str:
+        """``by WHO since DATE: REASON`` (local time): the one plain-text wording of who
+        disarmed HA, for the log, the CLI and the events. Slack renders its own (mentions,
+        dates in each reader's time zone) from the same fields."""
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+        return f"by {self.actor} since {since}: {self.reason or 'no reason given'}"
 
 
 @dataclass(frozen=True)

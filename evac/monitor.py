@@ -237,7 +237,7 @@ class Monitor:
             self._emit(EventKind.MONITOR_STORM_BRAKE, "", f"still engaged: {self.brake.reason}")
         if self.disarmed is not None:
             held = self.disarmed
-            message = f"HA still disarmed: {_held(held)}"
+            message = f"HA still disarmed: {held.describe()}"
             self._record(Event(EventKind.HA_DISARMED, 0, item=held.actor, message=message, data=_ha_data(held)))
 
     def stop(self) -> None:
@@ -303,7 +303,7 @@ class Monitor:
             data: dict[str, object] = {"actor": "", "was": ""}  # who and what: in the other process's event
             event = Event(EventKind.HA_ARMED, 0, message="HA armed (seen in the journal)", data=data)
         else:
-            message = f"HA disarmed: {_held(now)}"
+            message = f"HA disarmed: {now.describe()}"
             event = Event(EventKind.HA_DISARMED, 0, item=now.actor, message=message, data=_ha_data(now))
         self._ha_changed(now)
         notify(self.app.pm, event)
@@ -576,7 +576,7 @@ class Monitor:
         self._emit(
             EventKind.HA_HELD,
             host,
-            f"HA disarmed: {host} not failed over ({_held(held)}); `evac ha arm` fails it over",
+            f"HA disarmed: {host} not failed over ({held.describe()}); `evac ha arm` fails it over",
             {"host": host, "level": "alert"},
         )
 
@@ -698,11 +698,6 @@ class HaFollower:
         monitor._ha_changed(
             Disarmed(str(data.get("reason", "")), str(data.get("actor", "")), float(data.get("since", event.ts)))
         )
-
-
-def _held(held: Disarmed) -> str:
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.since))
-    return f"by {held.actor} since {since}: {held.reason or 'no reason given'}"
 
 
 def _ha_data(held: Disarmed) -> dict[str, object]:

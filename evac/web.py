@@ -75,14 +75,16 @@ class WebSettings:
     backlog: int = 2048  # connections the kernel queues before accept
     header_deadline: float = 10.0  # s from connection (or previous answer) to complete headers
     body_deadline: float = 10.0  # s from complete headers to complete body
-    max_concurrency: int = 16  # requests in the application at once (below anyio's 40 threads)
+    # A request and an event stream each hold one of anyio's 40 worker threads (its default
+    # limiter), so max_concurrency + max_streams must stay <= 40 or a request waits on a stream.
+    max_concurrency: int = 16  # requests in the application at once
     queue_deadline: float = 5.0  # s a request waits for a slot before a 503
     keep_alive: int = 5  # s an idle connection stays open
     max_body_bytes: int = 1024 * 1024
     body_limits: tuple[tuple[str, int], ...] = ()  # (path prefix, smaller limit), e.g. ("/hooks/", 262144)
     unbounded: frozenset[str] = frozenset({"/healthz", "/metrics"})  # paths that take no slot
     streams: re.Pattern[str] = re.compile(r"/api/v1/jobs/[^/]+/events")  # long-lived: a stream place, not a slot
-    max_streams: int = 32  # event streams open at once
+    max_streams: int = 16  # event streams open at once (with max_concurrency: <= anyio's 40 threads)
     shutdown_grace: int = 5  # s stop() lets answers in progress finish
 
     def body_limit(self, path: str) -> int:

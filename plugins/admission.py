@@ -8,13 +8,12 @@ reserve. Every :data:`CHECK_EVERY` seconds the leader checks it on a fresh fleet
 holding to broken is announced once as ``ha.reserve_broken`` (level ``alert``: Slack's
 alerts channel, the log), and the way back once as ``ha.reserve_restored``. The recorded
 state survives a restart or a new leader, so neither alerts again about a break already
-told. :func:`status` is that state, for anyone who shows it (``/healthz``, Slack, the CLI).
+told (:func:`evac.protection.recorded` reads it).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Protocol
 
 from evac import hookimpl
@@ -22,6 +21,7 @@ from evac.appview import AppView
 from evac.config import ServiceConfig
 from evac.coordination import Coordination
 from evac.events import Event
+from evac.periodic import Periodic
 from evac.plugins import notify
 from evac.protection import ReserveState, record, recorded, verdict
 from evac.states import EventKind
@@ -33,11 +33,6 @@ TARGET = "fleet"  # the item of the reserve's events
 MAX_MESSAGE = 300  # characters: one line in Slack and the log
 
 
-def status(app: AppView) -> ReserveState | None:
-    """The reserve as the service last checked it (None: no service has checked it yet)."""
-    return recorded(app.journal)
-
-
 class Leader(AppView, Protocol):
     """What the reserve watch needs of the app ``evac serve`` runs (``evac.app.App``)."""
 
@@ -45,29 +40,12 @@ class Leader(AppView, Protocol):
     def coordination(self) -> Coordination: ...
 
 
-class ReserveWatch:
+class ReserveWatch(Periodic):
     """Checks the reserve every ``every`` seconds on the leader; announces each change."""
 
     def __init__(self, app: Leader, every: float = CHECK_EVERY) -> None:
+        super().__init__(every, "reserve-watch")
         self.app = app
-        self.every = every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="reserve-watch")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                self.tick()
-            except Exception:  # the watch outlives one bad round (etcd away, a host mid-answer)
-                log.exception("reserve check")
 
     def tick(self) -> Event | None:
         """One check: the event announced (a change), else None."""

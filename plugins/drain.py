@@ -16,7 +16,7 @@ from evac.connections import current
 from evac.errors import EvacError, Incomplete, NotFound
 from evac.fleet import views
 from evac.model import Guest
-from evac.placement import HostView, Policy, plan_drain
+from evac.placement import Policy, plan_drain
 from evac.states import Health, HostMode
 
 
@@ -25,11 +25,6 @@ def app_of(ctx: StepContext) -> AppView:
     if ctx.app is None:
         raise EvacError(f"step '{ctx.step}': this action needs the evac app (build the Engine with app=...)")
     return ctx.app
-
-
-def fleet(app: AppView) -> list[HostView]:
-    """The placement view of the fleet (:func:`evac.fleet.views`)."""
-    return views(app)
 
 
 def chooser(app: AppView) -> Any:
@@ -70,11 +65,11 @@ def enable(ctx: StepContext) -> Mapping[str, Any]:
 def plan(ctx: StepContext) -> Mapping[str, Any]:
     app = app_of(ctx)
     source = app.inventory.host(str(ctx.inputs["host"])).name
-    views = fleet(app)
-    by_name = {v.name: v for v in views}
+    hosts = views(app)
+    by_name = {v.name: v for v in hosts}
     if by_name[source].state in ("unreachable", Health.DOWN):
         raise EvacError(f"{source} is unreachable: a drain needs the host up (for a dead host, run host-failure)")
-    drain = plan_drain(views, source, policy(ctx.inputs), chooser(app))
+    drain = plan_drain(hosts, source, policy(ctx.inputs), chooser(app))
     for warning in drain.warnings:
         ctx.progress(f"warning: {warning}")
     guests = {g.name: g for g in by_name[source].guests}
@@ -117,6 +112,29 @@ def verify(ctx: StepContext) -> Mapping[str, Any]:
 
 
 # ---------------------------------------------------------------- report
+def move_rows(
+    planned: Mapping[str, Any], migrated: Mapping[str, Any], moved: str = "moved", would: str = "would move"
+) -> list[dict[str, Any]]:
+    """One report row per planned move, from the plan step's and the migrate step's outputs:
+    ``moved`` with its numbers, ``would`` in a dry run, or failed and why. The drain's, the
+    return's and the rebalance's reports all start from these rows."""
+    rows: list[dict[str, Any]] = []
+    for move in planned.get("moves", []):
+        row = {"guest": move["guest"], "memory_mib": move["memory_mib"], "from": move["source"]}
+        done = migrated.get("items", {}).get(move["guest"])
+        if done and done.get("planned"):
+            rows.append({**row, "to": done["target"], "result": would, "detail": move.get("reason", "")})
+        elif done:
+            numbers = {k: done.get(k) for k in ("seconds", "downtime_ms", "bytes", "escalations")}
+            seen = done.get("outage") or {}
+            rows.append({**row, "to": done["target"], "result": moved, "detail": "", **numbers})
+            rows[-1]["unanswered_s"] = seen.get("longest_gap_s")
+        else:
+            error = migrated.get("failed", {}).get(move["guest"], "not migrated (job stopped)")
+            rows.append({**row, "to": "", "result": "failed", "detail": error})
+    return rows
+
+
 def report(ctx: StepContext) -> Mapping[str, Any]:
     """Every guest of the drain with where it went and how, or why it did not.
 
@@ -125,28 +143,7 @@ def report(ctx: StepContext) -> Mapping[str, Any]:
     host = str(ctx.inputs["host"])
     planned = ctx.inputs.get("plan") or {}
     migrated = ctx.inputs.get("migrate") or {}
-    rows = []
-    for move in planned.get("moves", []):
-        row = {"guest": move["guest"], "memory_mib": move["memory_mib"], "from": host}
-        done = migrated.get("items", {}).get(move["guest"])
-        if done and done.get("planned"):
-            rows.append({**row, "to": done["target"], "result": "would move", "detail": move.get("reason", "")})
-        elif done:
-            keys = ("seconds", "downtime_ms", "bytes", "escalations")
-            seen = done.get("outage") or {}
-            rows.append(
-                {
-                    **row,
-                    "to": done["target"],
-                    "result": "moved",
-                    "detail": "",
-                    **{k: done.get(k) for k in keys},
-                    "unanswered_s": seen.get("longest_gap_s"),
-                }
-            )
-        else:
-            error = migrated.get("failed", {}).get(move["guest"], "not migrated (job stopped)")
-            rows.append({**row, "to": "", "result": "failed", "detail": error})
+    rows = move_rows(planned, migrated)
     for stuck in planned.get("unplaceable", []):
         row = {"guest": stuck["guest"], "memory_mib": stuck["memory_mib"], "from": host}
         rows.append({**row, "to": "", "result": "unplaceable", "detail": stuck["reason"]})

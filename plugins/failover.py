@@ -30,7 +30,7 @@ from evac.errors import Cancelled, DiskInUse, EvacError, FencingError, Incomplet
 from evac.events import Event
 from evac.evidence import MonitorSettings
 from evac.fencing import fence_host
-from evac.fleet import answers, reachable, survey
+from evac.fleet import answers, reachable, survey, views
 from evac.guestrules import GuestSettings, resolve
 from evac.hypervisor import Hypervisor
 from evac.model import Guest, Readiness
@@ -52,7 +52,7 @@ from evac.restartorder import (
 from evac.states import EventKind, HostMode, ItemState
 from evac.stormbrake import holds_back
 
-from .drain import app_of, fleet, policy
+from .drain import app_of, policy
 
 GONE = ("shutoff", "crashed")  # no QEMU left; every other state still runs one
 LEFT_STOPPED = "not protected: left stopped"
@@ -186,8 +186,8 @@ def plan_restart(ctx: StepContext) -> Mapping[str, Any]:
     left = [g for g in guests if not g.rules.protected]
     lost = [g for g in members if g.local_disks]
     movable = [g for g in members if not g.local_disks]
-    views = fleet(app)
-    moves, stuck = place(movable, host, views, policy(ctx.inputs))
+    hosts = views(app)
+    moves, stuck = place(movable, host, hosts, policy(ctx.inputs))
     unrecoverable: list[dict[str, Any]] = [
         {
             "guest": g.name,
@@ -202,7 +202,7 @@ def plan_restart(ctx: StepContext) -> Mapping[str, Any]:
     skipped |= {u["guest"]: (by_name[u["guest"]], f"unrecoverable: {u['reason']}") for u in unrecoverable}
     order = plan_order(
         [by_name[m.guest] for m in moves],
-        elsewhere=[g for view in views if view.name != host for g in view.guests],
+        elsewhere=[g for view in hosts if view.name != host for g in view.guests],
         not_restarted=skipped,
         sources={g.name: after_source(g, settings) for g in raw},
         without_agent=[name for name, xml in definitions.items() if not has_agent_channel(xml)],

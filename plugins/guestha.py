@@ -18,6 +18,7 @@ from evac import Action, StepContext, hookimpl
 from evac.appview import AppView
 from evac.domainxml import with_bridges
 from evac.errors import EvacError, Incomplete
+from evac.fleet import views
 from evac.hypervisor import Hypervisor
 from evac.inventory import HostSpec
 from evac.jobs import host_flow
@@ -27,7 +28,7 @@ from evac.placement import place
 from evac.restartpolicy import parse_ha
 from evac.states import EventKind, StepState
 
-from .drain import app_of, chooser, fleet, policy
+from .drain import app_of, chooser, policy
 from .failover import running_somewhere
 
 UP = ("running", "paused")  # a paused guest is alive: nothing to recover
@@ -78,7 +79,7 @@ def relocation(app: AppView, ctx: StepContext) -> tuple[HostSpec, Guest, str, Ho
     if guest.local_disks:
         disks = ", ".join(d.target for d in guest.local_disks)
         raise EvacError(f"{name}: local disk(s) {disks} on {source.name}: it can only start there")
-    moves, stuck = place([guest], source.name, fleet(app), policy(ctx.inputs), chooser(app))
+    moves, stuck = place([guest], source.name, views(app), policy(ctx.inputs), chooser(app))
     if not moves:
         raise EvacError(f"{name}: no host to relocate it to: {stuck[0].reason}")
     return source, guest, xml, app.inventory.host(moves[0].target)

@@ -23,6 +23,7 @@ from evac.appview import AppView
 from evac.connections import current
 from evac.convergence import ConvergencePolicy, Escalation, MeasuringPolicy, MigrationTuning, Sample
 from evac.errors import Cancelled, ConfigError, EvacError, MigrationError, NotFound
+from evac.fleet import views
 from evac.hypervisor import Hypervisor
 from evac.inventory import HostSpec
 from evac.journal import Journal
@@ -31,7 +32,7 @@ from evac.placement import place
 from evac.reachability import OutageWatch
 from evac.verification import VerifySettings
 
-from .drain import app_of, fleet, policy
+from .drain import app_of, policy
 
 INPUTS = (
     "guest",
@@ -226,11 +227,11 @@ def outage_watch(ctx: StepContext, app: AppView, guest: Guest) -> OutageWatch | 
 
 def retarget(ctx: StepContext, app: AppView, name: str, source: str, failed: dict[str, str]) -> HostSpec:
     """A new target for a retry, excluding hosts this guest already failed to reach."""
-    views = fleet(app)
-    guest = next((g for v in views if v.name == source for g in v.guests if g.name == name), None)
+    hosts = views(app)
+    guest = next((g for v in hosts if v.name == source for g in v.guests if g.name == name), None)
     if guest is None:
         raise NotFound(f"{name}: no longer on {source}")
-    moves, stuck = place([guest], source, views, policy(ctx.inputs), exclude=failed)
+    moves, stuck = place([guest], source, hosts, policy(ctx.inputs), exclude=failed)
     if stuck:
         causes = "; ".join(f"{t} failed: {why.removeprefix(name + ': ')}" for t, why in sorted(failed.items()))
         raise MigrationError(f"{name}: no other target ({stuck[0].reason}); {causes}")

@@ -11,7 +11,6 @@ own (off by default).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -20,10 +19,12 @@ from evac.appview import AppView
 from evac.config import ServiceConfig
 from evac.coordination import Coordination
 from evac.errors import EvacError, Incomplete, LockedError
+from evac.fleet import views
 from evac.jobs import Actor, Channel, Jobs
+from evac.periodic import Periodic
 from evac.rebalance import RUNBOOK, TARGET, RebalancePlan, RebalanceSettings, parse_rebalance, plan_rebalance
 
-from .drain import app_of, chooser, fleet, policy
+from .drain import app_of, chooser, move_rows, policy
 
 log = logging.getLogger("evac.rebalance")
 
@@ -33,7 +34,7 @@ def plan(ctx: StepContext) -> Mapping[str, Any]:
     app = app_of(ctx)
     settings = RebalanceSettings.of(app.settings.sections)
     found = plan_rebalance(
-        fleet(app),
+        views(app),
         policy(ctx.inputs),
         max_moves=int(ctx.inputs.get("max_moves", settings.max_moves)),
         threshold=float(ctx.inputs.get("threshold", settings.threshold)),
@@ -53,17 +54,7 @@ def report(ctx: StepContext) -> Mapping[str, Any]:
     a guest no allowed host can take is listed, not a failure (the next run tries again)."""
     planned = ctx.inputs.get("plan") or {}
     migrated = ctx.inputs.get("migrate") or {}
-    rows = []
-    for move in planned.get("moves", []):
-        row = {"guest": move["guest"], "memory_mib": move["memory_mib"], "from": move["source"]}
-        done = migrated.get("items", {}).get(move["guest"])
-        if done and done.get("planned"):
-            rows.append({**row, "to": done["target"], "result": "would move", "detail": move.get("reason", "")})
-        elif done:
-            rows.append({**row, "to": done["target"], "result": "moved", "detail": "", "seconds": done.get("seconds")})
-        else:
-            error = migrated.get("failed", {}).get(move["guest"], "not migrated (job stopped)")
-            rows.append({**row, "to": "", "result": "failed", "detail": error})
+    rows = move_rows(planned, migrated)
     for stuck in planned.get("unplaceable", []):
         rows.append(
             {"guest": stuck["guest"], "memory_mib": stuck["memory_mib"], "from": "", "to": "", "result": "stays"}
@@ -92,7 +83,7 @@ class Runner(AppView, Protocol):
     def coordination(self) -> Coordination: ...
 
 
-class RebalanceService:
+class RebalanceService(Periodic):
     """Starts the ``rebalance`` runbook every ``rebalance.every`` seconds, on the leader
     only, when its plan has moves. It waits while any other job runs (a drain or a
     failover places guests on a fleet it is changing) and while HA is disarmed (an
@@ -101,26 +92,9 @@ class RebalanceService:
     def __init__(self, app: Runner, settings: RebalanceSettings) -> None:
         if settings.every is None:
             raise EvacError("rebalance: the periodic rebalance needs rebalance.every")
+        super().__init__(settings.every, "rebalance")
         self.app = app
         self.settings = settings
-        self.every = settings.every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="rebalance")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                self.tick()
-            except Exception:  # the service outlives one bad round; the next one tries again
-                log.exception("periodic rebalance")
 
     def tick(self) -> int | None:
         """One round: the job started, or None (and why, in the log)."""
@@ -150,7 +124,7 @@ class RebalanceService:
         """Whether a round has anything to do: the planner the job's plan step runs, on a
         fresh snapshot, without recording a dry-run job every period (the job plans again)."""
         s = self.settings
-        return plan_rebalance(fleet(self.app), policy({}), s.max_moves, s.threshold, chooser(self.app))
+        return plan_rebalance(views(self.app), policy({}), s.max_moves, s.threshold, chooser(self.app))
 
 
 # ---------------------------------------------------------------- hooks

@@ -17,12 +17,13 @@ from typing import Any
 from evac import Action, StepContext, hookimpl
 from evac.appview import AppView
 from evac.errors import ConfigError, EvacError, Incomplete
+from evac.fleet import views
 from evac.journal import JobRecord
 from evac.returning import RUNBOOK, JobKind, Moved, PastJob, origins, plan_return
 from evac.runbook import load_runbook
 from evac.states import Health, HostMode, ItemState
 
-from .drain import app_of, fleet, policy
+from .drain import app_of, move_rows, policy
 
 HISTORY = 500  # the latest jobs searched for the host's drain
 UNREADABLE = ("unreachable", Health.DOWN, HostMode.FENCED)
@@ -74,17 +75,17 @@ def step_ids(job: JobRecord, action: str, default: str) -> list[str]:
 def plan(ctx: StepContext) -> Mapping[str, Any]:
     app = app_of(ctx)
     host = app.inventory.host(str(ctx.inputs["host"])).name
-    views = fleet(app)
-    state = next(v.state for v in views if v.name == host)
+    hosts = views(app)
+    state = next(v.state for v in hosts if v.name == host)
     if state in UNREADABLE:
         raise EvacError(f"{host} is {state}: guests can return only to a host that is up")
     drains, found = origins(host, history(app, host, ctx.job_id))
-    planned = plan_return(host, drains, found, views, policy(ctx.inputs))
+    planned = plan_return(host, drains, found, hosts, policy(ctx.inputs))
     for warning in planned.warnings:
         ctx.progress(f"warning: {warning}")
     for skip in planned.skipped:
         ctx.progress(f"{skip.guest} stays: {skip.reason}")
-    guests = {g.name: g for v in views for g in v.guests if g.name in {m.guest for m in planned.moves}}
+    guests = {g.name: g for v in hosts for g in v.guests if g.name in {m.guest for m in planned.moves}}
     result = planned.as_dict()
     result["moves"] = [
         {
@@ -106,20 +107,7 @@ def report(ctx: StepContext) -> Mapping[str, Any]:
     host = str(ctx.inputs["host"])
     planned = ctx.inputs.get("plan") or {}
     migrated = ctx.inputs.get("migrate") or {}
-    rows = []
-    for move in planned.get("moves", []):
-        row = {"guest": move["guest"], "memory_mib": move["memory_mib"], "from": move["source"]}
-        done = migrated.get("items", {}).get(move["guest"])
-        if done and done.get("planned"):
-            rows.append({**row, "to": done["target"], "result": "would return", "detail": move.get("reason", "")})
-        elif done:
-            seen = done.get("outage") or {}
-            numbers = {k: done.get(k) for k in ("seconds", "downtime_ms", "bytes", "escalations")}
-            rows.append({**row, "to": done["target"], "result": "returned", "detail": "", **numbers})
-            rows[-1]["unanswered_s"] = seen.get("longest_gap_s")
-        else:
-            error = migrated.get("failed", {}).get(move["guest"], "not migrated (job stopped)")
-            rows.append({**row, "to": "", "result": "failed", "detail": error})
+    rows = move_rows(planned, migrated, "returned", "would return")
     for skip in planned.get("skipped", []):
         rows.append({"guest": skip["guest"], "from": "", "to": "", "result": "skipped", "detail": skip["reason"]})
     failed = [r["guest"] for r in rows if r["result"] == "failed"]

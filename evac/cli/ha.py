@@ -8,19 +8,16 @@ channel follows it; the front door (``Jobs.disarm``, ``Jobs.arm``) audits and an
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 from ..app import App
 from ..journal import Disarmed
+from ..service import ha_health
 from . import capacity
 from .output import console, print_json, print_table
 from .parser import Parser
 
-DISARMED_MEANS = (
-    "hosts that go down are reported, never fenced or failed over; guests whose QEMU dies are not "
-    "restarted; agents feed their watchdogs whatever happens. An operator's own `evac evacuate` still runs"
-)
+DISARMED_MEANS = f"{Disarmed.MEANS}. An operator's own `evac evacuate` still runs"
 
 
 def register(sub: Any) -> None:
@@ -85,10 +82,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(
             {
-                "armed": held is None,
-                "reason": held.reason if held else None,
-                "by": held.actor if held else None,
-                "since": held.since if held else None,
+                **ha_health(held),
                 "agents": {host: {"state": state, "acknowledged": ack} for host, state, ack, _ in agents},
             }
         )
@@ -131,7 +125,4 @@ def agent_rows(app: App) -> list[tuple[str, str, str | None, str]]:
 
 
 def _since(held: Disarmed | None) -> str:
-    if held is None:
-        return ""
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.since))
-    return f" since {since} by {held.actor}: {held.reason or 'no reason given'}"
+    return f" {held.describe()}" if held else ""

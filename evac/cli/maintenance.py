@@ -99,8 +99,9 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_return(args: argparse.Namespace) -> int:
-    """Enable, then return the guests. The job is recorded first (taking the host's lock),
-    so a host another job holds is refused with nothing changed; a dry run enables nothing."""
+    """Enable, then return the guests: the runbook's ``host.enable`` step enables the host,
+    so the job is recorded (taking the host's lock, audited by the front door) before
+    anything changes; a host another job holds is refused as is; a dry run enables nothing."""
     from . import make_app
 
     app = make_app(args)
@@ -109,11 +110,6 @@ def cmd_return(args: argparse.Namespace) -> int:
     if not confirmed(args, f"Enable {host} and move its guests back (runbook '{RUNBOOK}')?", "host enable --return"):
         return 1
     started = app.jobs.start(RUNBOOK, given, actor(), host, dry_run=args.dry_run, approve=args.approve)
-    if not args.dry_run:
-        app.journal.set_host_state(host, HostMode.ENABLED, args.reason, str(actor()))
-        app.journal.audit(str(actor()), f"host.{HostMode.ENABLED}", host, {"reason": args.reason, "job": started.job})
-        if not args.json:
-            console.print(f"{host}: {HostMode.ENABLED}")
     code, result = execute(app, started, args)
     if result and not args.json:
         print_return(result, args.dry_run)

@@ -218,7 +218,7 @@ def test_releasing_the_storm_brake_from_the_cli_fails_over_the_hosts_it_held_bac
 def test_fenced_host_that_returns_is_cleaned_and_not_used_until_enabled(
     watched: Any, lab: Lab, inventory: Inventory, make_guest: Callable[..., str]
 ) -> None:
-    from evac_plugins.drain import fleet
+    from evac.fleet import views
 
     app, events, start = watched
     name = make_guest("host2", wait=False)
@@ -229,9 +229,9 @@ def test_fenced_host_that_returns_is_cleaned_and_not_used_until_enabled(
     lab.start_host("host2")
     events.wait_for(lambda e: e.kind == "host.up" and e.item == "host2", timeout=30)
     assert "host2" not in placements(inventory, name)  # stale definition removed
-    assert {v.name: v.state for v in fleet(app)}["host2"] == "fenced"  # placement will not use it
+    assert {v.name: v.state for v in views(app)}["host2"] == "fenced"  # placement will not use it
     app.journal.set_host_state("host2", "enabled", "", "test")
-    assert {v.name: v.state for v in fleet(app)}["host2"] == "up"
+    assert {v.name: v.state for v in views(app)}["host2"] == "up"
 
 
 def test_no_false_fence_under_cpu_stress_and_packet_loss(watched: Any, lab: Lab) -> None:

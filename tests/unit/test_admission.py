@@ -532,11 +532,11 @@ def test_only_the_leader_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert recorded(app.journal) is None and app.heard == []
 
 
-def test_status_is_the_last_check_for_anyone_to_show(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_recorded_state_is_the_last_check(monkeypatch: pytest.MonkeyPatch) -> None:
     app = Watched()
-    assert plugin.status(app) is None
+    assert recorded(app.journal) is None
     watch(app, [HOLDS, BROKEN], monkeypatch).tick()
-    state = plugin.status(app)
+    state = recorded(app.journal)
     assert isinstance(state, ReserveState) and state.holds and state.reserve == "1 host" and state.absorbs == 1
 
 

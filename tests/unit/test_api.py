@@ -215,6 +215,19 @@ def test_a_start_goes_through_the_front_door_and_answers_202_with_the_job(served
     assert (audit.actor, audit.target, audit.detail["job"]) == ("api:runner", "kvm3", job)
 
 
+def test_a_target_other_than_the_runbooks_host_is_a_400_naming_target(served: FakeServed) -> None:
+    body = {"runbook": "maintenance", "params": {"host": "kvm3"}, "target": "kvm4"}
+    answer = client(served).post("/api/v1/jobs", json=body, headers=bearer(RUNNER))
+    assert answer.status_code == 400 and answer.json()["error"].startswith("target: expected 'kvm3'")
+    assert served.spawned == [] and served.app.journal.jobs() == []
+
+
+def test_a_target_that_is_the_runbooks_host_is_accepted(served: FakeServed) -> None:
+    body = {"runbook": "maintenance", "params": {"host": "kvm3"}, "target": "kvm3"}
+    answer = client(served).post("/api/v1/jobs", json=body, headers=bearer(RUNNER))
+    assert answer.status_code == 202 and answer.json()["target"] == "kvm3"
+
+
 def test_a_dry_run_answers_its_result_at_once_and_changes_nothing(served: FakeServed) -> None:
     body = {"runbook": "maintenance", "params": {"host": "kvm3"}, "dry_run": True}
     answer = client(served).post("/api/v1/jobs", json=body, headers=bearer(RUNNER))

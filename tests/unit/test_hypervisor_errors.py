@@ -40,3 +40,33 @@ def test_a_refused_second_writer_is_disk_in_use_and_retryable(message: str) -> N
     err = translate(libvirt.libvirtError(message), "host2: starting 'g1'")
     assert isinstance(err, DiskInUse) and isinstance(err, TransientError)
     assert str(err) == f"host2: starting 'g1': {message}"
+
+
+def _agent_error(code: int, text: str) -> libvirt.libvirtError:
+    libvirt.virResetLastError()
+    err = libvirt.libvirtError(text)
+    err.err = (code, 0, text, 2, "", None, None, 0, 0)
+    return err
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED, None),  # "QEMU guest agent is not configured": never will
+        (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, False),  # "not connected" or a timeout: not yet
+    ],
+)
+def test_agent_ping_tells_no_agent_channel_from_an_agent_not_answering_yet_by_error_code(
+    monkeypatch: pytest.MonkeyPatch, code: int, expected: bool | None
+) -> None:
+    import libvirt_qemu
+
+    from evac.hypervisor import Hypervisor
+
+    def refuse(*args: object) -> None:
+        raise _agent_error(code, "some words in another language")
+
+    monkeypatch.setattr(libvirt_qemu, "qemuAgentCommand", refuse)
+    hypervisor = Hypervisor("h1", "test:///default", None)
+    monkeypatch.setattr(hypervisor, "_lookup", lambda name: object())
+    assert hypervisor.agent_ping("g1") is expected

@@ -87,7 +87,7 @@ class FakeHypervisor:
 def fake_fleet(monkeypatch: pytest.MonkeyPatch) -> FakeFleet:
     fake = FakeFleet()
     monkeypatch.setattr(Hypervisor, "connect", fake.connect)
-    monkeypatch.setattr(migrate, "fleet", fake.views)
+    monkeypatch.setattr(migrate, "views", fake.views)
     return fake
 
 
@@ -107,7 +107,7 @@ def process(
 
     def start() -> App:
         importlib.reload(migrate)
-        monkeypatch.setattr(migrate, "fleet", fake_fleet.views)
+        monkeypatch.setattr(migrate, "views", fake_fleet.views)
         pm = plugin_manager(load_entrypoints=False, modules=["evac_plugins.migrate"])
         return App(inventory_path=inventory, journal_path=tmp_path / "journal.db", pm=pm)
 

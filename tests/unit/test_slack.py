@@ -916,3 +916,11 @@ def test_a_doctor_run_without_failures_says_so_in_its_summary() -> None:
     skipped = DoctorRun("host2", 0.0, (Check("clock", Result.SKIP, "no ssh"),))
     assert doctor_summary([passed]) == "1 host: every check passed"
     assert doctor_summary([passed, skipped]) == "2 hosts: no check failed (0 warned, 1 skipped)"
+
+
+def test_a_disarm_reason_from_another_channel_cannot_ping_the_alerts_channel(bot: Bot, mock: SlackMock) -> None:
+    message = "HA disarmed by cli:ops: <!channel> <@U999> <https://evil|click>"
+    bot.progress.evac_event(Event(EventKind.HA_DISARMED, 0, item="cli:ops", message=message))
+    call = mock.wait("chat.postMessage", "HA disarmed by cli:ops")
+    assert "<!channel>" not in call.args["text"] and "&lt;!channel&gt;" in call.args["text"]
+    assert "<@U999>" not in call.args["text"] and "<https://" not in call.args["text"]

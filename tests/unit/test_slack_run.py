@@ -501,3 +501,11 @@ def test_a_run_rule_naming_a_runbook_nobody_registered_stops_the_bot_at_start(bo
         "evac.yaml:5: slack.acl.run.runbooks.resize-tset: no registered runbook 'resize-tset' "
         "(did you mean 'resize-test'?); registered: "
     )
+
+
+def test_a_run_previews_param_values_cannot_ping_or_link() -> None:
+    book = parse_runbook(load_text(MORE["resize-test"], "resize-test.yaml"), "resize-test.yaml")
+    out = blocks.run_preview("Run resize-test", book, {"reason": "<!channel> <@U9> <https://x|y>"}, None, [], "t")
+    shown = json.dumps(out)
+    assert "<!channel>" not in shown and "<@U9>" not in shown and "<https://" not in shown
+    assert "&lt;!channel&gt;" in shown
