@@ -67,6 +67,19 @@ class Move:
     priority: int = 0
     local_disks: tuple[str, ...] = ()
 
+    @classmethod
+    def of(cls, guest: Guest, source: str, target: str, reason: str) -> Move:
+        return cls(
+            guest=guest.name,
+            memory_mib=guest.memory_mib,
+            vcpus=guest.vcpus,
+            source=source,
+            target=target,
+            reason=reason,
+            priority=guest.priority,
+            local_disks=tuple(d.target for d in guest.local_disks),
+        )
+
 
 @dataclass(frozen=True)
 class Unplaceable:
@@ -253,18 +266,7 @@ def place(
                     missed[name] = "outside its hosts rule" if outside else "spare host, used only when no other fits"
             why += f"; no preferred host fits ({_summarise(missed)})"
         loads[chosen].take(guest)
-        moves.append(
-            Move(
-                guest=guest.name,
-                memory_mib=guest.memory_mib,
-                vcpus=guest.vcpus,
-                source=source,
-                target=chosen,
-                reason=f"{why}: {loads[chosen].free_memory(policy)} MiB left",
-                priority=guest.priority,
-                local_disks=tuple(d.target for d in guest.local_disks),
-            )
-        )
+        moves.append(Move.of(guest, source, chosen, f"{why}: {loads[chosen].free_memory(policy)} MiB left"))
     return moves, unplaceable
 
 

@@ -282,18 +282,7 @@ def plan_rebalance(
         if best is None:
             break
         guest, source, target, reason = best
-        moves.append(
-            Move(
-                guest=guest.name,
-                memory_mib=guest.memory_mib,
-                vcpus=guest.vcpus,
-                source=source,
-                target=target,
-                reason=reason,
-                priority=guest.priority,
-                local_disks=tuple(d.target for d in guest.local_disks),
-            )
-        )
+        moves.append(Move.of(guest, source, target, reason))
         kinds[guest.name] = "balance"
         fleet.apply(guest, source, target)
     after = loads_of(fleet.current(), policy)

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -16,7 +16,7 @@ from evac.connections import current
 from evac.errors import EvacError, Incomplete, NotFound
 from evac.fleet import views
 from evac.model import Guest
-from evac.placement import Policy, plan_drain
+from evac.placement import Move, Policy, plan_drain
 from evac.states import Health, HostMode
 
 
@@ -72,17 +72,18 @@ def plan(ctx: StepContext) -> Mapping[str, Any]:
     drain = plan_drain(hosts, source, policy(ctx.inputs), chooser(app))
     for warning in drain.warnings:
         ctx.progress(f"warning: {warning}")
-    guests = {g.name: g for g in by_name[source].guests}
     result = drain.as_dict()
-    result["moves"] = [
-        {
-            **asdict(m),
-            "strategy": "live + storage copy" if m.local_disks else "live",
-            "disks": [d.path for d in guests[m.guest].disks],
-        }
-        for m in drain.moves
-    ]
+    result["moves"] = planned_moves(drain.moves, by_name[source].guests)
     return result
+
+
+def planned_moves(moves: Iterable[Move], guests: Iterable[Guest]) -> list[dict[str, Any]]:
+    """A plan's moves as the migrate step takes them: each with its strategy and its disks."""
+    disks = {g.name: [d.path for d in g.disks] for g in guests}
+    return [
+        {**asdict(m), "strategy": "live + storage copy" if m.local_disks else "live", "disks": disks[m.guest]}
+        for m in moves
+    ]
 
 
 # ---------------------------------------------------------------- verify

@@ -10,7 +10,6 @@ checks them with ``vm.verify``, as the drain does.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from evac.returning import RUNBOOK, JobKind, Moved, PastJob, origins, plan_retur
 from evac.runbook import load_runbook
 from evac.states import Health, HostMode, ItemState
 
-from .drain import app_of, move_rows, policy
+from .drain import app_of, move_rows, planned_moves, policy
 
 HISTORY = 500  # the latest jobs searched for the host's drain
 UNREADABLE = ("unreachable", Health.DOWN, HostMode.FENCED)
@@ -85,16 +84,8 @@ def plan(ctx: StepContext) -> Mapping[str, Any]:
         ctx.progress(f"warning: {warning}")
     for skip in planned.skipped:
         ctx.progress(f"{skip.guest} stays: {skip.reason}")
-    guests = {g.name: g for v in hosts for g in v.guests if g.name in {m.guest for m in planned.moves}}
     result = planned.as_dict()
-    result["moves"] = [
-        {
-            **asdict(m),
-            "strategy": "live + storage copy" if m.local_disks else "live",
-            "disks": [d.path for d in guests[m.guest].disks],
-        }
-        for m in planned.moves
-    ]
+    result["moves"] = planned_moves(planned.moves, (g for v in hosts for g in v.guests))
     return result
 
 
