@@ -282,8 +282,6 @@ class Runs:
             if started is None:
                 bot.release(token)
         bot.launch(started, channel, request.title, token=token)
-        with bot.lock:
-            bot.previews.pop(token, None)
         bot.bolt.client.chat_update(
             channel=channel,
             ts=body["message"]["ts"],

@@ -231,10 +231,12 @@ class Bot:
         return None
 
     def launch(self, started: Started, channel: str, title: str, token: str = "") -> int:
-        """Follow a job the front door started: its progress message here, then run it."""
+        """Follow a job the front door started: its progress message here, then run it. The
+        preview a ``token`` names is done with: a second click answers with this job."""
         if token:
             with self.lock:
                 self.started[token] = started.job
+                self.previews.pop(token, None)
         try:
             self.progress.track(started.job, channel, title)
         except SlackApiError as exc:  # the job is recorded: it runs whether or not Slack shows it
@@ -388,8 +390,6 @@ class Bot:
                 self.release(token)
         what = "Drain" if started.runbook.name == self.evac.settings.runbooks.drain else "Failover"
         self.launch(started, channel, f"{what} {host}", token=token)
-        with self.lock:
-            self.previews.pop(token, None)
         note = f"\n:warning: {started.note}" if started.note else ""
         self.bolt.client.chat_update(
             channel=channel,
