@@ -51,7 +51,15 @@ class FencingError(EvacError):
 
 
 class LockedError(EvacError):
-    """Another job already holds the lock (for example, a drain of the same host)."""
+    """Another job already holds the lock (for example, a drain of the same host);
+    ``holder`` is that job's id where the journal said it."""
+
+    def __init__(self, message: str, holder: int | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+    def __reduce__(self) -> tuple[type[LockedError], tuple[str, int | None]]:
+        return type(self), (str(self), self.holder)
 
 
 class JournalError(EvacError):

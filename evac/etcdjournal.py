@@ -140,7 +140,7 @@ class EtcdJournal:
             if self._created_by(holder, nonce):  # an earlier try committed; its answer was lost
                 return holder
             if lock and held:
-                raise LockedError(f"already running: job {holder} holds {lock}")
+                raise LockedError(f"already running: job {holder} holds {lock}", holder)
         raise TransientError(f"etcd: could not create a job: {RETRIES} conflicting creations in a row; try again")
 
     def _created_by(self, job_id: int, nonce: str) -> bool:

@@ -156,7 +156,7 @@ class Monitor:
     def __init__(
         self,
         app: App,
-        on_down: Callable[[str, str], None],
+        on_down: Callable[[str, str], bool | None],
         settings: MonitorSettings = MonitorSettings(),
         brake: StormBrake | None = None,
         *,
@@ -628,9 +628,11 @@ class Monitor:
             if self.brake.engaged:
                 self._emit(EventKind.MONITOR_STORM_BRAKE, host, f"{host} not failed over: {self.brake.reason}")
                 return
-        agreement = self._agreement(host)
-        if agreement is not None:
-            self.on_down(host, reason if agreement == "one controller" else f"{reason}; {agreement}")
+        while (agreement := self._agreement(host)) is not None:
+            if self.on_down(host, reason if agreement == "one controller" else f"{reason}; {agreement}") is not False:
+                return
+            if self._stop.wait(self.settings.interval):  # another job holds its lock: ask again, while it is down
+                return
 
     def _agreement(self, host: str) -> str | None:
         """Wait, while the host stays down, until this controller may fail it over (with

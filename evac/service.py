@@ -213,8 +213,8 @@ class Service:
                 return
 
     # ---------------------------------------------------------------- work
-    def fail_over(self, host: str, reason: str) -> None:
-        self.app.jobs.host_down(host, reason, background=True)
+    def fail_over(self, host: str, reason: str) -> bool:
+        return self.app.jobs.host_down(host, reason, background=True)
 
     def health(self) -> dict[str, Any]:
         hosts = {h: m.state for h, m in self.monitor.health.items()} if self.monitor else {}

@@ -248,7 +248,7 @@ class SqliteJournal:
                     (lock,),
                 ).fetchone()
                 if held is not None:
-                    raise LockedError(f"already running: job {held['job_id']} holds {lock}")
+                    raise LockedError(f"already running: job {held['job_id']} holds {lock}", int(held["job_id"]))
             cur = db.execute(
                 "INSERT INTO jobs (runbook, source, params, target, state, dry_run, lock, owner, created, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

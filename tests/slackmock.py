@@ -31,7 +31,8 @@ class Call:
 
 
 class SlackMock:
-    def __init__(self, groups: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, groups: dict[str, list[str]] | None = None, address: str = "127.0.0.1") -> None:
+        """``address``: where it listens; a lab's bridge address lets its hosts' bots reach it."""
         self.calls: list[Call] = []
         self.groups = groups or {}
         self.socket_url = ""  # what apps.connections.open hands out (Socket Mode)
@@ -66,9 +67,9 @@ class SlackMock:
 
             do_PUT = do_POST
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/"
-        self.response_url = f"http://127.0.0.1:{self.server.server_address[1]}/response"
+        self.server = ThreadingHTTPServer((address, 0), Handler)
+        self.url = f"http://{address}:{self.server.server_address[1]}/api/"
+        self.response_url = f"http://{address}:{self.server.server_address[1]}/response"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def record(self, method: str, args: dict[str, Any]) -> None:

@@ -18,29 +18,37 @@ from bench.labkit import Replicas, until
 from evac.errors import EvacError
 from evac.journal import Journal
 from evac.lab import Lab
+from evac.lab.agents import WATCHDOG_TIMEOUT
 from evac.lab.guests import qemu_pids
 from evac.states import HostMode
 
-from .faults import Fault, FaultKind
+from .faults import DESTINATION, LEADER, Fault, FaultKind
 from .sampler import Sampler
 
 FAILOVER_BOUND = 60.0  # s a lost host's failover may take before it is powered on anyway
+RESET_BOUND = WATCHDOG_TIMEOUT + 10.0  # s for a host whose agent was killed to be reset by its watchdog
 
 
-def inject(lab: Lab, replicas: Replicas, fault: Fault, sampler: Sampler) -> Fault:
-    """Inject ``fault``; returns it with the target it hit (a migration's destination is
-    found when one is in flight: waited for up to the fault's hold, else nothing is done
-    and the target stays empty)."""
+def inject(lab: Lab, replicas: Replicas, fault: Fault, sampler: Sampler, avoid: str = "") -> Fault:
+    """Inject ``fault``; returns it with the target it hit, or with an empty target when
+    nothing was done. A migration's destination is waited for up to the fault's hold; a
+    controller fault aimed at the leader hits whichever replica leads. Neither hits
+    ``avoid`` (the host an overlapping fault already holds)."""
     kind, target = fault.kind, fault.target
     if kind is FaultKind.KILL_DESTINATION:
         deadline = time.monotonic() + fault.hold
         while (found := sampler.incoming()) is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        if found is None:
+        if found is None or found == avoid:
             return fault
         fault = replace(fault, target=found)
         lab.kill_host(found)
         return fault
+    if target == LEADER:
+        target = replicas.leader() or DESTINATION
+        if target in (DESTINATION, avoid):
+            return replace(fault, target=DESTINATION)
+        fault = replace(fault, target=target)
     if kind is FaultKind.KILL_CONTROLLER:
         lab.stop_serve(target, signal.SIGKILL)
     elif kind is FaultKind.RESTART_SERVICE:
@@ -69,8 +77,11 @@ def inject(lab: Lab, replicas: Replicas, fault: Fault, sampler: Sampler) -> Faul
 def heal(lab: Lab, replicas: Replicas, journal: Journal, fault: Fault, log: Callable[[str], None]) -> None:
     """Undo ``fault``; a lost host comes back only once evac is done failing it over."""
     kind, target = fault.kind, fault.target
+    if not target:
+        return
     if kind in (FaultKind.KILL_CONTROLLER, FaultKind.RESTART_SERVICE):
-        replicas.start(target)
+        if lab.power_state(target) == "on":
+            replicas.start(target)
     elif kind is FaultKind.CUT_ETCD:
         lab.heal_etcd(target)
     elif kind is FaultKind.KILL_ETCD:
@@ -82,12 +93,14 @@ def heal(lab: Lab, replicas: Replicas, journal: Journal, fault: Fault, log: Call
         lab.heal(target)
         if lab.power_state(target) == "off":  # fenced while cut
             revive(lab, replicas, journal, target, log)
-    elif kind in (FaultKind.POWER_OFF, FaultKind.KILL_DESTINATION) and target:
+    elif kind in (FaultKind.POWER_OFF, FaultKind.KILL_DESTINATION):
         revive(lab, replicas, journal, target, log)
     elif kind is FaultKind.STOP_AGENT:
-        if lab.power_state(target) == "off":  # its watchdog reset it
-            revive(lab, replicas, journal, target, log)
-        lab.start_agent(target)
+        try:  # a killed agent leaves its watchdog armed: the host is reset
+            until(lambda: lab.power_state(target) == "off", RESET_BOUND, f"{target} reset by its watchdog", every=0.2)
+        except TimeoutError as exc:
+            log(f"  ! {exc}")
+        revive(lab, replicas, journal, target, log)
 
 
 def release_brake(journal: Journal, log: Callable[[str], None]) -> None:
@@ -132,6 +145,15 @@ def enable(journal: Journal, host: str) -> None:
     state = journal.host_states().get(host)
     if state is not None and state.state == HostMode.FENCED:
         journal.set_host_state(host, HostMode.ENABLED, "nemesis: powered on again", "nemesis")
+
+
+def revive_lost(lab: Lab, replicas: Replicas, journal: Journal, log: Callable[[str], None]) -> None:
+    """Every host found powered off revived: with agents, a host reset itself after its
+    fault was healed (its lease lapsed while it was cut), which no heal could know of."""
+    for host in lab.host_names():
+        if lab.power_state(host) == "off":
+            log(f"  {host} found powered off; reviving it")
+            revive(lab, replicas, journal, host, log)
 
 
 def heal_all(lab: Lab, replicas: Replicas, journal: Journal, log: Callable[[str], None]) -> None:

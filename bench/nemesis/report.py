@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from .workload import Action
 class Injected:
     t: float  # s into the run, when injected
     fault: Fault
-    settle: float | None  # s from its heal to settled again; None: not within the bound
+    settle: float | None  # s from its round's last heal to settled again; None: not within the bound
+    overlapping: bool = False  # one of a round's two faults
 
 
 @dataclass
@@ -37,20 +39,27 @@ class Outcome:
 
 
 def fault_rows(injected: Sequence[Injected]) -> list[list[Any]]:
-    """One row per kind: how many, and the settle times (median, worst, unsettled)."""
-    by_kind: dict[str, list[float | None]] = {}
+    """One row per kind: how many (of them overlapping another), and the settle times
+    (median, worst, unsettled). A fault that found no target is not counted."""
+    by_kind: dict[str, list[Injected]] = {}
     for i in injected:
-        by_kind.setdefault(str(i.fault.kind), []).append(i.settle)
+        if i.fault.target:
+            by_kind.setdefault(str(i.fault.kind), []).append(i)
     rows: list[list[Any]] = []
-    for kind, settles in sorted(by_kind.items()):
-        done = sorted(s for s in settles if s is not None)
+    for kind, hits in sorted(by_kind.items()):
+        done = sorted(i.settle for i in hits if i.settle is not None)
         median = done[len(done) // 2] if done else "-"
         worst = done[-1] if done else "-"
-        rows.append([kind, len(settles), median, worst, len(settles) - len(done)])
+        rows.append([kind, len(hits), sum(i.overlapping for i in hits), median, worst, len(hits) - len(done)])
     return rows
 
 
-FAULT_COLUMNS = ("fault", "injected", "settle median s", "settle worst s", "unsettled")
+FAULT_COLUMNS = ("fault", "injected", "overlapping", "settle median s", "settle worst s", "unsettled")
+
+
+def said(outcome: str) -> str:
+    """An action's outcome with its numbers as N, so alike outcomes count in one row."""
+    return re.sub(r"[0-9]+", "N", outcome)[:70]
 
 
 def text(outcome: Outcome) -> str:
@@ -60,7 +69,11 @@ def text(outcome: Outcome) -> str:
         table(
             "Workload",
             ("channel verb outcome", "count"),
-            sorted(Counter(f"{a.channel} {a.verb} {a.outcome}" for a in outcome.actions).items()),
+            sorted(
+                Counter(
+                    f"{a.channel} {a.verb} {re.sub(r'[0-9]+', 'N', a.outcome)[:70]}" for a in outcome.actions
+                ).items()
+            ),
         ),
     ]
     lines = [f"violations: {len(outcome.violations)}"] + [f"  {v.line()}" for v in outcome.violations]
@@ -77,10 +90,17 @@ def as_json(outcome: Outcome) -> dict[str, Any]:
         "seed": outcome.seed,
         "seconds": round(outcome.seconds, 1),
         "faults": [
-            {"t": i.t, "kind": str(i.fault.kind), "target": i.fault.target, "hold": i.fault.hold, "settle": i.settle}
+            {
+                "t": i.t,
+                "kind": str(i.fault.kind),
+                "target": i.fault.target,
+                "hold": i.fault.hold,
+                "settle": i.settle,
+                "overlapping": i.overlapping,
+            }
             for i in outcome.injected
         ],
-        "faults_by_kind": dict(Counter(str(i.fault.kind) for i in outcome.injected)),
+        "faults_by_kind": dict(Counter(str(i.fault.kind) for i in outcome.injected if i.fault.target)),
         "workload": [a.__dict__ for a in outcome.actions],
         "jobs": outcome.jobs,
         "violations": [v.__dict__ for v in outcome.violations],

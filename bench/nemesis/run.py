@@ -1,8 +1,9 @@
-"""One nemesis run on a staged lab: faults one after another while the workload runs,
-then heal, settle and check every invariant.
+"""One nemesis run on a staged lab: rounds of faults (some overlapping) while the
+workload runs, then heal, settle and check every invariant.
 
-``stage`` readies a lab with etcd (replicas with a REST API token, a passed doctor,
-guests booted); ``run`` is what both ``python -m bench.nemesis`` and the CI test call.
+``stage`` readies a lab with etcd (replicas with a REST API token and a Slack bot on the
+mock Web API, a passed doctor, agents if asked, guests booted); ``run`` is what both
+``python -m bench.nemesis`` and the CI test call.
 """
 
 from __future__ import annotations
@@ -14,26 +15,32 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.labkit import Replicas, until
 from evac.app import App, make_app
 from evac.doctor import diagnose, record
 from evac.journal import Journal
 from evac.lab import Lab
+from evac.lab.agents import WATCHDOG_TIMEOUT
 from evac.lab.guests import GuestSpec, create_guest, wait_console
 from evac.states import HostMode
+from tests.slackmock import SlackMock
 
 from . import invariants
-from .faults import FaultKind, LabShape, kinds_for, next_fault
-from .inject import heal, heal_all, inject, release_brake
+from .faults import OVERLAP, Fault, FaultKind, LabShape, Round, kinds_for, next_round
+from .inject import heal, heal_all, inject, release_brake, revive_lost
 from .invariants import Sample, Violation
 from .report import Injected, Outcome
 from .sampler import Sampler
-from .workload import Workload
+from .workload import SLACK_USER, SlackSide, Workload
 
-SETTLE_BOUND = 60.0  # s after a heal for the lab to settle before the next fault comes anyway
+SETTLE_BOUND = 90.0  # s after a round's heals for the lab to settle before the next round comes anyway
 JOB_BOUND = 120.0  # s after the faults stop for every job to be terminal
 AGREE_BOUND = 20.0  # s for the journal's snapshots to catch up with virsh
+# With agents, a host whose lease lapsed during a fault resets itself a watchdog timeout
+# after it stopped feeding, which can come after the heal: settled must hold this long.
+QUIET_WITH_AGENTS = WATCHDOG_TIMEOUT + 3.0
 
 
 @dataclass
@@ -43,11 +50,16 @@ class Stage:
     app: App
     guests: list[str]
     token: str
+    slack: SlackSide
     agents: bool = False
 
     @property
     def journal(self) -> Journal:
         return self.app.journal
+
+    @property
+    def quiet(self) -> float:
+        return QUIET_WITH_AGENTS if self.agents else 0.0
 
     def shape(self) -> LabShape:
         return LabShape(tuple(self.lab.host_names()), tuple(self.replicas.hosts), tuple(self.guests), self.agents)
@@ -57,22 +69,41 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def api_token(lab: Lab) -> tuple[str, Path]:
-    path = Path(lab.root) / "nemesis-api-token"
+def lab_secret(lab: Lab, name: str) -> tuple[str, Path]:
+    """A secret kept in the lab's root (made on first use), and its file."""
+    path = Path(lab.root) / name
     if not path.exists():
         path.write_text(secrets.token_hex(24))
         path.chmod(0o600)
     return path.read_text().strip(), path
 
 
-def stage(lab: Lab, guests: dict[str, list[str]], agents: bool = False) -> Stage:
-    """Replicas (config ``nemesis.yaml``, with an ``api:`` token) on every member's host,
-    the doctor passed into etcd, and ``guests`` (host -> names) booted."""
-    token, token_file = api_token(lab)
+def slack_section(lab: Lab, mock: SlackMock) -> tuple[dict[str, Any], str]:
+    """The replicas' ``slack:`` section (HTTP mode, on the mock Web API at the lab's bridge)
+    and its signing secret: the workload's user may drain, return and rebalance."""
+    secret, secret_file = lab_secret(lab, "nemesis-slack-secret")
+    _, bot_file = lab_secret(lab, "nemesis-slack-bot-token")
+    section = {
+        "bot_token": f"file:{bot_file}",
+        "signing_secret": f"file:{secret_file}",
+        "mode": "http",
+        "api_url": mock.url,
+        "acl": {command: {"users": [SLACK_USER]} for command in ("evacuate", "return", "rebalance", "status")},
+    }
+    return section, secret
+
+
+def stage(lab: Lab, guests: dict[str, list[GuestSpec]], agents: bool = False) -> Stage:
+    """Replicas (config ``nemesis.yaml``, with an ``api:`` token and a Slack bot on the
+    mock Web API) on every member's host, the doctor passed into etcd, agents if asked,
+    and ``guests`` (host -> specs) booted."""
+    token, token_file = lab_secret(lab, "nemesis-api-token")
     if agents:
         lab.agent_section()
+    mock = SlackMock(address=lab.bridge_ip)
+    slack, secret = slack_section(lab, mock)
     api = {"tokens": [{"name": "nemesis", "token": f"file:{token_file}", "scopes": ["read", "run:*", "cancel"]}]}
-    replicas = Replicas(lab, file="nemesis.yaml", api=api)
+    replicas = Replicas(lab, file="nemesis.yaml", api=api, slack=slack)
     app = make_app(replicas.configs[replicas.hosts[0]])
     for doctor in diagnose(app):
         record(app.journal, doctor)
@@ -83,20 +114,39 @@ def stage(lab: Lab, guests: dict[str, list[str]], agents: bool = False) -> Stage
             lab.start_agent(host)
     names: list[str] = []
     offsets = {}
-    for host, wanted in guests.items():
-        for name in wanted:
-            offsets[name] = create_guest(lab, host, GuestSpec(name=name))
-            names.append(name)
+    for host, specs in guests.items():
+        for spec in specs:
+            offsets[spec.name] = create_guest(lab, host, spec)
+            names.append(spec.name)
     for name in names:
         wait_console(lab, name, after=offsets[name], timeout=300)
-    return Stage(lab, replicas, app, names, token, agents)
+    return Stage(lab, replicas, app, names, token, SlackSide(mock, secret), agents)
+
+
+def guest_specs(hosts: list[str], count: int) -> dict[str, list[GuestSpec]]:
+    """``count`` guests spread over ``hosts``: one in four busy (dirtying memory, so its
+    migrations need tuning to converge), and every fourth one restarted by a failover
+    only after the one before it (``after=``), so restart ordering is under faults too."""
+    specs: dict[str, list[GuestSpec]] = {h: [] for h in hosts}
+    for i in range(count):
+        busy = i % 4 == 1
+        after = (f"nem-{i - 1}",) if i % 4 == 3 else ()
+        spec = GuestSpec(
+            name=f"nem-{i}", memory_mib=192 if busy else 128, dirty_mb=24 if busy else 0, dirty_pause_ms=20, after=after
+        )
+        specs[hosts[i % len(hosts)]].append(spec)
+    return specs
 
 
 def settled(st: Stage, sampler: Sampler, log: Callable[[str], None] | None = None) -> bool:
-    """Every guest runs exactly once, one replica leads and sees every powered host up.
-    With ``log``, an engaged storm brake is released (``inject.release_brake``)."""
+    """Every host powered, every guest runs exactly once, one replica leads and sees every
+    host up. With ``log``, an engaged storm brake is released (``inject.release_brake``)
+    and a host found powered off is revived (``inject.revive_lost``)."""
     if log is not None:
         release_brake(st.journal, log)
+        revive_lost(st.lab, st.replicas, st.journal, log)
+    if any(st.lab.power_state(h) == "off" for h in st.lab.host_names()):
+        return False
     if invariants.runs_once(sampler.sample(), st.guests):
         return False
     leader = st.replicas.leader()
@@ -104,12 +154,19 @@ def settled(st: Stage, sampler: Sampler, log: Callable[[str], None] | None = Non
 
 
 def settle_time(st: Stage, sampler: Sampler, log: Callable[[str], None], bound: float = SETTLE_BOUND) -> float | None:
+    """Seconds until settled, and still settled ``st.quiet`` seconds later; None: not
+    within ``bound``."""
     start = time.monotonic()
-    try:
-        until(lambda: settled(st, sampler, log), bound, "settled", every=0.25)
-    except TimeoutError:
-        return None
-    return round(time.monotonic() - start, 2)
+    since: float | None = None
+    while time.monotonic() - start < bound:
+        if settled(st, sampler, log):
+            since = since if since is not None else time.monotonic()
+            if time.monotonic() - since >= st.quiet:
+                return round(since - start, 2)
+        else:
+            since = None
+        time.sleep(0.25)
+    return None
 
 
 def qemu_logs(lab: Lab, guests: list[str]) -> dict[str, str]:
@@ -131,16 +188,52 @@ def serve_logs(lab: Lab, hosts: list[str]) -> dict[str, str]:
     return logs
 
 
-def run(st: Stage, seconds: float, seed: int, hold: tuple[float, float] = (2.0, 6.0)) -> Outcome:
-    """Faults for ``seconds`` (the last one is healed after), then heal, settle, check."""
+def play(st: Stage, rnd: Round, sampler: Sampler, t0: float, log: Callable[[str], None]) -> list[Injected]:
+    """Inject the round's faults and heal each when its hold is over (a heal that revives
+    a host waits for its failover first, so a later heal can come late); then settle."""
+    start = time.monotonic()
+
+    def at(offset: float) -> float:
+        time.sleep(max(0.0, start + offset - time.monotonic()))  # the round's own timeline
+        return round(time.monotonic() - t0, 2)
+
+    def hit(fault: Fault, avoid: str = "") -> tuple[float, Fault]:
+        when = round(time.monotonic() - t0, 2)
+        where = fault.target or "(the next migration's destination)"
+        say(f"  [{when:6.1f}s] fault: {fault.kind} on {where} for {fault.hold:.1f} s")
+        done = inject(st.lab, st.replicas, fault, sampler, avoid)
+        if not done.target:
+            say(f"  no {'migration in flight' if fault.kind is FaultKind.KILL_DESTINATION else 'target'}: nothing done")
+        return when, done
+
+    hits = [hit(rnd.first)]
+    heals = [(rnd.first.hold, hits[0][1])]
+    if rnd.second is not None:
+        at(rnd.delay)
+        hits.append(hit(rnd.second, avoid=hits[0][1].target))
+        heals.append((rnd.delay + rnd.second.hold, hits[1][1]))
+    for offset, fault in sorted(heals, key=lambda h: h[0]):
+        at(offset)
+        heal(st.lab, st.replicas, st.journal, fault, log)
+    settle = settle_time(st, sampler, log)
+    healed = "; ".join(f"{f.kind} on {f.target or '-'}" for _, f in hits)
+    say(f"  [{time.monotonic() - t0:6.1f}s] healed {healed}; settled in {settle} s")
+    return [Injected(when, fault, settle, len(hits) > 1) for when, fault in hits]
+
+
+def run(
+    st: Stage, seconds: float, seed: int, hold: tuple[float, float] = (2.0, 6.0), overlap: float = OVERLAP
+) -> Outcome:
+    """Rounds of faults for ``seconds`` (the last one is healed after), then heal, settle, check."""
     say(f"nemesis seed {seed}: {seconds:.0f} s of faults on {', '.join(st.lab.host_names())}, guests {st.guests}")
     lab, outcome = st.lab, Outcome(seed=seed, seconds=0.0)
     t0, wall0 = time.monotonic(), time.time()
     refused_before = invariants.refused_starts(qemu_logs(lab, st.guests))
     sampler = Sampler(lab, t0)
     sampler.start()
-    until(lambda: settled(st, sampler, say), SETTLE_BOUND, "the lab settled before the first fault", every=0.25)
-    workload = Workload(lab, st.replicas, st.token, seed + 1, t0, list(st.replicas.hosts))
+    if settle_time(st, sampler, say) is None:
+        raise TimeoutError(f"the lab did not settle within {SETTLE_BOUND:.0f} s before the first fault")
+    workload = Workload(lab, st.replicas, st.token, seed + 1, t0, list(st.replicas.hosts), st.slack)
     workload.start()
     rng, shape = random.Random(seed), st.shape()
     kinds = kinds_for(shape)
@@ -152,18 +245,7 @@ def run(st: Stage, seconds: float, seed: int, hold: tuple[float, float] = (2.0, 
 
     try:
         while time.monotonic() - t0 < seconds:
-            fault = next_fault(rng, shape, kinds, hold)
-            at = round(time.monotonic() - t0, 2)
-            where = fault.target or "(the next migration's destination)"
-            say(f"  [{at:6.1f}s] fault: {fault.kind} on {where} for {fault.hold:.1f} s")
-            fault = inject(lab, st.replicas, fault, sampler)
-            if fault.kind is FaultKind.KILL_DESTINATION and not fault.target:
-                say("  no migration in flight: nothing powered off")
-            time.sleep(fault.hold)  # the fault's own duration, not a wait for a result
-            heal(lab, st.replicas, st.journal, fault, log)
-            settle = settle_time(st, sampler, log)
-            say(f"  [{time.monotonic() - t0:6.1f}s] healed {fault.kind} on {fault.target}; settled in {settle} s")
-            outcome.injected.append(Injected(at, fault, settle))
+            outcome.injected += play(st, next_round(rng, shape, kinds, hold, overlap), sampler, t0, log)
     finally:
         workload.stop()
         heal_all(lab, st.replicas, st.journal, log)
@@ -203,10 +285,7 @@ def check_jobs(st: Stage, wall0: float) -> list[Violation]:
 
 
 def final_sample(st: Stage, sampler: Sampler, log: Callable[[str], None]) -> Sample:
-    try:
-        until(lambda: settled(st, sampler, log), SETTLE_BOUND, "settled after heal", every=0.25)
-    except TimeoutError:
-        pass
+    settle_time(st, sampler, log)
     return sampler.sample()
 
 
@@ -236,3 +315,4 @@ def tidy(st: Stage) -> None:
     if st.agents:
         st.lab.remove_agents()
     st.app.close()
+    st.slack.mock.stop()

@@ -1,6 +1,6 @@
-"""A short nemesis on the HA lab: random faults (a fixed seed, then a random one printed
-in the log) while drains and returns run through the CLI and the REST API, and no
-invariant broken, as seen from libvirt on every host, QEMU's logs and the lab power
+"""A short nemesis on the HA lab: random faults, some overlapping (a fixed seed, then a
+random one printed in the log), while drains, returns and rebalances run through the
+CLI, the REST API and Slack, and no invariant broken, as seen from libvirt on every host, QEMU's logs and the lab power
 switch's log. The long runs are the bench's (``python -m bench.nemesis``)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from bench.nemesis.inject import heal_all
 from bench.nemesis.report import text
 from bench.nemesis.run import Stage, run, say, stage, tidy
 from evac.lab import Lab
+from evac.lab.guests import GuestSpec
 
 FIXED_SEED = 20261128
 FAULT_SECONDS = (25.0, 15.0)  # the fixed seed's run, then the random one's: faults start within these
@@ -23,9 +24,11 @@ HOLD = (1.0, 3.0)  # s each fault lasts: short, so CI sees several
 
 @pytest.fixture
 def nemesis(ha_lab: Lab) -> Iterator[Stage]:
-    """Replicas with a REST API token and two guests (one on the host without a member);
-    afterwards every host healed, powered and in service, guests and replicas gone."""
-    st = stage(ha_lab, {"host4": ["nem-a"], "host2": ["nem-b"]})
+    """Replicas with a REST API token and a Slack bot, agents on every host, and two guests
+    (one on the host without a member, the other restarted only after it); afterwards
+    every host healed, powered and in service, guests, replicas and agents gone."""
+    guests = {"host4": [GuestSpec("nem-a")], "host2": [GuestSpec("nem-b", after=("nem-a",))]}
+    st = stage(ha_lab, guests, agents=True)
     try:
         yield st
     finally:

@@ -295,3 +295,13 @@ def test_the_monitor_fences_no_host_the_doctor_never_checked_and_the_alert_says_
 def test_an_operators_own_failover_needs_no_doctor(tmp_path: Path) -> None:
     app = make_app(fleet(tmp_path, closed_port(), doctor=True))
     assert app.jobs.fail_over("host1", CLI, "by hand", checks=1).runbook.name == "host-failure"
+
+
+def test_a_host_that_dies_while_its_drain_holds_its_lock_is_asked_to_fail_over_again_later(tmp_path: Path) -> None:
+    app = make_app(fleet(tmp_path, closed_port()))
+    drain = app.journal.create_job("maintenance", "cli:ops", {"host": "host1"}, "host1", False, "host:host1")
+    assert app.jobs.host_down("host1", "libvirt connection lost") is False
+    app.journal.finish_job(drain, JobState.FAILED)
+    failover = app.journal.create_job("host-failure", "monitor", {"host": "host1"}, "host1", False, "host:host1")
+    assert app.jobs.host_down("host1", "libvirt connection lost") is True  # one failover already runs
+    assert [j.id for j in app.journal.jobs()] == [failover, drain]

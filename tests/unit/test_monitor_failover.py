@@ -81,8 +81,16 @@ class Events(Record):
 
 
 class Failovers(Record):
-    def __call__(self, host: str, reason: str) -> None:
+    """Each failover asked for; while ``locked`` is above zero, one more is answered with
+    False (another job holds the host's lock: ask again)."""
+
+    locked = 0
+
+    def __call__(self, host: str, reason: str) -> bool:
         self.add(host, reason)
+        with self.cond:
+            self.locked -= 1
+            return self.locked < 0
 
 
 @dataclass
@@ -250,6 +258,16 @@ def test_a_brake_left_engaged_in_the_journal_holds_after_a_restart(watched: Watc
     watched.fleet.kill("host1")
     watched.events.wait_for("host1", EventKind.MONITOR_STORM_BRAKE)
     assert watched.failovers.hosts() == []
+
+
+def test_a_down_host_whose_lock_another_job_holds_is_failed_over_once_that_job_lets_go(watched: Watched) -> None:
+    watched.failovers.locked = 2  # a return of host1 was running when it died
+    watched.start()
+    watched.fleet.kill("host1")
+    poll_until(lambda: watched.failovers.hosts().count("host1") == 3, TIMEOUT, "host1's failover asked for three times")
+    watched.fleet.revive("host1")
+    watched.events.wait_for("host1", EventKind.HOST_UP)
+    assert watched.failovers.hosts().count("host1") == 3  # asked no more once started
 
 
 def test_a_host_in_maintenance_that_goes_down_is_not_failed_over(watched: Watched) -> None:

@@ -3,10 +3,23 @@ samples, and its report."""
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.nemesis.faults import AGENT_FAULTS, Fault, FaultKind, LabShape, kinds_for, schedule
+from bench.nemesis.faults import (
+    AGENT_FAULTS,
+    DESTINATION,
+    LEADER,
+    Fault,
+    FaultKind,
+    LabShape,
+    kinds_for,
+    may_overlap,
+    schedule,
+    takes_member,
+)
 from bench.nemesis.invariants import (
     REFUSED,
     Sample,
@@ -19,9 +32,10 @@ from bench.nemesis.invariants import (
     transient,
     unfinished,
 )
-from bench.nemesis.report import Injected, Outcome, as_json, fault_rows, text
+from bench.nemesis.report import Injected, Outcome, as_json, fault_rows, said, text
+from bench.nemesis.workload import pick
 
-SHAPE = LabShape(("host1", "host2", "host3", "host4"), ("host1", "host2", "host3"), ("g1", "g2"))
+SHAPE = LabShape(("host1", "host2", "host3", "host4"), ("host1", "host2", "host3"), ("g1", "g2"), agents=True)
 
 
 def s(t: float, **running: set[str]) -> Sample:
@@ -39,22 +53,58 @@ def test_different_seeds_give_different_faults() -> None:
 
 @given(st.integers(min_value=0, max_value=2**31))
 def test_each_fault_targets_what_its_kind_applies_to(seed: int) -> None:
-    for fault in schedule(seed, SHAPE, 20):
-        if fault.kind is FaultKind.KILL_DESTINATION:
-            assert fault.target == ""  # found when a migration is in flight
-        elif fault.kind.on_guest:
-            assert fault.target in SHAPE.guests
-        elif fault.kind.on_replica_host:
-            assert fault.target in SHAPE.members
-        else:
-            assert fault.target in SHAPE.hosts
-        assert 2.0 <= fault.hold <= 6.0
+    for rnd in schedule(seed, SHAPE, 20):
+        for fault in (rnd.first, rnd.second) if rnd.second else (rnd.first,):
+            if fault.kind is FaultKind.KILL_DESTINATION:
+                assert fault.target == DESTINATION  # found when a migration is in flight
+            elif fault.kind.on_guest:
+                assert fault.target in SHAPE.guests
+            elif fault.kind in (FaultKind.KILL_CONTROLLER, FaultKind.RESTART_SERVICE):
+                assert fault.target in (*SHAPE.members, LEADER)
+            elif fault.kind.on_replica_host:
+                assert fault.target in SHAPE.members
+            else:
+                assert fault.target in SHAPE.hosts
+            assert 2.0 <= fault.hold <= 6.0
+
+
+@given(st.integers(min_value=0, max_value=2**31))
+def test_overlapping_faults_never_take_two_etcd_members_and_come_while_the_first_holds(seed: int) -> None:
+    for rnd in schedule(seed, SHAPE, 30):
+        if rnd.second is not None:
+            assert not (takes_member(rnd.first, SHAPE) and takes_member(rnd.second, SHAPE))
+            assert 0.0 <= rnd.delay <= rnd.first.hold
+
+
+def test_about_a_third_of_rounds_overlap_and_none_when_overlap_is_off() -> None:
+    rounds = schedule(5, SHAPE, 300)
+    assert 60 <= sum(r.second is not None for r in rounds) <= 130
+    assert all(r.second is None for r in schedule(5, SHAPE, 100, overlap=0.0))
+
+
+def test_faults_on_one_host_never_overlap_and_a_second_host_fails_only_beside_the_memberless_one() -> None:
+    power = Fault(FaultKind.POWER_OFF, "host1", 3.0)
+    assert not may_overlap(power, Fault(FaultKind.KILL_CONTROLLER, "host1", 3.0), SHAPE)
+    assert not may_overlap(power, Fault(FaultKind.CUT_HOST, "host2", 3.0), SHAPE)
+    assert may_overlap(power, Fault(FaultKind.CUT_HOST, "host4", 3.0), SHAPE)
+    assert may_overlap(power, Fault(FaultKind.KILL_CONTROLLER, LEADER, 3.0), SHAPE)
+    assert may_overlap(Fault(FaultKind.KILL_ETCD, "host2", 3.0), Fault(FaultKind.KILL_QEMU, "g1", 3.0), SHAPE)
+    assert not may_overlap(Fault(FaultKind.KILL_ETCD, "host2", 3.0), Fault(FaultKind.KILL_DESTINATION, "", 3.0), SHAPE)
 
 
 def test_agent_faults_are_drawn_only_where_agents_run() -> None:
-    assert not AGENT_FAULTS & set(kinds_for(SHAPE))
-    with_agents = LabShape(SHAPE.hosts, SHAPE.members, SHAPE.guests, agents=True)
-    assert set(kinds_for(with_agents)) == set(FaultKind)
+    without = LabShape(SHAPE.hosts, SHAPE.members, SHAPE.guests)
+    assert not AGENT_FAULTS & set(kinds_for(without))
+    assert set(kinds_for(SHAPE)) == set(FaultKind)
+
+
+def test_the_workload_returns_a_drained_host_before_anything_else() -> None:
+    rng = random.Random(3)
+    picks = [pick(rng, ["host1", "host2"], None) for _ in range(60)]
+    assert {channel for channel, _, _ in picks} == {"cli", "api", "slack"}
+    assert {verb for _, verb, _ in picks} == {"drain", "rebalance"}
+    assert all(host == "" for _, verb, host in picks if verb == "rebalance")
+    assert all(pick(rng, ["host1"], "host2")[1:] == ("return", "host2") for _ in range(10))
 
 
 def test_a_guest_running_on_two_hosts_in_samples_in_a_row_is_one_violation_however_long_it_lasts() -> None:
@@ -129,7 +179,13 @@ def test_the_report_gives_counts_and_settle_times_per_fault_kind() -> None:
         Injected(9.0, Fault(FaultKind.CUT_HOST, "host3", 3.0), None),
         Injected(20.0, Fault(FaultKind.CUT_ETCD, "host1", 2.0), 1.5),
     ]
-    assert fault_rows(injected) == [["cut etcd traffic", 1, 1.5, 1.5, 0], ["cut host", 2, 4.0, 4.0, 1]]
+    injected.append(Injected(25.0, Fault(FaultKind.KILL_DESTINATION, "", 3.0), 1.0, overlapping=True))
+    injected.append(Injected(26.0, Fault(FaultKind.CUT_ETCD, "host2", 2.0), 1.0, overlapping=True))
+    assert fault_rows(injected) == [["cut etcd traffic", 2, 1, 1.5, 1.5, 0], ["cut host", 2, 0, 4.0, 4.0, 1]]
     outcome = Outcome(seed=7, seconds=30.0, injected=injected, jobs={"host-failure succeeded": 1})
     assert "seed 7" in text(outcome) and "violations: 0" in text(outcome)
-    assert as_json(outcome)["faults_by_kind"] == {"cut host": 2, "cut etcd traffic": 1}
+    assert as_json(outcome)["faults_by_kind"] == {"cut host": 2, "cut etcd traffic": 2}
+
+
+def test_alike_workload_outcomes_are_counted_in_one_row() -> None:
+    assert said("job 12") == said("job 7") == "job N"
