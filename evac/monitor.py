@@ -59,10 +59,10 @@ from .health import HostHealth
 from .hooks import hookimpl
 from .hypervisor import Hypervisor
 from .inventory import HostSpec
-from .journal import Disarmed, HostState
+from .journal import Disarmed, HostState, Journal
 from .model import Guest
 from .plugins import notify
-from .states import EventKind, Health, HostMode
+from .states import EventKind, Health, HostMode, JobState
 from .stormbrake import StormBrake
 
 log = logging.getLogger("evac.monitor")
@@ -336,7 +336,7 @@ class Monitor:
             return [
                 name
                 for name, health in self.health.items()
-                if health.state is Health.DOWN and _exempt(states.get(name)) is None
+                if health.state is Health.DOWN and exempt(states.get(name), self.app.journal) is None
             ]
 
     # ---------------------------------------------------------------- one host
@@ -525,12 +525,12 @@ class Monitor:
         before the host's ``host.down`` is told: a failover of another host checks the
         journal's brake right before its fence, and every write before it is time lost."""
         try:
-            exempt = _exempt(self.app.journal.host_states().get(host))
+            mode = exempt(self.app.journal.host_states().get(host), self.app.journal)
         except JournalError:
-            exempt = None  # etcd away: the failover waits for agreement, and asks again then
-        if exempt is not None:
+            mode = None  # etcd away: the failover waits for agreement, and asks again then
+        if mode is not None:
             self._tell_down(host, reason)
-            self._emit(EventKind.HOST_IGNORED, host, f"{host} is in {exempt}: no failover")
+            self._emit(EventKind.HOST_IGNORED, host, f"{host} is in {mode}: no failover")
             return
         held = self._disarmed_now()
         if held is not None:  # nor counted by the brake: arming judges it again, and counts it then
@@ -642,7 +642,7 @@ class Monitor:
             if self.health[host].state is not Health.DOWN:
                 return None
             try:
-                if _exempt(self.app.journal.host_states().get(host)) is not None:
+                if exempt(self.app.journal.host_states().get(host), self.app.journal) is not None:
                     return None  # fenced or in maintenance meanwhile, by another replica or a person
                 held = self.app.journal.brake()  # engaged elsewhere since the brake watch last looked
             except EvacError:
@@ -727,10 +727,17 @@ def undecided(host: str, states: Mapping[str, Health], deciding: Collection[str]
     )
 
 
-def _exempt(state: HostState | None) -> HostMode | None:
-    """The mode that keeps a host from automatic failover (maintenance, fenced), if any."""
+def exempt(state: HostState | None, journal: Journal) -> HostMode | None:
+    """The mode that keeps a host from automatic failover (fenced, or in maintenance), if
+    any. Maintenance that a drain set keeps a host from failover only once that drain
+    succeeded: a host that died while its drain ran, or after it failed, still has
+    guests the drain did not move, and they are restarted as any dead host's are."""
     if state is None or state.state not in (HostMode.MAINTENANCE, HostMode.FENCED):
         return None
+    if state.state == HostMode.MAINTENANCE and state.actor.startswith("job:") and state.actor[4:].isdigit():
+        drain = journal.job(int(state.actor[4:]))
+        if drain is not None and drain.state != JobState.SUCCEEDED:
+            return None
     return HostMode(state.state)
 
 

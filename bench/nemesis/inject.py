@@ -20,23 +20,25 @@ from evac.journal import Journal
 from evac.lab import Lab
 from evac.lab.agents import WATCHDOG_TIMEOUT
 from evac.lab.guests import qemu_pids
+from evac.monitor import exempt
 from evac.states import HostMode
 
 from .faults import DESTINATION, LEADER, Fault, FaultKind
 from .sampler import Sampler
 
 FAILOVER_BOUND = 60.0  # s a lost host's failover may take before it is powered on anyway
+DESTINATION_WAIT = 15.0  # s a migration's destination is waited for (the workload moves guests every few seconds)
 RESET_BOUND = WATCHDOG_TIMEOUT + 10.0  # s for a host whose agent was killed to be reset by its watchdog
 
 
 def inject(lab: Lab, replicas: Replicas, fault: Fault, sampler: Sampler, avoid: str = "") -> Fault:
     """Inject ``fault``; returns it with the target it hit, or with an empty target when
-    nothing was done. A migration's destination is waited for up to the fault's hold; a
+    nothing was done. A migration's destination is waited for (``DESTINATION_WAIT``); a
     controller fault aimed at the leader hits whichever replica leads. Neither hits
     ``avoid`` (the host an overlapping fault already holds)."""
     kind, target = fault.kind, fault.target
     if kind is FaultKind.KILL_DESTINATION:
-        deadline = time.monotonic() + fault.hold
+        deadline = time.monotonic() + max(fault.hold, DESTINATION_WAIT)
         while (found := sampler.incoming()) is None and time.monotonic() < deadline:
             time.sleep(0.05)
         if found is None or found == avoid:
@@ -114,14 +116,17 @@ def release_brake(journal: Journal, log: Callable[[str], None]) -> None:
 
 
 def handled(journal: Journal, host: str, log: Callable[[str], None]) -> bool:
-    """evac is done with a lost host: fenced, and no failover of it still running."""
+    """evac is done with a lost host: fenced, and no failover of it still running; or
+    left alone as evac leaves a host its finished drain emptied (``monitor.exempt``: the
+    settle's "runs once" check finds any guest such a host took down with it)."""
     try:
         release_brake(journal, log)
         state = journal.host_states().get(host)
         busy = any(j.runbook == "host-failure" and j.target == host for j in journal.unfinished_jobs())
+        left_alone = state is not None and state.state == HostMode.MAINTENANCE and exempt(state, journal) is not None
     except EvacError:  # etcd still electing: ask again
         return False
-    return state is not None and state.state == HostMode.FENCED and not busy
+    return not busy and (left_alone or (state is not None and state.state == HostMode.FENCED))
 
 
 def revive(lab: Lab, replicas: Replicas, journal: Journal, host: str, log: Callable[[str], None]) -> None:
@@ -131,13 +136,30 @@ def revive(lab: Lab, replicas: Replicas, journal: Journal, host: str, log: Calla
         try:
             until(lambda: handled(journal, host, log), FAILOVER_BOUND, f"{host} fenced and failed over", every=0.5)
         except TimeoutError as exc:
-            log(f"  ! {exc}; powering {host} on anyway")
+            log(f"  ! {exc}; powering {host} on anyway; {why_not_handled(lab, replicas, journal, host)}")
         lab.start_host(host)
     if host in replicas.hosts:
         replicas.start(host)
     if lab.has_agents():
         lab.start_agent(host)
     enable(journal, host)
+
+
+def why_not_handled(lab: Lab, replicas: Replicas, journal: Journal, host: str) -> str:
+    """What evac showed of a lost host it did not fail over: its state, the jobs on it, who
+    leads and what the replicas last logged about it (the CI log is all there is)."""
+    try:
+        state = journal.host_states().get(host)
+        jobs = [f"job {j.id} {j.runbook}" for j in journal.unfinished_jobs() if j.target == host]
+        said = f"state {state.state if state else 'enabled'}, unfinished: {jobs or 'none'}"
+    except EvacError as exc:
+        said = f"journal: {exc}"
+    lines = []
+    for replica in replicas.running():
+        log_file = lab.host_dir(replica) / "log" / "serve.log"
+        about = [line for line in log_file.read_text(errors="replace").splitlines() if host in line]
+        lines += [f"{replica}: {line[11:200]}" for line in about[-4:]]
+    return f"{said}; leader {replicas.leader()}; " + " | ".join(lines)
 
 
 def enable(journal: Journal, host: str) -> None:

@@ -7,6 +7,7 @@ Each check returns the violations it found; a clean run has none.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +92,18 @@ def runs_once(final: Sample, guests: Iterable[str], stopped: Iterable[str] = ())
     return found
 
 
+def excused(stopped: Mapping[str, float], samples: Sequence[Sample]) -> set[str]:
+    """The guests evac said it left stopped (guest -> when, in seconds into the run) that
+    ran in no sample since: a restart policy's word, not a guest lost. One that ran again
+    after it was left stopped is owed its running like any other."""
+    last_ran: dict[str, float] = {}
+    for sample in samples:
+        for guests in sample.running.values():
+            for guest in guests:
+                last_ran[guest] = sample.t
+    return {guest for guest, t in stopped.items() if last_ran.get(guest, float("-inf")) <= t}
+
+
 def refused_starts(logs: Mapping[str, str]) -> dict[str, int]:
     """QEMU starts refused by an image lock, per guest log (``host/guest`` -> count)."""
     return {name: text.count(REFUSED) for name, text in logs.items() if REFUSED in text}
@@ -121,41 +134,68 @@ def journal_disagrees(
     return found
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A replica's log line saying it leads: when (wall clock), which host, which revision."""
+
+    ts: float
+    host: str
+    revision: int
+
+
+SKEW = 1.0  # s: a claim is logged just after the election, and a fence reads its token just before it presses
+
+
 def fences_by_non_leaders(
-    presses: Iterable[Mapping[str, Any]], leaders: Iterable[tuple[str, int]], since: float
+    presses: Iterable[Mapping[str, Any]], claims: Iterable[Claim], since: float
 ) -> list[Violation]:
-    """Every press the power switch accepted with a token since ``since`` came from a host
-    whose replica reported leading with exactly that revision."""
-    claims = set(leaders)
+    """Every press the power switch accepted with a token since ``since`` was made under
+    the leadership of that moment: its token is a revision a replica logged leading with,
+    and no newer leadership had been logged more than ``SKEW`` seconds before the press.
+
+    Whoever pressed (the leader's monitor, or an operator's failover run by the CLI or by
+    any replica the request reached, which fence under the current leader's token), a
+    deposed leader's token is what a split brain would fence with: the switch accepts
+    it as long as it saw no newer one, so the check is made here, against the logs."""
+    ordered = sorted(claims, key=lambda c: c.ts)
+    revisions = {c.revision for c in ordered}
     found: list[Violation] = []
     for press in presses:
         if press["ts"] < since or not press["accepted"] or not press.get("token"):
             continue
-        caller = str(press["caller"]).split(":")[0]
-        if (caller, int(press["token"])) not in claims:
-            found.append(
-                Violation(
-                    "fence by leader",
-                    press["ts"] - since,
-                    f"{caller} powered {press['host']} off with token {press['token']}, "
-                    "a revision it never reported leading with",
-                )
+        token, caller = int(press["token"]), str(press["caller"]).split(":")[0]
+        newer = [c for c in ordered if c.revision > token and c.ts < press["ts"] - SKEW]
+        if token not in revisions:
+            detail = f"{caller} powered {press['host']} off with token {token}, a revision no replica led with"
+        elif newer:
+            detail = (
+                f"{caller} powered {press['host']} off with token {token}, after {newer[0].host} "
+                f"led with revision {newer[0].revision} ({press['ts'] - newer[0].ts:.1f} s before)"
             )
+        else:
+            continue
+        found.append(Violation("fence by leader", press["ts"] - since, detail))
     return found
 
 
 LEADS = "this replica leads (revision "
+STAMP = "%Y-%m-%d %H:%M:%S"  # evac serve's log lines begin with it, then ",milliseconds"
 
 
-def leader_claims(logs: Mapping[str, str]) -> set[tuple[str, int]]:
-    """``(host, revision)`` for every "this replica leads (revision N)" line of each
-    host's ``serve.log``."""
-    claims: set[tuple[str, int]] = set()
+def leader_claims(logs: Mapping[str, str]) -> list[Claim]:
+    """Every "this replica leads (revision N)" line of each host's ``serve.log``, with the
+    time it was logged."""
+    claims: list[Claim] = []
     for host, text in logs.items():
         for line in text.splitlines():
             at = line.find(LEADS)
-            if at >= 0:
-                digits = line[at + len(LEADS) :].split(")")[0]
-                if digits.isdigit():
-                    claims.add((host, int(digits)))
+            if at < 0:
+                continue
+            digits = line[at + len(LEADS) :].split(")")[0]
+            try:
+                ts = time.mktime(time.strptime(line[:19], STAMP)) + int(line[20:23]) / 1000
+            except ValueError:
+                continue
+            if digits.isdigit():
+                claims.append(Claim(ts, host, int(digits)))
     return claims

@@ -21,6 +21,7 @@ class Injected:
     fault: Fault
     settle: float | None  # s from its round's last heal to settled again; None: not within the bound
     overlapping: bool = False  # one of a round's two faults
+    recovered: float | None = None  # s from its injection to settled again (what users of the guests see)
 
 
 @dataclass
@@ -36,25 +37,43 @@ class Outcome:
     sample_gaps: int = 0  # sampling rounds slower than 0.5 s
     transient: int = 0  # double listings in one sample only (a switchover between two hosts' answers)
     notes: list[str] = field(default_factory=list)
+    stopped: dict[str, str] = field(default_factory=dict)  # guest -> why evac left it stopped (not a violation)
 
 
 def fault_rows(injected: Sequence[Injected]) -> list[list[Any]]:
-    """One row per kind: how many (of them overlapping another), and the settle times
-    (median, worst, unsettled). A fault that found no target is not counted."""
+    """One row per kind: how many (of them overlapping another), the settle times after
+    the heal (median, worst), the recovery times from the injection (median, worst), and
+    how many never settled. A fault that found no target is not counted."""
     by_kind: dict[str, list[Injected]] = {}
     for i in injected:
         if i.fault.target:
             by_kind.setdefault(str(i.fault.kind), []).append(i)
     rows: list[list[Any]] = []
     for kind, hits in sorted(by_kind.items()):
-        done = sorted(i.settle for i in hits if i.settle is not None)
-        median = done[len(done) // 2] if done else "-"
-        worst = done[-1] if done else "-"
-        rows.append([kind, len(hits), sum(i.overlapping for i in hits), median, worst, len(hits) - len(done)])
+        settles = sorted(i.settle for i in hits if i.settle is not None)
+        recoveries = sorted(i.recovered for i in hits if i.recovered is not None)
+        unsettled = len(hits) - len(settles)
+        rows.append(
+            [kind, len(hits), sum(i.overlapping for i in hits), *spread(settles), *spread(recoveries), unsettled]
+        )
     return rows
 
 
-FAULT_COLUMNS = ("fault", "injected", "overlapping", "settle median s", "settle worst s", "unsettled")
+def spread(values: Sequence[float]) -> tuple[float | str, float | str]:
+    """The median and the worst of sorted ``values``; "-" for none."""
+    return (values[len(values) // 2], values[-1]) if values else ("-", "-")
+
+
+FAULT_COLUMNS = (
+    "fault",
+    "injected",
+    "overlapping",
+    "settle median s",
+    "settle worst s",
+    "recovered median s",
+    "recovered worst s",
+    "unsettled",
+)
 
 
 def said(outcome: str) -> str:
@@ -81,6 +100,7 @@ def text(outcome: Outcome) -> str:
     lines.append(f"double listings in one sample only (switchovers): {outcome.transient}")
     refused = outcome.refused_starts
     lines.append(f"QEMU starts refused by an image lock: {sum(refused.values())} {refused}")
+    lines += [f"left stopped by evac, as its restart policy says: {g}: {why}" for g, why in outcome.stopped.items()]
     lines += [f"note: {n}" for n in outcome.notes]
     return "\n\n".join(parts) + "\n\n" + "\n".join(lines)
 
@@ -96,6 +116,7 @@ def as_json(outcome: Outcome) -> dict[str, Any]:
                 "target": i.fault.target,
                 "hold": i.fault.hold,
                 "settle": i.settle,
+                "recovered": i.recovered,
                 "overlapping": i.overlapping,
             }
             for i in outcome.injected
@@ -109,4 +130,5 @@ def as_json(outcome: Outcome) -> dict[str, Any]:
         "sample_gaps": outcome.sample_gaps,
         "transient": outcome.transient,
         "notes": outcome.notes,
+        "stopped": outcome.stopped,
     }

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import random
 import secrets
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ class Stage:
     token: str
     slack: SlackSide
     agents: bool = False
+    since: float = field(default_factory=time.time)  # wall clock: the journal's records of this stage
 
     @property
     def journal(self) -> Journal:
@@ -138,19 +140,57 @@ def guest_specs(hosts: list[str], count: int) -> dict[str, list[GuestSpec]]:
     return specs
 
 
-def settled(st: Stage, sampler: Sampler, log: Callable[[str], None] | None = None) -> bool:
-    """Every host powered, every guest runs exactly once, one replica leads and sees every
-    host up. With ``log``, an engaged storm brake is released (``inject.release_brake``)
-    and a host found powered off is revived (``inject.revive_lost``)."""
-    if log is not None:
-        release_brake(st.journal, log)
-        revive_lost(st.lab, st.replicas, st.journal, log)
-    if any(st.lab.power_state(h) == "off" for h in st.lab.host_names()):
-        return False
-    if invariants.runs_once(sampler.sample(), st.guests):
-        return False
+def unsettled(st: Stage, sampler: Sampler, log: Callable[[str], None]) -> str:
+    """Why the lab has not settled, or "": every host powered, every guest runs exactly
+    once (or was left stopped by evac), one replica leads and sees every host up. On the
+    way, an engaged storm brake is released (``inject.release_brake``) and a host found
+    powered off is revived (``inject.revive_lost``), as the operator would."""
+    release_brake(st.journal, log)
+    revive_lost(st.lab, st.replicas, st.journal, log)
+    off = [h for h in st.lab.host_names() if st.lab.power_state(h) == "off"]
+    if off:
+        return f"powered off: {', '.join(off)}"
+    sample = sampler.sample()
+    if invariants.runs_once(sample, st.guests):
+        wrong = invariants.runs_once(sample, st.guests, excused(st, sampler))
+        if wrong:
+            return "; ".join(v.detail for v in wrong)
     leader = st.replicas.leader()
-    return leader is not None and st.replicas.settled(leader)
+    if leader is None:
+        return f"no one replica leads (running: {', '.join(st.replicas.running()) or 'none'})"
+    if not st.replicas.settled(leader):
+        return f"the leader {leader} does not see every host up: {(st.replicas.health(leader) or {}).get('hosts')}"
+    return ""
+
+
+def left_stopped(st: Stage, sampler: Sampler) -> dict[str, tuple[float, str]]:
+    """guest -> (seconds into the run, why) for each guest evac's audit says it left
+    stopped since the stage (its restart policy gave up on it), the latest word each."""
+    found: dict[str, tuple[float, str]] = {}
+    for entry in sorted(st.journal.audit_log(1000), key=lambda a: a.ts):
+        if entry.action == "guest.left_stopped" and entry.ts >= st.since:
+            found[entry.target] = (entry.ts - sampler.wall0, str(entry.detail.get("why", "")))
+    return found
+
+
+def excused(st: Stage, sampler: Sampler) -> set[str]:
+    """The guests that may run nowhere: left stopped by evac, and not run since."""
+    stopped = {guest: t for guest, (t, _) in left_stopped(st, sampler).items()}
+    return invariants.excused(stopped, sampler.samples) if stopped else set()
+
+
+def start_by_hand(st: Stage, sampler: Sampler, log: Callable[[str], None]) -> None:
+    """The operator's answer to a guest left stopped ("find out why, then start it by
+    hand") before the next run: ``virsh start`` where it is defined."""
+    final = sampler.sample()
+    running = {g for guests in final.running.values() for g in guests}
+    for host, defined in sampler.defined().items():
+        for guest in sorted(set(st.guests) & defined - running):
+            log(f"  {guest} runs nowhere (left stopped); started by hand on {host}")
+            subprocess.run(
+                ["virsh", "-q", "-c", st.lab.host(host).uri, "start", guest], capture_output=True, check=False
+            )
+            running.add(guest)
 
 
 def settle_time(st: Stage, sampler: Sampler, log: Callable[[str], None], bound: float = SETTLE_BOUND) -> float | None:
@@ -158,14 +198,17 @@ def settle_time(st: Stage, sampler: Sampler, log: Callable[[str], None], bound: 
     within ``bound``."""
     start = time.monotonic()
     since: float | None = None
+    why = ""
     while time.monotonic() - start < bound:
-        if settled(st, sampler, log):
+        why = unsettled(st, sampler, log)
+        if not why:
             since = since if since is not None else time.monotonic()
             if time.monotonic() - since >= st.quiet:
                 return round(since - start, 2)
         else:
             since = None
         time.sleep(0.25)
+    log(f"  ! not settled within {bound:.0f} s: {why}")
     return None
 
 
@@ -215,10 +258,14 @@ def play(st: Stage, rnd: Round, sampler: Sampler, t0: float, log: Callable[[str]
     for offset, fault in sorted(heals, key=lambda h: h[0]):
         at(offset)
         heal(st.lab, st.replicas, st.journal, fault, log)
+    healed_at = time.monotonic() - t0
     settle = settle_time(st, sampler, log)
     healed = "; ".join(f"{f.kind} on {f.target or '-'}" for _, f in hits)
     say(f"  [{time.monotonic() - t0:6.1f}s] healed {healed}; settled in {settle} s")
-    return [Injected(when, fault, settle, len(hits) > 1) for when, fault in hits]
+    return [
+        Injected(when, fault, settle, len(hits) > 1, None if settle is None else round(healed_at + settle - when, 2))
+        for when, fault in hits
+    ]
 
 
 def run(
@@ -231,6 +278,7 @@ def run(
     refused_before = invariants.refused_starts(qemu_logs(lab, st.guests))
     sampler = Sampler(lab, t0)
     sampler.start()
+    start_by_hand(st, sampler, say)
     if settle_time(st, sampler, say) is None:
         raise TimeoutError(f"the lab did not settle within {SETTLE_BOUND:.0f} s before the first fault")
     workload = Workload(lab, st.replicas, st.token, seed + 1, t0, list(st.replicas.hosts), st.slack)
@@ -254,7 +302,9 @@ def run(
     say(f"  [{time.monotonic() - t0:6.1f}s] faults stopped, everything healed; checking")
     outcome.violations += check_jobs(st, wall0)
     final = final_sample(st, sampler, log)
-    outcome.violations += invariants.runs_once(final, st.guests)
+    stopped = excused(st, sampler)
+    outcome.violations += invariants.runs_once(final, st.guests, stopped)
+    outcome.stopped = {g: why for g, (_, why) in left_stopped(st, sampler).items() if g in stopped}
     outcome.violations += check_journal(st, sampler)
     sampler.stop()
     outcome.samples, outcome.sample_gaps = len(sampler.samples), sampler.gaps

@@ -27,6 +27,7 @@ libvirt.registerErrorHandler(_silence, None)
 class Sampler:
     def __init__(self, lab: Lab, t0: float) -> None:
         self.lab, self.t0 = lab, t0
+        self.wall0 = time.time() - (time.monotonic() - t0)  # t0 on the wall clock (the journal's)
         self.samples: list[Sample] = []
         self.conns: dict[str, libvirt.virConnect] = {}
         self._stop = threading.Event()

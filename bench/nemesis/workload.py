@@ -131,7 +131,7 @@ class Workload:
             return failed
         preview = self.next_message(seen, "evac_confirm" if verb == "drain" else "evac_run_confirm")
         if preview is None:
-            return f"no preview: {self.said_instead(seen)[:80]}"
+            return f"no preview: {self.said_instead(seen)[:80]}".rstrip(": ")
         action, value = preview
         seen = len(self.slack.mock.calls)
         failed = self.to_bot(replica, action_body(action, value, SLACK_USER, self.slack.mock.response_url))
@@ -139,7 +139,7 @@ class Workload:
             return f"confirm {failed}"
         job = self.job_message(seen)
         if job is None:
-            return f"confirmed, no job: {self.said_instead(seen)[:80]}"
+            return f"confirmed, no job message: {self.said_instead(seen)[:80]}".rstrip(": ")
         self.wait_job(job)
         return f"job {job}"
 

@@ -18,7 +18,7 @@ from evac.lab import Lab
 from evac.lab.guests import GuestSpec
 
 FIXED_SEED = 20261128
-FAULT_SECONDS = (25.0, 15.0)  # the fixed seed's run, then the random one's: faults start within these
+FAULT_SECONDS = (20.0, 10.0)  # the fixed seed's run, then the random one's: faults start within these
 HOLD = (1.0, 3.0)  # s each fault lasts: short, so CI sees several
 
 

@@ -27,7 +27,7 @@ from evac.evidence import Evidence, MonitorSettings, PolledWatch, ProbeSource, R
 from evac.inventory import HostSpec
 from evac.monitor import Monitor, undecided
 from evac.plugins import plugin_manager
-from evac.states import EventKind, Health, HostMode
+from evac.states import EventKind, Health, HostMode, JobState
 from evac.stormbrake import StormBrake
 from tests.conftest import poll_until
 from tests.unit.fakefleet import HOSTS, Fleet
@@ -278,6 +278,26 @@ def test_a_host_in_maintenance_that_goes_down_is_not_failed_over(watched: Watche
     assert "in maintenance" in ignored.what
     assert watched.failovers.hosts() == []
     assert not monitor.brake.engaged  # not counted towards the brake either
+
+
+def test_a_host_that_dies_while_its_drain_runs_is_failed_over_for_the_guests_the_drain_did_not_move(
+    watched: Watched,
+) -> None:
+    drain = watched.app.journal.create_job("maintenance", "cli:ops", {"host": "host1"}, "host1", False, None)
+    watched.app.journal.set_host_state("host1", HostMode.MAINTENANCE, "kernel update", f"job:{drain}")
+    watched.start()
+    watched.fleet.kill("host1")
+    assert watched.failovers.wait_for("host1")
+
+
+def test_a_host_that_dies_after_its_drain_succeeded_is_left_to_its_maintenance(watched: Watched) -> None:
+    drain = watched.app.journal.create_job("maintenance", "cli:ops", {"host": "host1"}, "host1", False, None)
+    watched.app.journal.set_host_state("host1", HostMode.MAINTENANCE, "kernel update", f"job:{drain}")
+    watched.app.journal.finish_job(drain, JobState.SUCCEEDED)
+    watched.start()
+    watched.fleet.kill("host1")
+    watched.events.wait_for("host1", EventKind.HOST_IGNORED)
+    assert watched.failovers.hosts() == []
 
 
 def test_a_host_that_answers_again_is_up_again(watched: Watched) -> None:

@@ -4,6 +4,7 @@ samples, and its report."""
 from __future__ import annotations
 
 import random
+import time
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,8 +23,10 @@ from bench.nemesis.faults import (
 )
 from bench.nemesis.invariants import (
     REFUSED,
+    Claim,
     Sample,
     double_runs,
+    excused,
     fences_by_non_leaders,
     journal_disagrees,
     leader_claims,
@@ -139,6 +142,12 @@ def test_after_settle_a_guest_must_run_exactly_once_unless_a_job_stopped_it() ->
     assert lines == ["g2 running on host1, host2", "g3 running nowhere"]
 
 
+def test_a_guest_evac_left_stopped_is_excused_only_until_it_runs_again() -> None:
+    samples = [s(1.0, host1={"g1", "g2"}), s(2.0, host1={"g2"}), s(3.0, host1={"g2"}), s(4.0, host1=set())]
+    # g1 left stopped at 2.5 s and not run since; g2 left stopped at 2.5 s but ran at 3 s; g3 never ran
+    assert excused({"g1": 2.5, "g2": 2.5, "g3": 0.0}, samples) == {"g1", "g3"}
+
+
 def test_refused_starts_are_counted_per_guest_log() -> None:
     logs = {"host1/g1": f"x\n{REFUSED} on /img\n{REFUSED} again\n", "host2/g1": "fine\n"}
     assert refused_starts(logs) == {"host1/g1": 2}
@@ -156,32 +165,47 @@ def test_the_journal_must_record_each_guest_where_virsh_defines_it() -> None:
     assert details == ["g1 is defined on host1; its snapshot lacks it", "host2's snapshot has g1; virsh does not"]
 
 
-def test_leader_claims_are_read_from_the_replicas_logs() -> None:
-    logs = {"host1": "a\n2026 INFO this replica leads (revision 41)\n", "host2": "nothing\n"}
-    assert leader_claims(logs) == {("host1", 41)}
+def test_leader_claims_are_read_from_the_replicas_logs_with_their_time() -> None:
+    logs = {
+        "host1": "a\n2026-11-28 05:14:10,658 INFO evac.leadership: this replica leads (revision 41)\n",
+        "host2": "x\n",
+    }
+    (claim,) = leader_claims(logs)
+    assert (claim.host, claim.revision) == ("host1", 41)
+    assert claim.ts == time.mktime(time.strptime("2026-11-28 05:14:10", "%Y-%m-%d %H:%M:%S")) + 0.658
 
 
-def test_a_fence_accepted_from_a_replica_that_never_led_with_its_token_is_a_violation() -> None:
-    presses = [
-        {"ts": 5.0, "host": "host4", "caller": "host1:10", "token": 41, "accepted": True},
-        {"ts": 6.0, "host": "host4", "caller": "host2:11", "token": 40, "accepted": True},
-        {"ts": 7.0, "host": "host4", "caller": "host3:12", "token": 39, "accepted": False},
-        {"ts": 1.0, "host": "host4", "caller": "host3:12", "token": 9, "accepted": True},
-        {"ts": 8.0, "host": "host4", "caller": "root:13", "token": None, "accepted": True},
-    ]
-    (violation,) = fences_by_non_leaders(presses, {("host1", 41)}, since=2.0)
-    assert violation.t == 4.0 and "host2 powered host4 off with token 40" in violation.detail
+def press(ts: float, token: int | None, caller: str = "host1:10", accepted: bool = True) -> dict[str, object]:
+    return {"ts": ts, "host": "host4", "caller": caller, "token": token, "accepted": accepted}
+
+
+CLAIMS = [Claim(10.0, "host1", 41), Claim(20.0, "host2", 57)]
+
+
+def test_a_fence_under_the_leadership_of_its_moment_is_no_violation_whoever_pressed() -> None:
+    presses = [press(12.0, 41), press(19.0, 41, "vm:99"), press(20.5, 41), press(25.0, 57, "host3:12")]
+    assert fences_by_non_leaders(presses, CLAIMS, since=0.0) == []  # 20.5: within SKEW of the new claim
+
+
+def test_a_fence_with_a_deposed_leaders_token_or_one_nobody_led_with_is_a_violation() -> None:
+    presses = [press(22.0, 41), press(23.0, 50), press(24.0, 41, accepted=False), press(1.0, 9), press(26.0, None)]
+    stale, unknown = fences_by_non_leaders(presses, CLAIMS, since=2.0)
+    assert stale.t == 20.0 and "token 41, after host2 led with revision 57 (2.0 s before)" in stale.detail
+    assert unknown.t == 21.0 and "token 50, a revision no replica led with" in unknown.detail
 
 
 def test_the_report_gives_counts_and_settle_times_per_fault_kind() -> None:
     injected = [
-        Injected(1.0, Fault(FaultKind.CUT_HOST, "host2", 3.0), 4.0),
+        Injected(1.0, Fault(FaultKind.CUT_HOST, "host2", 3.0), 4.0, recovered=7.0),
         Injected(9.0, Fault(FaultKind.CUT_HOST, "host3", 3.0), None),
-        Injected(20.0, Fault(FaultKind.CUT_ETCD, "host1", 2.0), 1.5),
+        Injected(20.0, Fault(FaultKind.CUT_ETCD, "host1", 2.0), 1.5, recovered=3.5),
+        Injected(25.0, Fault(FaultKind.KILL_DESTINATION, "", 3.0), 1.0, overlapping=True),
+        Injected(26.0, Fault(FaultKind.CUT_ETCD, "host2", 2.0), 1.0, overlapping=True, recovered=3.0),
     ]
-    injected.append(Injected(25.0, Fault(FaultKind.KILL_DESTINATION, "", 3.0), 1.0, overlapping=True))
-    injected.append(Injected(26.0, Fault(FaultKind.CUT_ETCD, "host2", 2.0), 1.0, overlapping=True))
-    assert fault_rows(injected) == [["cut etcd traffic", 2, 1, 1.5, 1.5, 0], ["cut host", 2, 0, 4.0, 4.0, 1]]
+    assert fault_rows(injected) == [
+        ["cut etcd traffic", 2, 1, 1.5, 1.5, 3.5, 3.5, 0],
+        ["cut host", 2, 0, 4.0, 4.0, 7.0, 7.0, 1],
+    ]
     outcome = Outcome(seed=7, seconds=30.0, injected=injected, jobs={"host-failure succeeded": 1})
     assert "seed 7" in text(outcome) and "violations: 0" in text(outcome)
     assert as_json(outcome)["faults_by_kind"] == {"cut host": 2, "cut etcd traffic": 2}
