@@ -179,7 +179,8 @@ def revive_lost(lab: Lab, replicas: Replicas, journal: Journal, log: Callable[[s
 
 
 def heal_all(lab: Lab, replicas: Replicas, journal: Journal, log: Callable[[str], None]) -> None:
-    """Everything back: networks, etcd members, hosts, replicas, agents, service."""
+    """Everything back: networks, etcd members, the powered hosts' replicas (a lost host's
+    failover needs a majority of them), then the lost hosts, agents, service."""
     for host in lab.host_names():
         if lab.is_cut(host):
             lab.heal(host)
@@ -187,12 +188,14 @@ def heal_all(lab: Lab, replicas: Replicas, journal: Journal, log: Callable[[str]
         if lab.has_etcd() and host in lab.etcd_member_names() and lab.etcd_is_cut(host):
             lab.heal_etcd(host)
     for host in lab.host_names():
+        if lab.power_state(host) == "on" and host in lab.etcd_member_names():
+            if not lab.etcd_health().get(host, True):
+                lab.start_etcd(host)
+            if host in replicas.hosts:
+                replicas.start(host)
+    for host in lab.host_names():
         if lab.power_state(host) == "off":
             revive(lab, replicas, journal, host, log)
-        elif host in lab.etcd_member_names() and not lab.etcd_health().get(host, True):
-            lab.start_etcd(host)
-    for host in replicas.hosts:
-        replicas.start(host)
     for host in lab.host_names():
         if lab.has_agents() and not lab.agent_pids(host):
             lab.start_agent(host)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import secrets
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -232,8 +233,10 @@ def serve_logs(lab: Lab, hosts: list[str]) -> dict[str, str]:
 
 
 def play(st: Stage, rnd: Round, sampler: Sampler, t0: float, log: Callable[[str], None]) -> list[Injected]:
-    """Inject the round's faults and heal each when its hold is over (a heal that revives
-    a host waits for its failover first, so a later heal can come late); then settle."""
+    """Inject the round's faults and heal each when its hold is over, each heal on a
+    thread of its own: a heal that revives a host waits for its failover first, and that
+    failover may need the replica the other fault stopped, which must not wait for it.
+    Then settle."""
     start = time.monotonic()
 
     def at(offset: float) -> float:
@@ -255,9 +258,22 @@ def play(st: Stage, rnd: Round, sampler: Sampler, t0: float, log: Callable[[str]
         at(rnd.delay)
         hits.append(hit(rnd.second, avoid=hits[0][1].target))
         heals.append((rnd.delay + rnd.second.hold, hits[1][1]))
-    for offset, fault in sorted(heals, key=lambda h: h[0]):
+    failed: list[BaseException] = []
+
+    def heal_at(offset: float, fault: Fault) -> None:
         at(offset)
-        heal(st.lab, st.replicas, st.journal, fault, log)
+        try:
+            heal(st.lab, st.replicas, st.journal, fault, log)
+        except BaseException as exc:  # raised again on the run's thread
+            failed.append(exc)
+
+    healers = [threading.Thread(target=heal_at, args=h, name=f"heal-{h[1].kind.name}") for h in heals]
+    for healer in healers:
+        healer.start()
+    for healer in healers:
+        healer.join()
+    if failed:
+        raise failed[0]
     healed_at = time.monotonic() - t0
     settle = settle_time(st, sampler, log)
     healed = "; ".join(f"{f.kind} on {f.target or '-'}" for _, f in hits)
