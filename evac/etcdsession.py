@@ -54,7 +54,7 @@ class Session:
     lease with a new owner string, and what the old one owned is another's to claim."""
 
     def __init__(self, cluster: Cluster, ttl: int, name: str = "") -> None:
-        self.cluster = cluster
+        self.cluster = cluster.for_lease(ttl)  # its own connections: see Cluster.for_lease
         self.ttl = ttl
         self.name = name or socket.gethostname()
         self.id = 0  # the current lease; a new one after the old was lost

@@ -20,6 +20,7 @@ from evac.journal import Journal
 from evac.lab import Lab
 from evac.lab.agents import WATCHDOG_TIMEOUT
 from evac.lab.guests import qemu_pids
+from evac.lab.layout import LabError
 from evac.monitor import exempt
 from evac.states import HostMode
 
@@ -138,11 +139,14 @@ def revive(lab: Lab, replicas: Replicas, journal: Journal, host: str, log: Calla
         except TimeoutError as exc:
             log(f"  ! {exc}; powering {host} on anyway; {why_not_handled(lab, replicas, journal, host)}")
         lab.start_host(host)
-    if host in replicas.hosts:
-        replicas.start(host)
-    if lab.has_agents():
-        lab.start_agent(host)
-    enable(journal, host)
+    try:
+        if host in replicas.hosts:
+            replicas.start(host)
+        if lab.has_agents():
+            lab.start_agent(host)
+        enable(journal, host)
+    except (TimeoutError, LabError, EvacError) as exc:  # etcd without quorum yet: settling tries again
+        log(f"  ! {host} powered on, not yet back in service: {exc}")
 
 
 def why_not_handled(lab: Lab, replicas: Replicas, journal: Journal, host: str) -> str:
@@ -170,11 +174,15 @@ def enable(journal: Journal, host: str) -> None:
 
 
 def revive_lost(lab: Lab, replicas: Replicas, journal: Journal, log: Callable[[str], None]) -> None:
-    """Every host found powered off revived: with agents, a host reset itself after its
-    fault was healed (its lease lapsed while it was cut), which no heal could know of."""
+    """Every host found powered off revived (with agents, a host resets itself when its
+    lease lapsed during a fault, which can come after the heal), and a powered host's
+    replica or agent that a revive could not start yet (no quorum then) started."""
     for host in lab.host_names():
         if lab.power_state(host) == "off":
             log(f"  {host} found powered off; reviving it")
+            revive(lab, replicas, journal, host, log)
+        elif (host in replicas.hosts and not lab.serve_pids(host)) or (lab.has_agents() and not lab.agent_pids(host)):
+            log(f"  {host}'s replica or agent is not running; starting it")
             revive(lab, replicas, journal, host, log)
 
 

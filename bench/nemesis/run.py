@@ -22,6 +22,7 @@ from typing import Any
 from bench.labkit import Replicas, until
 from evac.app import App, make_app
 from evac.doctor import diagnose, record
+from evac.errors import EvacError
 from evac.journal import Journal
 from evac.lab import Lab
 from evac.lab.agents import WATCHDOG_TIMEOUT
@@ -146,14 +147,20 @@ def unsettled(st: Stage, sampler: Sampler, log: Callable[[str], None]) -> str:
     once (or was left stopped by evac), one replica leads and sees every host up. On the
     way, an engaged storm brake is released (``inject.release_brake``) and a host found
     powered off is revived (``inject.revive_lost``), as the operator would."""
-    release_brake(st.journal, log)
+    try:
+        release_brake(st.journal, log)
+    except EvacError as exc:  # etcd without quorum: the lab is not settled, and says why
+        return f"journal: {exc}"
     revive_lost(st.lab, st.replicas, st.journal, log)
     off = [h for h in st.lab.host_names() if st.lab.power_state(h) == "off"]
     if off:
         return f"powered off: {', '.join(off)}"
     sample = sampler.sample()
     if invariants.runs_once(sample, st.guests):
-        wrong = invariants.runs_once(sample, st.guests, excused(st, sampler))
+        try:
+            wrong = invariants.runs_once(sample, st.guests, excused(st, sampler))
+        except EvacError as exc:
+            return f"journal: {exc}"
         if wrong:
             return "; ".join(v.detail for v in wrong)
     leader = st.replicas.leader()
@@ -373,9 +380,12 @@ def tidy(st: Stage) -> None:
     from bench.labkit import destroy_all
 
     destroy_all(st.lab, st.guests)
-    for host, state in st.journal.host_states().items():
-        if state.state != HostMode.ENABLED:
-            st.journal.set_host_state(host, HostMode.ENABLED, "nemesis: back in service", "nemesis")
+    try:
+        for host, state in st.journal.host_states().items():
+            if state.state != HostMode.ENABLED:
+                st.journal.set_host_state(host, HostMode.ENABLED, "nemesis: back in service", "nemesis")
+    except EvacError as exc:  # the lab's next `up` repairs etcd; the hosts' states stay as they are
+        say(f"tidy: hosts not put back in service: {exc}")
     for host in st.replicas.hosts:
         st.replicas.stop(host)
     if st.agents:

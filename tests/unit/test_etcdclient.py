@@ -3,14 +3,17 @@ cluster that answers nothing, watches that break, leases that are lost."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 import pytest
 
 from evac.errors import ClusterUnavailable, ConfigError
 from evac.etcdclient import Cluster, EtcdSettings, _Watch, absent, get_op, parse_url, put_op, value_is
-from evac.etcdsession import Session
+from evac.etcdsession import Session, safety_margin
 from tests.conftest import poll_until
 from tests.etcdserver import EtcdServer, free_port
 
@@ -166,3 +169,95 @@ def test_live_owners_are_every_started_session(etcd_settings: EtcdSettings) -> N
     assert a.live_owners() == {a.owner}
     a.stop(revoke=False)
     assert not a.valid()
+
+
+DEFAULT_TIMEOUT = EtcdSettings(endpoints=()).timeout  # per request, longer than a 3 s lease's slack
+
+
+class DarkeningProxy:
+    """A TCP proxy to one etcd endpoint that can go dark as a powered-off host does:
+    nothing more is forwarded on open connections, and new ones are never accepted (its
+    accept queue is kept full, so the kernel drops their SYNs and they cannot connect)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # go_dark binds its port again
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(1)
+        self.port = self.server.getsockname()[1]
+        self.dark = threading.Event()
+        self.fillers: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.dark.is_set():
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.dark.is_set():
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while (data := src.recv(65536)) and not self.dark.is_set():
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def go_dark(self) -> None:
+        """Its port is taken over by a listener nobody accepts on, whose queue is filled
+        first: connecting there hangs until the client's connect timeout."""
+        self.dark.set()
+        self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept loop, which ends
+        self.server.close()
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", self.port))
+        self.server.listen(0)
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(filler)
+
+
+def test_a_session_keeps_its_lease_when_the_member_it_talks_to_goes_dark(
+    etcd: EtcdServer, etcd_settings: EtcdSettings
+) -> None:
+    """An agent asks ``valid(margin)`` every feed, and gives its lease up the moment it
+    is False: it must hold throughout, while the next member is tried."""
+    real = urlsplit(etcd_settings.endpoints[0])
+    proxy = DarkeningProxy((real.hostname or "127.0.0.1", real.port or 2379))
+    through = f"{real.scheme}://127.0.0.1:{proxy.port}"
+    endpoints = (through, etcd_settings.endpoints[0])
+    session = Session(Cluster(replace(etcd_settings, endpoints=endpoints, timeout=DEFAULT_TIMEOUT)), 3)
+    doubted = threading.Event()
+    watching = threading.Event()
+
+    def watch() -> None:
+        while watching.is_set():
+            if not session.valid(margin=safety_margin(3)):
+                doubted.set()
+            time.sleep(0.02)
+
+    session.start()  # on the proxy: the first endpoint answered
+    watching.set()
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        proxy.go_dark()
+        for round_ in range(3):  # three keepalives after the dark, through the other member
+            renewed = session.deadline()
+
+            def later(before: float = renewed) -> bool:
+                return session.deadline() > before
+
+            poll_until(later, 10, f"keepalive {round_ + 1} after the dark")
+        assert not doubted.is_set()
+    finally:
+        watching.clear()
+        session.stop(revoke=False)
