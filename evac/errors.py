@@ -58,9 +58,6 @@ class LockedError(EvacError):
         super().__init__(message)
         self.holder = holder
 
-    def __reduce__(self) -> tuple[type[LockedError], tuple[str, int | None]]:
-        return type(self), (str(self), self.holder)
-
 
 class JournalError(EvacError):
     """The journal cannot be opened, read or written: corrupt, read-only, locked, disk full.

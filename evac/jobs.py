@@ -255,47 +255,50 @@ class Jobs:
             given["checks"] = checks
         return self.start(book.name, given, actor, spec.name)
 
-    def host_down(self, host: str, reason: str, background: bool = False) -> bool:
+    def host_down(self, host: str, reason: str, background: bool = False) -> int | None:
         """What a monitor does with a host it found dead: one failover job (the host's lock
         keeps it one), run here or in the background. A failover that cannot start for any
         other reason than that lock is an alert: a dead host nobody fails over must not be
         a line in a debug log. While HA is disarmed it is an alert saying so (``ha.held``).
 
-        False when another kind of job holds the host's lock (a drain or a return of the
-        host that died under it): the caller asks again once that job ends, as long as the
-        host is still down. True otherwise: started, or not this caller's to start."""
+        The id of the job holding the host's lock when it is another kind of job (a drain
+        or a return of the host that died under it), said in an alert: the caller asks again
+        once that job ends, as long as the host is still down. None otherwise: started, or
+        not this caller's to start."""
         try:
             started = self.fail_over(host, Actor(Channel.MONITOR), reason, checks=1)
         except LockedError as exc:
-            if not self._failing_over(exc.holder):
-                log.warning("%s is down but %s: its failover starts once that job ends", host, exc)
-                return False
-            log.info("failover of %s not started: %s", host, exc)
-            return True
+            if exc.holder is None or self._fails_over(exc.holder):
+                log.info("failover of %s not started: %s", host, exc)
+                return None
+            message = f"{host} is down ({reason}); its failover waits for job {exc.holder}, which holds its lock"
+            log.warning("%s", message)
+            data = {"host": host, "job": exc.holder, "level": "alert"}
+            notify(self.app.pm, Event(EventKind.HOST_FAILOVER_NOT_STARTED, 0, item=host, message=message, data=data))
+            return exc.holder
         except HaDisarmed as exc:
             self._announce(EventKind.HA_HELD, host, str(exc), {"host": host, "level": "alert"})
-            return True
+            return None
         except EvacError as exc:
             message = f"{host} is down ({reason}) but its failover could not start: {exc}"
             log.error("%s", message)
             data = {"host": host, "level": "alert"}
             notify(self.app.pm, Event(EventKind.HOST_FAILOVER_NOT_STARTED, 0, item=host, message=message, data=data))
-            return True
+            return None
         if background:
             self.spawn(started)
         else:
             self.run(started)
-        return True
+        return None
 
-    def _failing_over(self, holder: int | None) -> bool:
-        """Whether the job holding a host's lock fails it over (or cannot be told apart)."""
-        if holder is None:
-            return True
+    def _fails_over(self, holder: int) -> bool:
+        """Whether job ``holder`` is a failover; not when it cannot be read (the caller waits
+        for it to end and asks again, rather than give the host up)."""
         try:
             job = self.app.journal.job(holder)
         except EvacError:
-            return True
-        return job is None or job.runbook == self.app.settings.runbooks.failover
+            return False
+        return job is not None and job.runbook == self.app.settings.runbooks.failover
 
     # ---------------------------------------------------------------- guests
     def guest_failed(self, host: str, guest: str, reason: str, actor: Actor | None = None) -> Started | None:

@@ -156,7 +156,7 @@ class Monitor:
     def __init__(
         self,
         app: App,
-        on_down: Callable[[str, str], bool | None],
+        on_down: Callable[[str, str], int | None],
         settings: MonitorSettings = MonitorSettings(),
         brake: StormBrake | None = None,
         *,
@@ -328,16 +328,13 @@ class Monitor:
     def _held_back(self) -> list[str]:
         """Hosts down now that the brake or a disarm kept from failover: releasing the brake,
         or arming, is the operator's go."""
+        with self._lock:
+            down = [name for name, health in self.health.items() if health.state is Health.DOWN]
         try:
             states = self.app.journal.host_states()
+            return [name for name in down if exempt(states.get(name), self.app.journal) is None]
         except JournalError:
-            states = {}  # each failover checks again before it acts
-        with self._lock:
-            return [
-                name
-                for name, health in self.health.items()
-                if health.state is Health.DOWN and exempt(states.get(name), self.app.journal) is None
-            ]
+            return down  # each failover checks again before it acts
 
     # ---------------------------------------------------------------- one host
     def _watch(self, spec: HostSpec) -> None:
@@ -629,9 +626,20 @@ class Monitor:
                 self._emit(EventKind.MONITOR_STORM_BRAKE, host, f"{host} not failed over: {self.brake.reason}")
                 return
         while (agreement := self._agreement(host)) is not None:
-            if self.on_down(host, reason if agreement == "one controller" else f"{reason}; {agreement}") is not False:
+            holder = self.on_down(host, reason if agreement == "one controller" else f"{reason}; {agreement}")
+            if holder is None:
                 return
-            if self._stop.wait(self.settings.interval):  # another job holds its lock: ask again, while it is down
+            self._wait_for_job(host, holder)  # a drain or return of the host holds its lock
+
+    def _wait_for_job(self, host: str, job: int) -> None:
+        """Until ``job`` ends (or cannot be found), while ``host`` stays down: its failover
+        is asked for again then, once, not every round (each try is an audited refusal)."""
+        while not self._stop.wait(self.settings.interval) and self.health[host].state is Health.DOWN:
+            try:
+                record = self.app.journal.job(job)
+            except JournalError:
+                continue
+            if record is None or record.state.terminal:
                 return
 
     def _agreement(self, host: str) -> str | None:
@@ -729,9 +737,10 @@ def undecided(host: str, states: Mapping[str, Health], deciding: Collection[str]
 
 def exempt(state: HostState | None, journal: Journal) -> HostMode | None:
     """The mode that keeps a host from automatic failover (fenced, or in maintenance), if
-    any. Maintenance that a drain set keeps a host from failover only once that drain
-    succeeded: a host that died while its drain ran, or after it failed, still has
-    guests the drain did not move, and they are restarted as any dead host's are."""
+    any. Maintenance that a drain set (the actor ``job:N`` is only ever a drain's) keeps a
+    host from failover only once that drain succeeded: a host that died while its drain
+    ran, or after it ended partial, still has guests the drain did not move, and they are
+    restarted as any dead host's are. (A failed drain gives the host back, enabled.)"""
     if state is None or state.state not in (HostMode.MAINTENANCE, HostMode.FENCED):
         return None
     if state.state == HostMode.MAINTENANCE and state.actor.startswith("job:") and state.actor[4:].isdigit():

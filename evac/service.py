@@ -213,7 +213,7 @@ class Service:
                 return
 
     # ---------------------------------------------------------------- work
-    def fail_over(self, host: str, reason: str) -> bool:
+    def fail_over(self, host: str, reason: str) -> int | None:
         return self.app.jobs.host_down(host, reason, background=True)
 
     def health(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def disable(ctx: StepContext) -> Mapping[str, Any]:
     host = app.inventory.host(str(ctx.inputs["host"])).name
     before = app.journal.host_states().get(host)
     app.journal.set_host_state(host, HostMode.MAINTENANCE, str(ctx.inputs.get("reason", "")), f"job:{ctx.job_id}")
-    ctx.progress(f"{host} in maintenance: placement and monitoring leave it alone")
+    ctx.progress(f"{host} in maintenance: placement leaves it alone, and monitoring once this drain succeeded")
     return {"host": host, "was": before.state if before else HostMode.ENABLED}
 
 

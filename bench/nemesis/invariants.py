@@ -184,7 +184,8 @@ STAMP = "%Y-%m-%d %H:%M:%S"  # evac serve's log lines begin with it, then ",mill
 
 def leader_claims(logs: Mapping[str, str]) -> list[Claim]:
     """Every "this replica leads (revision N)" line of each host's ``serve.log``, with the
-    time it was logged."""
+    time it was logged: in the local time zone, which the lab's hosts share with the bench
+    (they are namespaces of one machine)."""
     claims: list[Claim] = []
     for host, text in logs.items():
         for line in text.splitlines():

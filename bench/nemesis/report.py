@@ -88,11 +88,7 @@ def text(outcome: Outcome) -> str:
         table(
             "Workload",
             ("channel verb outcome", "count"),
-            sorted(
-                Counter(
-                    f"{a.channel} {a.verb} {re.sub(r'[0-9]+', 'N', a.outcome)[:70]}" for a in outcome.actions
-                ).items()
-            ),
+            sorted(Counter(f"{a.channel} {a.verb} {said(a.outcome)}" for a in outcome.actions).items()),
         ),
     ]
     lines = [f"violations: {len(outcome.violations)}"] + [f"  {v.line()}" for v in outcome.violations]

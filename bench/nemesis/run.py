@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ class Stage:
     token: str
     slack: SlackSide
     agents: bool = False
-    since: float = field(default_factory=time.time)  # wall clock: the journal's records of this stage
 
     @property
     def journal(self) -> Journal:
@@ -173,10 +172,10 @@ def unsettled(st: Stage, sampler: Sampler, log: Callable[[str], None]) -> str:
 
 def left_stopped(st: Stage, sampler: Sampler) -> dict[str, tuple[float, str]]:
     """guest -> (seconds into the run, why) for each guest evac's audit says it left
-    stopped since the stage (its restart policy gave up on it), the latest word each."""
+    stopped during this run (its restart policy gave up on it), the latest word each."""
     found: dict[str, tuple[float, str]] = {}
     for entry in sorted(st.journal.audit_log(1000), key=lambda a: a.ts):
-        if entry.action == "guest.left_stopped" and entry.ts >= st.since:
+        if entry.action == "guest.left_stopped" and entry.ts >= sampler.wall0:
             found[entry.target] = (entry.ts - sampler.wall0, str(entry.detail.get("why", "")))
     return found
 
@@ -194,11 +193,12 @@ def start_by_hand(st: Stage, sampler: Sampler, log: Callable[[str], None]) -> No
     running = {g for guests in final.running.values() for g in guests}
     for host, defined in sampler.defined().items():
         for guest in sorted(set(st.guests) & defined - running):
-            log(f"  {guest} runs nowhere (left stopped); started by hand on {host}")
-            subprocess.run(
-                ["virsh", "-q", "-c", st.lab.host(host).uri, "start", guest], capture_output=True, check=False
-            )
-            running.add(guest)
+            virsh = ["virsh", "-q", "-c", st.lab.host(host).uri, "start", guest]
+            done = subprocess.run(virsh, capture_output=True, text=True, check=False)
+            said = "started" if done.returncode == 0 else f"not started ({done.stderr.strip()[:100]})"
+            log(f"  {guest} ran nowhere (left stopped); {said} by hand on {host}")
+            if done.returncode == 0:
+                running.add(guest)
 
 
 def settle_time(st: Stage, sampler: Sampler, log: Callable[[str], None], bound: float = SETTLE_BOUND) -> float | None:
@@ -261,7 +261,7 @@ def play(st: Stage, rnd: Round, sampler: Sampler, t0: float, log: Callable[[str]
 
     hits = [hit(rnd.first)]
     heals = [(rnd.first.hold, hits[0][1])]
-    if rnd.second is not None:
+    if rnd.second is not None and rnd.second.target != hits[0][1].target:  # the leader may be the first's host
         at(rnd.delay)
         hits.append(hit(rnd.second, avoid=hits[0][1].target))
         heals.append((rnd.delay + rnd.second.hold, hits[1][1]))
@@ -285,8 +285,9 @@ def play(st: Stage, rnd: Round, sampler: Sampler, t0: float, log: Callable[[str]
     settle = settle_time(st, sampler, log)
     healed = "; ".join(f"{f.kind} on {f.target or '-'}" for _, f in hits)
     say(f"  [{time.monotonic() - t0:6.1f}s] healed {healed}; settled in {settle} s")
+    overlapped = len(hits) > 1 and all(f.target for _, f in hits)
     return [
-        Injected(when, fault, settle, len(hits) > 1, None if settle is None else round(healed_at + settle - when, 2))
+        Injected(when, fault, settle, overlapped, None if settle is None else round(healed_at + settle - when, 2))
         for when, fault in hits
     ]
 

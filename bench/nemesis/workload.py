@@ -178,7 +178,7 @@ class Workload:
         deadline = time.monotonic() + SLACK_TIMEOUT
         while time.monotonic() < deadline and not self._stop.is_set():
             for call in self.slack.mock.calls[seen:]:
-                found = re.search(r"\bjob (\d+)", str(call.args.get("text", "")))
+                found = re.search(r": job (\d+) starting$", str(call.args.get("text", "")))
                 if call.method == "chat.postMessage" and found:
                     return int(found.group(1))
             if self.said_instead(seen):

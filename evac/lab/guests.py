@@ -188,7 +188,7 @@ def domain_xml(lab: Lab, spec: GuestSpec, disk: str) -> str:
         )
     fmt = "qcow2" if spec.local_disk else "raw"
     located = f' address="{address}"' if address else ""
-    located += f' after="{",".join(spec.after)}"' if spec.after else ""
+    located += f' after="{su.escape(",".join(spec.after))}"' if spec.after else ""
     groups = "".join(f'<evac:anti-affinity group="{su.escape(g)}"/>' for g in spec.anti_affinity)
     nic = (
         f"<interface type='bridge'><mac address='{guest_mac(spec.name)}'/><source bridge='{spec.bridge}'/>"

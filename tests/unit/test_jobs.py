@@ -300,8 +300,8 @@ def test_an_operators_own_failover_needs_no_doctor(tmp_path: Path) -> None:
 def test_a_host_that_dies_while_its_drain_holds_its_lock_is_asked_to_fail_over_again_later(tmp_path: Path) -> None:
     app = make_app(fleet(tmp_path, closed_port()))
     drain = app.journal.create_job("maintenance", "cli:ops", {"host": "host1"}, "host1", False, "host:host1")
-    assert app.jobs.host_down("host1", "libvirt connection lost") is False
+    assert app.jobs.host_down("host1", "libvirt connection lost") == drain  # asked again once it ends
     app.journal.finish_job(drain, JobState.FAILED)
     failover = app.journal.create_job("host-failure", "monitor", {"host": "host1"}, "host1", False, "host:host1")
-    assert app.jobs.host_down("host1", "libvirt connection lost") is True  # one failover already runs
+    assert app.jobs.host_down("host1", "libvirt connection lost") is None  # one failover already runs
     assert [j.id for j in app.journal.jobs()] == [failover, drain]

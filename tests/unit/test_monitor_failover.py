@@ -82,15 +82,16 @@ class Events(Record):
 
 class Failovers(Record):
     """Each failover asked for; while ``locked`` is above zero, one more is answered with
-    False (another job holds the host's lock: ask again)."""
+    job ``holder``, which holds the host's lock (ask again once it ends)."""
 
     locked = 0
+    holder = 7  # no such job in the journal: ended already
 
-    def __call__(self, host: str, reason: str) -> bool:
+    def __call__(self, host: str, reason: str) -> int | None:
         self.add(host, reason)
         with self.cond:
             self.locked -= 1
-            return self.locked < 0
+            return self.holder if self.locked >= 0 else None
 
 
 @dataclass
@@ -266,9 +267,25 @@ def test_a_down_host_whose_lock_another_job_holds_is_failed_over_once_that_job_l
     watched.start()
     watched.fleet.kill("host1")
     poll_until(lambda: watched.failovers.hosts().count("host1") == 3, TIMEOUT, "host1's failover asked for three times")
+
+
+def test_a_host_back_while_another_job_holds_its_lock_is_not_failed_over_when_that_job_ends(
+    watched: Watched,
+) -> None:
+    drain = watched.app.journal.create_job("maintenance", "cli:ops", {"host": "host1"}, "host1", False, None)
+    watched.failovers.locked, watched.failovers.holder = 100, drain
+    watched.start()
+    watched.fleet.kill("host1")
+    watched.failovers.wait_for("host1")
     watched.fleet.revive("host1")
     watched.events.wait_for("host1", EventKind.HOST_UP)
-    assert watched.failovers.hosts().count("host1") == 3  # asked no more once started
+    watched.app.journal.finish_job(drain, JobState.FAILED)
+
+    def waiting() -> bool:
+        return any(t.name == "failover-host1" and t.is_alive() for t in threading.enumerate())
+
+    poll_until(lambda: not waiting(), TIMEOUT, "host1's failover thread gave up waiting")
+    assert watched.failovers.hosts().count("host1") == 1
 
 
 def test_a_host_in_maintenance_that_goes_down_is_not_failed_over(watched: Watched) -> None:
