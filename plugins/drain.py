@@ -13,8 +13,8 @@ from typing import Any
 from evac import Action, StepContext, hookimpl
 from evac.appview import AppView
 from evac.connections import current
-from evac.errors import EvacError, Incomplete, NotFound
-from evac.fleet import views
+from evac.errors import EvacError, HostUnreachable, Incomplete, NotFound
+from evac.fleet import reachable, views
 from evac.model import Guest
 from evac.placement import Move, Policy, plan_drain
 from evac.states import Health, HostMode
@@ -53,9 +53,20 @@ def disable(ctx: StepContext) -> Mapping[str, Any]:
     return {"host": host, "was": before.state if before else HostMode.ENABLED}
 
 
+REACH_TIMEOUT = 2.0  # s for a fenced host's libvirt port to answer before it is enabled
+
+
 def enable(ctx: StepContext) -> Mapping[str, Any]:
+    """Back in service. A fenced host must answer first: enabled while still off, it would
+    come back later without the cleaning a fenced host gets when it reconnects (its stale
+    definitions of guests restarted elsewhere removed), found by the nemesis when a return
+    was asked for a host its failover had just powered off."""
     app = app_of(ctx)
-    host = app.inventory.host(str(ctx.inputs["host"])).name
+    spec = app.inventory.host(str(ctx.inputs["host"]))
+    host = spec.name
+    state = app.journal.host_states().get(host)
+    if state is not None and state.state == HostMode.FENCED and not reachable(spec.uri, REACH_TIMEOUT):
+        raise HostUnreachable(f"{host} is fenced and does not answer: power it on and check it before it is enabled")
     app.journal.set_host_state(host, HostMode.ENABLED, "", f"job:{ctx.job_id}")
     ctx.progress(f"{host} enabled")
     return {"host": host}

@@ -305,3 +305,11 @@ def test_a_host_that_dies_while_its_drain_holds_its_lock_is_asked_to_fail_over_a
     failover = app.journal.create_job("host-failure", "monitor", {"host": "host1"}, "host1", False, "host:host1")
     assert app.jobs.host_down("host1", "libvirt connection lost") is None  # one failover already runs
     assert [j.id for j in app.journal.jobs()] == [failover, drain]
+
+
+def test_a_return_to_a_fenced_host_that_does_not_answer_fails_before_it_enables_it(tmp_path: Path) -> None:
+    app = make_app(fleet(tmp_path, closed_port()))
+    app.journal.set_host_state("host1", HostMode.FENCED, "fenced by lab", "job:1")
+    result = app.jobs.run(app.jobs.start("maintenance-return", {"host": "host1"}, CLI, "host1"))
+    assert result.state == JobState.FAILED and "host1 is fenced and does not answer" in result.error
+    assert app.journal.host_states()["host1"].state == HostMode.FENCED
