@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -310,9 +310,10 @@ class Jobs:
         with an alert.
 
         None when nothing starts: the guest runs again or is gone (a second report of one
-        death), its host's own flow owns its guests (in maintenance, fenced, being failed
-        over, unreachable), a job already recovers it (the runbook's lock), it is left
-        stopped, or HA is disarmed (an alert says so; nothing else is done)."""
+        death), its host's own flow owns its guests (fenced, being failed over, unreachable),
+        a job already recovers it (the runbook's lock), it is left stopped, or HA is
+        disarmed (an alert says so; nothing else is done). On a host in maintenance it is
+        relocated, never restarted there: the drain would leave it behind."""
         actor = actor or Actor(Channel.MONITOR)
         spec = self.app.inventory.host(host)
         found = self._stopped_guest(spec, guest, actor)
@@ -338,6 +339,9 @@ class Jobs:
         if decision.action is Recovery.GIVE_UP:
             self._left_stopped(spec.name, guest, f"it died again ({reason}) after {decision.reason}", policy, actor)
             return None
+        if decision.action is Recovery.RESTART and in_maintenance(self.app.journal, spec.name):
+            # its drain moves running guests only: restarted in place it would stay behind
+            decision = replace(decision, action=Recovery.RELOCATE, reason=f"{spec.name} is in maintenance")
         given = {
             "host": spec.name,
             "guest": guest,
@@ -651,14 +655,23 @@ class Jobs:
 
 
 def host_flow(journal: Journal, host: str, failover: str) -> str:
-    """Why ``host``'s own flow owns its guests (in maintenance, fenced, being failed over),
-    or "": a guest's recovery must then leave them alone. Asked again right before a start."""
+    """Why ``host``'s own flow owns its guests (fenced, being failed over), or "": a guest's
+    recovery must then leave them alone. Asked again right before a start.
+
+    Maintenance owns none: a drain moves running guests only, so one whose QEMU dies on
+    a host in maintenance is relocated (:meth:`Jobs.guest_failed`); left alone, it ran
+    nowhere once the drain was over (found by the nemesis, seed 1907046866)."""
     state = journal.host_states().get(host)
-    if state is not None and state.state in (HostMode.MAINTENANCE, HostMode.FENCED):
-        return f"{host} is {'in ' if state.state == HostMode.MAINTENANCE else ''}{state.state}"
+    if state is not None and state.state == HostMode.FENCED:
+        return f"{host} is fenced"
     if any(job.runbook == failover and job.target == host for job in journal.unfinished_jobs()):
         return f"{host} is being failed over"
     return ""
+
+
+def in_maintenance(journal: Journal, host: str) -> bool:
+    state = journal.host_states().get(host)
+    return state is not None and state.state == HostMode.MAINTENANCE
 
 
 def _reason_problem(reason: str) -> str:

@@ -147,13 +147,19 @@ def test_a_guest_gone_from_its_host_is_not_recovered(app: App, fleet: FakeFleet)
     assert app.journal.jobs() == []
 
 
-@pytest.mark.parametrize(("mode", "said"), [(HostMode.MAINTENANCE, "in maintenance"), (HostMode.FENCED, "fenced")])
-def test_no_guest_is_recovered_on_a_host_its_own_flow_owns(app: App, mode: HostMode, said: str) -> None:
-    app.journal.set_host_state("host1", mode, "", "cli:ops")
+def test_no_guest_is_recovered_on_a_fenced_host_whose_failover_owns_its_guests(app: App) -> None:
+    app.journal.set_host_state("host1", HostMode.FENCED, "", "cli:ops")
     assert app.jobs.guest_failed("host1", "web1", "failed") is None
     assert app.journal.jobs() == []
     (refusal,) = [a for a in app.journal.audit_log() if a.action == "guest.recover.refused"]
-    assert refusal.detail == {"why": f"host1 is {said}: its own flow owns its guests"}
+    assert refusal.detail == {"why": "host1 is fenced: its own flow owns its guests"}
+
+
+def test_a_guest_that_dies_on_a_host_being_drained_is_relocated_not_restarted_there(app: App) -> None:
+    app.journal.set_host_state("host1", HostMode.MAINTENANCE, "", "job:9")  # its drain moves running guests only
+    started = app.jobs.guest_failed("host1", "web1", "failed")
+    assert started is not None
+    assert (started.params["action"], started.params["decision"]) == ("relocate", "host1 is in maintenance")
 
 
 def test_no_guest_is_recovered_on_a_host_being_failed_over(app: App) -> None:
