@@ -16,13 +16,14 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.report import OUT, machine
 from evac.lab import Lab
 from evac.lab.guests import build_assets
 
 from .faults import OVERLAP
-from .report import as_json, text
+from .report import Outcome, as_json, text
 from .run import guest_specs, run, say, stage, tidy
 
 
@@ -56,24 +57,30 @@ def main(argv: list[str] | None = None) -> int:
     lab = nemesis_lab()
     hosts = lab.host_names()
     st = stage(lab, guest_specs(hosts, args.guests), agents=args.agents)
-    outcomes = []
+    outcomes: list[Outcome] = []
+
+    def save() -> dict[str, Any]:
+        """The JSON so far: written after every run, so a later run's crash keeps it."""
+        data: dict[str, Any] = {
+            "bench": "nemesis",
+            "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "machine": machine(),
+            "lab": {"hosts": hosts, "members": st.replicas.hosts, "guests": st.guests, "agents": args.agents},
+            "runs": [as_json(o) for o in outcomes],
+            "violations": sum(len(o.violations) for o in outcomes),
+        }
+        OUT.mkdir(exist_ok=True)
+        (OUT / "nemesis.json").write_text(json.dumps(data, indent=2, default=str))
+        return data
+
     try:
         for k in range(args.runs):
             outcome = run(st, args.minutes * 60, seed + k, overlap=args.overlap)
             say(text(outcome))
             outcomes.append(outcome)
+            data = save()
     finally:
         tidy(st)
-    OUT.mkdir(exist_ok=True)
-    data = {
-        "bench": "nemesis",
-        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": machine(),
-        "lab": {"hosts": hosts, "members": st.replicas.hosts, "guests": st.guests, "agents": args.agents},
-        "runs": [as_json(o) for o in outcomes],
-        "violations": sum(len(o.violations) for o in outcomes),
-    }
-    (OUT / "nemesis.json").write_text(json.dumps(data, indent=2, default=str))
     say(f"seed {seed}: {data['violations']} invariant violations over {len(outcomes)} run(s)")
     return 1 if data["violations"] else 0
 

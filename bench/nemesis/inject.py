@@ -138,7 +138,11 @@ def revive(lab: Lab, replicas: Replicas, journal: Journal, host: str, log: Calla
             until(lambda: handled(journal, host, log), FAILOVER_BOUND, f"{host} fenced and failed over", every=0.5)
         except TimeoutError as exc:
             log(f"  ! {exc}; powering {host} on anyway; {why_not_handled(lab, replicas, journal, host)}")
-        lab.start_host(host)
+        try:
+            lab.start_host(host)
+        except (LabError, EvacError) as exc:  # its daemons were still coming up: settling revives it again
+            log(f"  ! {host} not powered on yet: {exc}")
+            return
     try:
         if host in replicas.hosts:
             replicas.start(host)
