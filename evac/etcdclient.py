@@ -251,7 +251,11 @@ class Cluster:
         before the next member is tried, longer than a 3 s lease's slack: a healthy agent
         gave its lease up, found its peers still reaching etcd, and reset its host (found
         by the nemesis, seed 1498046784). A new connection to a dark host fails to connect
-        at once; a slow but live member still has the whole timeout to answer."""
+        at once; a slow but live member still has the whole timeout to answer.
+
+        Its requests also ask a member to refuse at once when it has no leader: one cut off
+        from its peers still answers, but a keepalive there would wait the whole request
+        timeout for a leader it will not get (etcd's gRPC ``hasleader`` metadata)."""
         return Cluster(self.settings, connect_timeout=min(LEASE_CONNECT, ttl / 6))
 
     def _client(self, url: str, timeout: float | tuple[float, float]) -> Etcd3Client:
@@ -259,6 +263,7 @@ class Cluster:
         session = _TimeoutSession(timeout)
         if self.connect_timeout is not None:
             session.headers["Connection"] = "close"
+            session.headers["Grpc-Metadata-hasleader"] = "true"
         # requests lets $REQUESTS_CA_BUNDLE override ``verify`` and $HTTPS_PROXY reroute:
         # etcd is reached directly and trusted by its own CA only.
         session.trust_env = False

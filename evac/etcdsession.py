@@ -22,6 +22,8 @@ from .etcdclient import KV, Cluster
 
 log = logging.getLogger(__name__)
 
+RETRY = 0.25  # s between keepalive tries while they fail
+
 
 def safety_margin(ttl: float) -> float:
     """How long before its lease could expire a controller stops acting on it: renewals
@@ -138,8 +140,11 @@ class Session:
             pass  # it expires on its own
 
     def _keepalive(self) -> None:
+        """Every third of the lease; after a failed try, again soon: a member without a
+        leader refuses at once (see :meth:`Cluster.for_lease`), and an election is over in
+        well under a second, long before the lease's slack is."""
         outage = False
-        while not self._stop.wait(self.ttl / 3):
+        while not self._stop.wait(min(self.ttl / 3, RETRY) if outage else self.ttl / 3):
             try:
                 if not self._lost:
                     sent = time.monotonic()

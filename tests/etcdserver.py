@@ -2,6 +2,8 @@
 directory, short raft timers so a lease or an election takes well under a second.
 
 One server serves a whole test session; each test works under a key prefix of its own.
+:func:`leaderless_member` is one member of three whose two peers are gone: it still
+answers, but has no leader.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ def free_port() -> int:
 
 
 class EtcdServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, name: str = "evac-test", peer_url: str = "") -> None:
         self.workdir = workdir
+        self.name = name
         self.client_url = f"http://127.0.0.1:{free_port()}"
-        self.peer_url = f"http://127.0.0.1:{free_port()}"
-        self.log = workdir / "etcd.log"
+        self.peer_url = peer_url or f"http://127.0.0.1:{free_port()}"
+        self.initial_cluster = f"{name}={self.peer_url}"
+        self.log = workdir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -41,19 +45,21 @@ class EtcdServer:
             self.process = subprocess.Popen(
                 [
                     ETCD,
-                    "--name=evac-test",
-                    f"--data-dir={self.workdir / 'data'}",
+                    f"--name={self.name}",
+                    f"--data-dir={self.workdir / self.name}",
                     f"--listen-client-urls={self.client_url}",
                     f"--advertise-client-urls={self.client_url}",
                     f"--listen-peer-urls={self.peer_url}",
                     f"--initial-advertise-peer-urls={self.peer_url}",
-                    f"--initial-cluster=evac-test={self.peer_url}",
+                    f"--initial-cluster={self.initial_cluster}",
                     "--heartbeat-interval=50",
                     "--election-timeout=500",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    def wait_healthy(self) -> None:
         poll_until(self.healthy, 20, f"etcd to answer on {self.client_url} (log: {self.log})")
 
     def healthy(self) -> bool:
@@ -97,7 +103,30 @@ def etcd_server() -> Iterator[EtcdServer]:
     with tempfile.TemporaryDirectory(prefix="evac-test-etcd-") as workdir:
         server = EtcdServer(Path(workdir))
         server.start()
+        server.wait_healthy()
         try:
             yield server
         finally:
             server.stop()
+
+
+@contextmanager
+def leaderless_member() -> Iterator[EtcdServer]:
+    """A member of a three-member cluster whose two peers were stopped once it had
+    joined: it accepts requests, and a request that needs a leader waits for one."""
+    with tempfile.TemporaryDirectory(prefix="evac-test-etcd3-") as workdir:
+        members = [EtcdServer(Path(workdir), name) for name in ("m1", "m2", "m3")]
+        everyone = ",".join(f"{m.name}={m.peer_url}" for m in members)
+        try:
+            for member in members:
+                member.initial_cluster = everyone
+                member.start()
+            for member in members:
+                member.wait_healthy()
+            for peer in members[1:]:
+                peer.stop()
+            poll_until(lambda: not members[0].healthy(), 20, "the last member to lose its leader")
+            yield members[0]
+        finally:
+            for member in members:
+                member.stop()

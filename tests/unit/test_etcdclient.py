@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -14,7 +15,7 @@ from evac.errors import ClusterUnavailable, ConfigError
 from evac.etcdclient import Cluster, EtcdSettings, _Watch, absent, get_op, parse_url, put_op, value_is
 from evac.etcdsession import Session, safety_margin
 from tests.conftest import poll_until
-from tests.etcdserver import EtcdServer, free_port
+from tests.etcdserver import EtcdServer, free_port, leaderless_member
 
 
 def test_an_etcd_url_names_every_endpoint() -> None:
@@ -173,21 +174,26 @@ def test_live_owners_are_every_started_session(etcd_settings: EtcdSettings) -> N
 DEFAULT_TIMEOUT = EtcdSettings(endpoints=()).timeout  # per request, longer than a 3 s lease's slack
 
 
-class DarkeningProxy:
-    """A TCP proxy to one etcd endpoint that can go dark as a powered-off host does:
-    nothing more is forwarded on open connections, and new ones are never accepted (its
-    accept queue is kept full, so the kernel drops their SYNs and they cannot connect)."""
+class MemberProxy:
+    """A TCP proxy in front of one etcd member, which can turn into what the session would
+    meet on a bad day: another member (:meth:`lead_to`), or a host gone dark
+    (:meth:`go_dark`)."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
+    def __init__(self, target: str) -> None:
+        self.lead_to(target)
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # go_dark binds its port again
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(1)
-        self.port = self.server.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
         self.dark = threading.Event()
         self.fillers: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def lead_to(self, url: str) -> None:
+        """Each new connection goes to the member at ``url`` from now on."""
+        real = urlsplit(url)
+        self.target = (real.hostname or "127.0.0.1", real.port or 2379)
 
     def _accept(self) -> None:
         while not self.dark.is_set():
@@ -209,52 +215,67 @@ class DarkeningProxy:
             pass
 
     def go_dark(self) -> None:
-        """Its port is taken over by a listener nobody accepts on, whose queue is filled
+        """As a powered-off host does: nothing more is forwarded on open connections, and
+        its port is taken over by a listener nobody accepts on, whose queue is filled
         first: connecting there hangs until the client's connect timeout."""
+        port = self.server.getsockname()[1]
         self.dark.set()
         self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept loop, which ends
         self.server.close()
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind(("127.0.0.1", self.port))
+        self.server.bind(("127.0.0.1", port))
         self.server.listen(0)
         for _ in range(4):
             filler = socket.socket()
             filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", self.port))
+            filler.connect_ex(("127.0.0.1", port))
             self.fillers.append(filler)
 
 
-def test_a_session_keeps_its_lease_when_the_member_it_talks_to_goes_dark(
-    etcd: EtcdServer, etcd_settings: EtcdSettings
-) -> None:
-    """An agent asks ``valid(margin)`` every feed, and gives its lease up the moment it
-    is False: it must hold throughout, while the next member is tried."""
-    real = urlsplit(etcd_settings.endpoints[0])
-    proxy = DarkeningProxy((real.hostname or "127.0.0.1", real.port or 2379))
-    through = f"{real.scheme}://127.0.0.1:{proxy.port}"
-    endpoints = (through, etcd_settings.endpoints[0])
-    session = Session(Cluster(replace(etcd_settings, endpoints=endpoints, timeout=DEFAULT_TIMEOUT)), 3)
+def keeps_its_lease(session: Session, trouble: Callable[[], None]) -> bool:
+    """Whether ``session``, started on its first endpoint, holds its lease throughout
+    ``trouble`` and three keepalives after it. An agent asks ``valid(margin)`` every
+    feed and gives its lease up the moment it is False: here it is asked far more often."""
     doubted = threading.Event()
     done = threading.Event()
 
-    def watch() -> None:  # as an agent's feed loop asks, but far more often
+    def watch() -> None:
         while not done.wait(0.02):
-            if not session.valid(margin=safety_margin(3)):
+            if not session.valid(margin=safety_margin(session.ttl)):
                 doubted.set()
 
-    session.start()  # on the proxy: the first endpoint answered
+    session.start()
     threading.Thread(target=watch, daemon=True).start()
     try:
-        proxy.go_dark()
-        for round_ in range(3):  # three keepalives after the dark, through the other member
+        trouble()
+        for round_ in range(3):
             renewed = session.deadline()
 
             def later(before: float = renewed) -> bool:
                 return session.deadline() > before
 
-            poll_until(later, 10, f"keepalive {round_ + 1} after the dark")
-        assert not doubted.is_set()
+            poll_until(later, 10, f"keepalive {round_ + 1} after the trouble")
+        return not doubted.is_set()
     finally:
         done.set()
         session.stop(revoke=False)
+
+
+def test_a_session_keeps_its_lease_when_the_member_it_talks_to_goes_dark(etcd_settings: EtcdSettings) -> None:
+    proxy = MemberProxy(etcd_settings.endpoints[0])
+    endpoints = (proxy.url, etcd_settings.endpoints[0])
+    session = Session(Cluster(replace(etcd_settings, endpoints=endpoints, timeout=DEFAULT_TIMEOUT)), 3)
+    assert keeps_its_lease(session, proxy.go_dark)
+
+
+def test_a_session_keeps_its_lease_when_the_member_it_talks_to_loses_its_leader(
+    etcd_settings: EtcdSettings,
+) -> None:
+    """A member cut off from its peers still answers, but a keepalive there would wait the
+    whole request timeout for a leader it will not get: it is asked to refuse at once."""
+    proxy = MemberProxy(etcd_settings.endpoints[0])
+    endpoints = (proxy.url, etcd_settings.endpoints[0])
+    session = Session(Cluster(replace(etcd_settings, endpoints=endpoints, timeout=DEFAULT_TIMEOUT)), 3)
+    with leaderless_member() as cut_off:
+        assert keeps_its_lease(session, lambda: proxy.lead_to(cut_off.client_url))
