@@ -53,33 +53,29 @@ from .evidence import (
     Vouching,
     Watch,
 )
+from .fencedhost import Cleanable, clean
 from .fencing import agent_for
-from .fleet import answers, reachable, snapshot
+from .fleet import answers, reachable
 from .health import HostHealth
 from .hooks import hookimpl
 from .hypervisor import Hypervisor
 from .inventory import HostSpec
 from .journal import Disarmed, HostState, Journal
-from .model import Guest
 from .plugins import notify
 from .states import EventKind, Health, HostMode, JobState
 from .stormbrake import StormBrake
 
 log = logging.getLogger("evac.monitor")
+
+MISSING_PAUSE = 60.0  # s at most between failovers asked of a host whose lock's job cannot be found
 T = TypeVar("T")
 
 HEALTH_EVENTS = {Health.UP: EventKind.HOST_UP, Health.SUSPECT: EventKind.HOST_SUSPECT, Health.DOWN: EventKind.HOST_DOWN}
 
 
-class HostConnection(Connection, Protocol):
+class HostConnection(Connection, Cleanable, Protocol):
     """What the monitor needs of a libvirt connection: the keepalive source's part, and
     enough to clean a fenced host that comes back. :class:`Hypervisor` is one."""
-
-    def guests(self, is_shared: Callable[[str | None], bool] = ...) -> tuple[Guest, ...]: ...
-
-    def destroy(self, name: str) -> None: ...
-
-    def undefine(self, name: str) -> None: ...
 
 
 def connect_libvirt(spec: HostSpec, settings: MonitorSettings, keepalive: bool = True) -> Hypervisor:
@@ -453,24 +449,8 @@ class Monitor:
         if not state or state.state != HostMode.FENCED:
             return
         self.app.journal.fence_token(None)  # still ours to act on, or OwnershipLost
-        elsewhere = {
-            g.name
-            for h in snapshot(self.app.inventory)
-            if h.name != spec.name and h.state == Health.UP
-            for g in h.guests
-            if g.state in ("running", "paused")
-        }
-        for guest in hv.guests(self.app.inventory.is_shared):
-            if guest.name in elsewhere:
-                try:
-                    if guest.state in ("running", "paused"):
-                        hv.destroy(guest.name)  # cannot happen after a real fence; never leave two
-                    hv.undefine(guest.name)
-                    self._emit(
-                        EventKind.HOST_CLEANED, spec.name, f"{spec.name}: removed stale definition of {guest.name}"
-                    )
-                except EvacError as exc:
-                    log.warning("cleaning %s on %s: %s", guest.name, spec.name, exc)
+        for name in clean(self.app, spec, hv).removed:
+            self._emit(EventKind.HOST_CLEANED, spec.name, f"{spec.name}: removed stale definition of {name}")
 
     # ---------------------------------------------------------------- transitions
     def _take(self, spec: HostSpec, evidence: Evidence) -> None:
@@ -625,22 +605,30 @@ class Monitor:
             if self.brake.engaged:
                 self._emit(EventKind.MONITOR_STORM_BRAKE, host, f"{host} not failed over: {self.brake.reason}")
                 return
+        missed = 0
         while (agreement := self._agreement(host)) is not None:
             holder = self.on_down(host, reason if agreement == "one controller" else f"{reason}; {agreement}")
             if holder is None:
                 return
-            self._wait_for_job(host, holder)  # a drain or return of the host holds its lock
+            missed = 0 if self._wait_for_job(host, holder, missed) else missed + 1
 
-    def _wait_for_job(self, host: str, job: int) -> None:
-        """Until ``job`` ends (or cannot be found), while ``host`` stays down: its failover
-        is asked for again then, once, not every round (each try is an audited refusal)."""
+    def _wait_for_job(self, host: str, job: int, missed: int) -> bool:
+        """Until ``job`` ends, while ``host`` stays down: its failover is asked for again
+        then, once, not every round (each try is an audited refusal and an alert). False
+        when the job cannot be found, after a pause that doubles with each such miss in a
+        row (up to :data:`MISSING_PAUSE`): a lock whose job is gone must not raise an alert
+        every round."""
         while not self._stop.wait(self.settings.interval) and self.health[host].state is Health.DOWN:
             try:
                 record = self.app.journal.job(job)
             except JournalError:
                 continue
-            if record is None or record.state.terminal:
-                return
+            if record is None:
+                self._stop.wait(min(MISSING_PAUSE, self.settings.interval * 2**missed))
+                return False
+            if record.state.terminal:
+                return True
+        return True
 
     def _agreement(self, host: str) -> str | None:
         """Wait, while the host stays down, until this controller may fail it over (with

@@ -249,7 +249,8 @@ class FakeFleet:
 
 
 class FakeHypervisor:
-    """The part of :class:`evac.hypervisor.Hypervisor` that planning and checks read."""
+    """The part of :class:`evac.hypervisor.Hypervisor` that planning and checks read, and
+    the cleaning of a fenced host (``destroy``, ``undefine``)."""
 
     def __init__(self, fleet: FakeFleet, host: FakeHost) -> None:
         self.fleet = fleet
@@ -286,6 +287,13 @@ class FakeHypervisor:
 
     def domain_xml(self, name: str, migratable: bool = True, inactive: bool = False) -> str:
         return domain_xml(self.guest(name))
+
+    def destroy(self, name: str) -> None:
+        self.host.guests[name] = replace(self.guest(name), state="shutoff")
+
+    def undefine(self, name: str) -> None:
+        self.guest(name)
+        del self.host.guests[name]
 
     def set_guest_metadata(self, name: str, attribute: str, value: str | None) -> None:
         """What ``evac ha protect`` writes: ``ha-protected`` changes the guest's membership;

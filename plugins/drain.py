@@ -14,6 +14,7 @@ from evac import Action, StepContext, hookimpl
 from evac.appview import AppView
 from evac.connections import current
 from evac.errors import EvacError, HostUnreachable, Incomplete, NotFound
+from evac.fencedhost import clean
 from evac.fleet import reachable, views
 from evac.model import Guest
 from evac.placement import Move, Policy, plan_drain
@@ -57,16 +58,28 @@ REACH_TIMEOUT = 2.0  # s for a fenced host's libvirt port to answer before it is
 
 
 def enable(ctx: StepContext) -> Mapping[str, Any]:
-    """Back in service. A fenced host must answer first: enabled while still off, it would
-    come back later without the cleaning a fenced host gets when it reconnects (its stale
-    definitions of guests restarted elsewhere removed), found by the nemesis when a return
-    was asked for a host its failover had just powered off."""
+    """Back in service. A fenced host must answer first, and is cleaned before it is
+    enabled (:mod:`evac.fencedhost`): enabled while still off, it would come back later
+    without that cleaning, found by the nemesis when a return was asked for a host its
+    failover had just powered off; enabled before the monitor reconnects, it would be
+    passed by."""
     app = app_of(ctx)
     spec = app.inventory.host(str(ctx.inputs["host"]))
     host = spec.name
     state = app.journal.host_states().get(host)
-    if state is not None and state.state == HostMode.FENCED and not reachable(spec.uri, REACH_TIMEOUT):
-        raise HostUnreachable(f"{host} is fenced and does not answer: power it on and check it before it is enabled")
+    if state is not None and state.state == HostMode.FENCED:
+        if not reachable(spec.uri, REACH_TIMEOUT):
+            raise HostUnreachable(
+                f"{host} is fenced and does not answer: power it on and check it before it is enabled"
+            )
+        with current().use(spec) as hv:
+            ctx.guard()  # a deposed owner must not touch the host
+            cleaning = clean(app, spec, hv)
+        for name in cleaning.removed:
+            ctx.progress(f"{host}: removed stale definition of {name}, which runs elsewhere")
+        if cleaning.failed:
+            name, why = next(iter(cleaning.failed.items()))
+            raise EvacError(f"{host} is fenced and still defines {name}, which runs elsewhere: {why}")
     app.journal.set_host_state(host, HostMode.ENABLED, "", f"job:{ctx.job_id}")
     ctx.progress(f"{host} enabled")
     return {"host": host}

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from ..engine import JobResult
-from ..errors import ConfigError
+from ..errors import ConfigError, FencingError
 from ..params import parse_cli_params
 from ..returning import RUNBOOK
 from ..states import HostMode
@@ -63,6 +63,12 @@ def cmd_set(args: argparse.Namespace) -> int:
         return cmd_drain(args) if args.state == HostMode.MAINTENANCE else cmd_return(args)
     app = make_app(args)
     host = app.inventory.host(args.host).name
+    state = app.journal.host_states().get(host)
+    if args.state == HostMode.ENABLED and state is not None and state.state == HostMode.FENCED:
+        raise FencingError(
+            f"host enable: {host} is fenced: `evac host enable {host} --return` checks that it answers"
+            " and removes its stale guests before it enables it"
+        )
     app.journal.set_host_state(host, args.state, args.reason, str(actor()))
     app.journal.audit(str(actor()), f"host.{args.state}", host, {"reason": args.reason})
     console.print(f"{host}: {args.state}")

@@ -298,9 +298,23 @@ def test_an_operators_own_failover_needs_no_doctor(tmp_path: Path) -> None:
 
 
 def test_a_host_that_dies_while_its_drain_holds_its_lock_is_asked_to_fail_over_again_later(tmp_path: Path) -> None:
+    events: list[Event] = []
+
+    class Alerts:
+        @hookimpl
+        def evac_event(self, event: Event) -> None:
+            events.append(event)
+
     app = make_app(fleet(tmp_path, closed_port()))
+    app.pm.register(Alerts())
     drain = app.journal.create_job("maintenance", "cli:ops", {"host": "host1"}, "host1", False, "host:host1")
     assert app.jobs.host_down("host1", "libvirt connection lost") == drain  # asked again once it ends
+    (alert,) = [e for e in events if e.kind == EventKind.HOST_FAILOVER_NOT_STARTED]
+    assert alert.data == {"host": "host1", "job": drain, "level": "alert"}
+    assert (
+        alert.message
+        == f"host1 is down (libvirt connection lost); its failover waits for job {drain}, which holds its lock"
+    )
     app.journal.finish_job(drain, JobState.FAILED)
     failover = app.journal.create_job("host-failure", "monitor", {"host": "host1"}, "host1", False, "host:host1")
     assert app.jobs.host_down("host1", "libvirt connection lost") is None  # one failover already runs

@@ -269,6 +269,34 @@ def test_a_down_host_whose_lock_another_job_holds_is_failed_over_once_that_job_l
     poll_until(lambda: watched.failovers.hosts().count("host1") == 3, TIMEOUT, "host1's failover asked for three times")
 
 
+def killed_and_probed(watched: Watched, rounds: int) -> None:
+    """host1 killed, its failover asked for once, then ``rounds`` more probes of it."""
+    watched.start()
+    watched.fleet.kill("host1")
+    watched.failovers.wait_for("host1")
+    probes = watched.fleet.probes["host1"]
+    poll_until(lambda: watched.fleet.probes["host1"] >= probes + rounds, TIMEOUT, f"{rounds} more probes of host1")
+
+
+def test_a_down_host_whose_lock_a_running_drain_holds_is_asked_again_only_once_that_drain_ends(
+    watched: Watched,
+) -> None:
+    drain = watched.app.journal.create_job("maintenance", "cli:ops", {"host": "host1"}, "host1", False, None)
+    watched.failovers.locked, watched.failovers.holder = 1, drain
+    killed_and_probed(watched, 30)
+    assert watched.failovers.hosts().count("host1") == 1
+    watched.app.journal.finish_job(drain, JobState.FAILED)
+    poll_until(lambda: watched.failovers.hosts().count("host1") == 2, TIMEOUT, "host1's failover asked for again")
+
+
+def test_a_down_host_whose_lock_names_a_job_that_cannot_be_found_is_asked_about_less_and_less_often(
+    watched: Watched,
+) -> None:
+    watched.failovers.locked = 1000  # job 7 holds the lock for good, and is nowhere in the journal
+    killed_and_probed(watched, 120)
+    assert watched.failovers.hosts().count("host1") <= 10  # doubling pauses: about log2(120), not 120
+
+
 def test_a_host_back_while_another_job_holds_its_lock_is_not_failed_over_when_that_job_ends(
     watched: Watched,
 ) -> None:

@@ -16,7 +16,7 @@ from evac.model import Guest, GuestRules, Interface
 from evac.placement import HostView, Policy
 from evac.returning import JobKind, Moved, Origin, PastJob, origins, plan_return
 from evac.sqlitejournal import SqliteJournal
-from evac.states import ItemState, JobState, StepState
+from evac.states import HostMode, ItemState, JobState, StepState
 from evac.testing import EvacKit, FakeFleet, make_plugin_manager
 
 POLICY = Policy(headroom_memory_mib=0)
@@ -294,6 +294,41 @@ def test_a_forced_drain_of_a_host_in_maintenance_returns_the_earlier_drains_gues
 
     assert plan["drains"] == [first, second]
     assert sorted(m["guest"] for m in plan["moves"]) == ["web1", "web2"]
+
+
+def test_a_fenced_host_that_answers_loses_its_copies_of_guests_running_elsewhere_before_it_is_enabled(
+    fleet: FakeFleet, tmp_path: Path
+) -> None:
+    journal = SqliteJournal(":memory:")
+    journal.set_host_state("host3", HostMode.FENCED, "fenced by lab", "job:1")
+    fleet.add_guest("host3", "web1", state="shutoff")  # restarted on host1 while host3 was off
+    fleet.add_guest("host3", "spare", state="shutoff")  # runs nowhere: host3's own
+    kit = EvacKit(make_plugin_manager("basics", "drain", "migrate", "returning"), journal, fleet, tmp_path)
+
+    result = kit.run("maintenance-return", {"host": "host3"}, target="host3")
+
+    assert result.state == "succeeded", result.error
+    assert sorted(fleet.hosts["host3"].guests) == ["spare"]
+    assert "host3: removed stale definition of web1, which runs elsewhere" in result.messages()
+    assert "host3" not in journal.host_states()  # enabled: no state of its own
+
+
+def test_a_fenced_host_is_enabled_only_by_the_return_that_cleans_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "hosts.yaml").write_text("hosts:\n  - {name: host3, uri: 'qemu:///system'}\n")
+    monkeypatch.setenv("EVAC_JOURNAL", str(tmp_path / "j.db"))
+    monkeypatch.setenv("EVAC_INVENTORY", str(tmp_path / "hosts.yaml"))
+    SqliteJournal(tmp_path / "j.db").set_host_state("host3", HostMode.FENCED, "fenced by lab", "job:1")
+
+    assert main(["host", "enable", "host3"]) == 1
+
+    assert capsys.readouterr().err.strip() == (
+        "evac: host enable: host3 is fenced: `evac host enable host3 --return` checks that it answers"
+        " and removes its stale guests before it enables it"
+    )
+    assert main(["host", "list", "--json"]) == 0
+    assert [s["state"] for s in json.loads(capsys.readouterr().out)] == ["fenced"]
 
 
 # ---------------------------------------------------------------- the CLI
