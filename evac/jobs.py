@@ -261,10 +261,12 @@ class Jobs:
         other reason than that lock is an alert: a dead host nobody fails over must not be
         a line in a debug log. While HA is disarmed it is an alert saying so (``ha.held``).
 
-        The id of the job holding the host's lock when it is another kind of job (a drain
-        or a return of the host that died under it), said in an alert: the caller asks again
-        once that job ends, as long as the host is still down. None otherwise: started, or
-        not this caller's to start."""
+        The id of the job to wait for, after which the caller asks again as long as the
+        host is still down and not fenced: the failover it started (its first check may
+        have found the host answering a moment before it died), or the job holding the
+        host's lock when that is another kind of job (a drain or a return of the host that
+        died under it), said in an alert. None: not this caller's to start (another
+        failover runs, HA is disarmed, or it was refused)."""
         try:
             started = self.fail_over(host, Actor(Channel.MONITOR), reason, checks=1)
         except LockedError as exc:
@@ -289,7 +291,7 @@ class Jobs:
             self.spawn(started)
         else:
             self.run(started)
-        return None
+        return started.job
 
     def _fails_over(self, holder: int) -> bool:
         """Whether job ``holder`` is a failover; not when it cannot be read (the caller waits

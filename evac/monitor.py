@@ -67,7 +67,7 @@ from .stormbrake import StormBrake
 
 log = logging.getLogger("evac.monitor")
 
-MISSING_PAUSE = 60.0  # s at most between failovers asked of a host whose lock's job cannot be found
+REASK_PAUSE = 60.0  # s at most between failovers asked of a host that stays down
 T = TypeVar("T")
 
 HEALTH_EVENTS = {Health.UP: EventKind.HOST_UP, Health.SUSPECT: EventKind.HOST_SUSPECT, Health.DOWN: EventKind.HOST_DOWN}
@@ -605,30 +605,31 @@ class Monitor:
             if self.brake.engaged:
                 self._emit(EventKind.MONITOR_STORM_BRAKE, host, f"{host} not failed over: {self.brake.reason}")
                 return
-        missed = 0
+        asked = 0
         while (agreement := self._agreement(host)) is not None:
-            holder = self.on_down(host, reason if agreement == "one controller" else f"{reason}; {agreement}")
-            if holder is None:
+            job = self.on_down(host, reason if agreement == "one controller" else f"{reason}; {agreement}")
+            if job is None:
                 return
-            missed = 0 if self._wait_for_job(host, holder, missed) else missed + 1
+            self._wait_for_job(host, job)
+            # Still down and not fenced: the failover ended without a fence (its check found
+            # the host answering a moment before it died), or a drain or return held the lock.
+            asked += 1
+            if self._stop.wait(min(REASK_PAUSE, self.settings.interval * 2 ** (asked - 1))):
+                return
 
-    def _wait_for_job(self, host: str, job: int, missed: int) -> bool:
-        """Until ``job`` ends, while ``host`` stays down: its failover is asked for again
-        then, once, not every round (each try is an audited refusal and an alert). False
-        when the job cannot be found, after a pause that doubles with each such miss in a
-        row (up to :data:`MISSING_PAUSE`): a lock whose job is gone must not raise an alert
-        every round."""
+    def _wait_for_job(self, host: str, job: int) -> None:
+        """Until ``job`` ends (or cannot be found), while ``host`` stays down: its failover
+        is asked for again then, once, not every round (each try is an audited refusal or
+        a job). The pause before each new ask doubles (up to :data:`REASK_PAUSE`): a host
+        that stays down while its failovers find it answering, or a lock whose job is gone,
+        must not start a job or raise an alert every round."""
         while not self._stop.wait(self.settings.interval) and self.health[host].state is Health.DOWN:
             try:
                 record = self.app.journal.job(job)
             except JournalError:
                 continue
-            if record is None:
-                self._stop.wait(min(MISSING_PAUSE, self.settings.interval * 2**missed))
-                return False
-            if record.state.terminal:
-                return True
-        return True
+            if record is None or record.state.terminal:
+                return
 
     def _agreement(self, host: str) -> str | None:
         """Wait, while the host stays down, until this controller may fail it over (with

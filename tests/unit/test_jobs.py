@@ -297,6 +297,12 @@ def test_an_operators_own_failover_needs_no_doctor(tmp_path: Path) -> None:
     assert app.jobs.fail_over("host1", CLI, "by hand", checks=1).runbook.name == "host-failure"
 
 
+def test_the_failover_a_down_host_gets_is_the_job_its_monitor_waits_for(tmp_path: Path) -> None:
+    app = make_app(fleet(tmp_path, closed_port()))
+    job = app.jobs.host_down("host1", "libvirt connection lost")
+    assert [(j.id, j.runbook) for j in app.journal.jobs()] == [(job, "host-failure")]
+
+
 def test_a_host_that_dies_while_its_drain_holds_its_lock_is_asked_to_fail_over_again_later(tmp_path: Path) -> None:
     events: list[Event] = []
 

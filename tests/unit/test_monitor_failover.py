@@ -269,6 +269,17 @@ def test_a_down_host_whose_lock_another_job_holds_is_failed_over_once_that_job_l
     poll_until(lambda: watched.failovers.hosts().count("host1") == 3, TIMEOUT, "host1's failover asked for three times")
 
 
+def test_a_down_host_whose_failover_ended_without_a_fence_is_failed_over_again(watched: Watched) -> None:
+    """Its first check found the host answering a moment before it died: the nemesis, seed
+    1449909988, cut a host whose watchdog fired just as the cut healed."""
+    failover = watched.app.journal.create_job("host-failure", "monitor", {"host": "host1"}, "host1", False, None)
+    watched.app.journal.finish_job(failover, JobState.FAILED)  # "host1 answers: not down, nothing to do"
+    watched.failovers.locked, watched.failovers.holder = 1, failover
+    watched.start()
+    watched.fleet.kill("host1")
+    poll_until(lambda: watched.failovers.hosts().count("host1") == 2, TIMEOUT, "host1's failover asked for again")
+
+
 def killed_and_probed(watched: Watched, rounds: int) -> None:
     """host1 killed, its failover asked for once, then ``rounds`` more probes of it."""
     watched.start()
