@@ -86,6 +86,7 @@ class Channel(StrEnum):
 
 
 AUTOMATIC = (Channel.MONITOR, Channel.ALERTMANAGER)  # failovers no person asked for
+ALERTED_AGAIN = 60.0  # s within which one guest left stopped again is one stop reported twice
 MAX_REASON = 300  # characters of a reason for disarming HA: one line in Slack, the CLI and /healthz
 
 
@@ -404,11 +405,13 @@ class Jobs:
         ]
 
     def _left_stopped(self, host: str, guest: str, why: str, policy: RestartPolicy, actor: Actor) -> None:
-        """Alert that a guest stays down, once per policy window: a periodic check reports
-        a guest that stays down again and again."""
+        """Alert that a guest stays down, once per stop: an agent reports each stop once,
+        but libvirt's event and the agent's sweep may both catch one stop within moments.
+        A guest started by hand after the alert that dies again is alerted again (found by
+        the nemesis: once per policy window, its second death was a line in a debug log)."""
         message = f"{guest} left stopped on {host}: {why}; find out why, then start it by hand"
         try:
-            first = self.app.journal.first_seen(f"guest-left-stopped:{guest}", policy.window)
+            first = self.app.journal.first_seen(f"guest-left-stopped:{guest}", ALERTED_AGAIN)
             if first:
                 self.app.journal.audit(str(actor), "guest.left_stopped", guest, {"host": host, "why": why})
         except JournalError as exc:

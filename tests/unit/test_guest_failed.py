@@ -5,6 +5,7 @@ move while the host's own flow owns its guests. On the fake fleet of ``evac.test
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from evac.coordination import Solo
 from evac.errors import ConfigError
 from evac.events import Event
 from evac.hypervisor import Hypervisor
-from evac.jobs import Actor, Channel
+from evac.jobs import ALERTED_AGAIN, Actor, Channel
 from evac.model import HaMetadata
 from evac.restartpolicy import HaSettings, RestartPolicy, TagRule
 from evac.runbook import bind_params
@@ -133,6 +134,20 @@ def test_a_guest_left_stopped_is_alerted_once_however_often_it_is_reported(app: 
         assert app.jobs.guest_failed("host1", "web1", "failed") is None
     assert len(watch.alerts()) == 1
     assert app.journal.jobs() == []
+
+
+def test_a_guest_started_by_hand_after_it_was_left_stopped_that_dies_again_is_alerted_again(
+    app: App, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_ha(app, HaSettings(policy=RestartPolicy(max_restart=0, max_relocate=0)))
+    assert app.jobs.guest_failed("host1", "web1", "failed") is None
+    later = time.time() + ALERTED_AGAIN + 1  # started by hand meanwhile, it died again
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert app.jobs.guest_failed("host1", "web1", "crashed") is None
+    assert [a.message.split(" after ")[0] for a in watch.alerts()] == [
+        "web1 left stopped on host1: it died again (failed)",
+        "web1 left stopped on host1: it died again (crashed)",
+    ]
 
 
 def test_a_guest_running_again_is_not_recovered(app: App, fleet: FakeFleet) -> None:
