@@ -28,6 +28,7 @@ from .faults import DESTINATION, LEADER, Fault, FaultKind
 from .sampler import Sampler
 
 FAILOVER_BOUND = 60.0  # s a lost host's failover may take before it is powered on anyway
+LOST_HOST_LEFT = "lost host not failed over"  # how a revive that gave up says so (invariants.lost_hosts_left)
 DESTINATION_WAIT = 15.0  # s a migration's destination is waited for (the workload moves guests every few seconds)
 RESET_BOUND = WATCHDOG_TIMEOUT + 10.0  # s for a host whose agent was killed to be reset by its watchdog
 
@@ -136,8 +137,9 @@ def revive(lab: Lab, replicas: Replicas, journal: Journal, host: str, log: Calla
     if lab.power_state(host) == "off":
         try:
             until(lambda: handled(journal, host, log), FAILOVER_BOUND, f"{host} fenced and failed over", every=0.5)
-        except TimeoutError as exc:
-            log(f"  ! {exc}; powering {host} on anyway; {why_not_handled(lab, replicas, journal, host)}")
+        except TimeoutError:
+            why = why_not_handled(lab, replicas, journal, host)
+            log(f"  ! {LOST_HOST_LEFT}: {host} within {FAILOVER_BOUND:.0f} s; powering it on anyway; {why}")
         try:
             lab.start_host(host)
         except (LabError, EvacError) as exc:  # its daemons were still coming up: settling revives it again

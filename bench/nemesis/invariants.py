@@ -200,3 +200,16 @@ def leader_claims(logs: Mapping[str, str]) -> list[Claim]:
             if digits.isdigit():
                 claims.append(Claim(ts, host, int(digits)))
     return claims
+
+
+def lost_hosts_left(notes: Iterable[str], left: str) -> list[Violation]:
+    """Every host the nemesis lost (powered off, or reset by its watchdog) is fenced and
+    failed over within the bound, unless evac leaves it alone by design (a finished drain
+    emptied it): the run's notes (``t=12.3s ...``) say where a revive gave up waiting,
+    with ``left`` in the line."""
+    found = []
+    for note in notes:
+        if left in note:
+            t, _, line = note.partition("s ")
+            found.append(Violation("every lost host is failed over", float(t.removeprefix("t=")), line.strip()))
+    return found

@@ -32,7 +32,7 @@ from tests.slackmock import SlackMock
 
 from . import invariants
 from .faults import OVERLAP, Fault, FaultKind, LabShape, Round, kinds_for, next_round
-from .inject import heal, heal_all, inject, release_brake, revive_lost
+from .inject import LOST_HOST_LEFT, heal, heal_all, inject, release_brake, revive_lost
 from .invariants import Sample, Violation
 from .report import Injected, Outcome
 from .sampler import Sampler
@@ -336,6 +336,7 @@ def run(
     outcome.transient = invariants.transient(sampler.samples)
     claims = invariants.leader_claims(serve_logs(lab, list(st.replicas.hosts)))
     outcome.violations += invariants.fences_by_non_leaders(lab.power_log(), claims, wall0)
+    outcome.violations += invariants.lost_hosts_left(outcome.notes, LOST_HOST_LEFT)
     refused = invariants.refused_starts(qemu_logs(lab, st.guests))
     outcome.refused_starts = {k: n - refused_before.get(k, 0) for k, n in refused.items()}
     outcome.refused_starts = {k: n for k, n in outcome.refused_starts.items() if n}

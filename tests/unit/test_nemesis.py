@@ -21,6 +21,7 @@ from bench.nemesis.faults import (
     schedule,
     takes_member,
 )
+from bench.nemesis.inject import LOST_HOST_LEFT
 from bench.nemesis.invariants import (
     REFUSED,
     Claim,
@@ -30,6 +31,7 @@ from bench.nemesis.invariants import (
     fences_by_non_leaders,
     journal_disagrees,
     leader_claims,
+    lost_hosts_left,
     refused_starts,
     runs_once,
     transient,
@@ -156,6 +158,18 @@ def test_refused_starts_are_counted_per_guest_log() -> None:
 def test_a_job_still_running_after_the_bound_is_a_violation() -> None:
     jobs = [(1, "maintenance", "host1", "succeeded", True), (2, "host-failure", "host2", "running", False)]
     assert [v.detail for v in unfinished(jobs)] == ["job 2 host-failure host2 still running"]
+
+
+def test_a_lost_host_evac_did_not_fail_over_within_the_bound_is_a_violation() -> None:
+    """Seed 1449909988: host3, reset by its watchdog as its cut healed, stayed down unfenced
+    until the nemesis powered it on."""
+    notes = [
+        "t=288.4s host3 found powered off; reviving it",
+        f"t=508.3s ! {LOST_HOST_LEFT}: host3 within 60 s; powering it on anyway; state enabled",
+    ]
+    (violation,) = lost_hosts_left(notes, LOST_HOST_LEFT)
+    assert (violation.invariant, violation.t) == ("every lost host is failed over", 508.3)
+    assert violation.detail.startswith(f"! {LOST_HOST_LEFT}: host3")
 
 
 def test_the_journal_must_record_each_guest_where_virsh_defines_it() -> None:
