@@ -67,7 +67,7 @@ from .stormbrake import StormBrake
 
 log = logging.getLogger("evac.monitor")
 
-REASK_PAUSE = 60.0  # s at most between failovers asked of a host that stays down
+REASK_PAUSE = 300.0  # s at most between failovers asked of a host that stays down
 T = TypeVar("T")
 
 HEALTH_EVENTS = {Health.UP: EventKind.HOST_UP, Health.SUSPECT: EventKind.HOST_SUSPECT, Health.DOWN: EventKind.HOST_DOWN}
