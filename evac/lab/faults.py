@@ -36,6 +36,14 @@ class Faults(EtcdCluster):
         self.host(name)
         return "on" if any(daemon_name(p) == "libvirtd" for p in self.pids(name)) else "off"
 
+    def boot(self, name: str) -> str | None:
+        """What tells one power-on of the host from the next: libvirtd's pid, from its pid
+        file (which a power off removes); None while the host is off."""
+        try:
+            return (self.host_dir(name) / "run" / "libvirtd.pid").read_text().strip() or None
+        except OSError:
+            return None
+
     def kill_host(self, name: str) -> None:
         """Power off: SIGKILL every process of the host at once (reapers exit by themselves)."""
         self.host(name)

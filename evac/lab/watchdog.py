@@ -15,7 +15,12 @@ The FIFO behaves like a Linux watchdog device (:class:`evac.watchdog.FileWatchdo
 - the writer closing without ``V`` leaves the timer running (a crashed agent);
 - armed and not fed for the timeout, the daemon powers the host off (``kill_host``, the
   power switch's kill) and ignores that writer until it closes, as the reset machine's
-  process would be gone. The next writer starts afresh.
+  process would be gone. The next writer starts afresh;
+- a host powered off since its timer was armed (its boot, libvirtd's pid file, is gone or
+  another) took its watchdog down with it: the timer does not fire then (``powered_off``
+  in the log). Otherwise a fenced host's abandoned timer would reset the host a timeout
+  later, once it was powered on again (found by the nemesis: a host half up, its
+  libvirtd killed, its agent started after).
 
 Only one writer at a time is meant to hold the FIFO, as only one process may hold a
 watchdog device; nothing enforces it. Every change of state (not every feed) is a JSON
@@ -57,6 +62,7 @@ class WatchdogEvent(StrEnum):
     DISARMED = "disarmed"
     ABANDONED = "abandoned"
     FIRED = "fired"
+    POWERED_OFF = "powered_off"
     TIMEOUT_SET = "timeout_set"
 
 
@@ -130,10 +136,12 @@ class Timer:
     def due(self, mono: float) -> bool:
         return self.armed and self.remaining(mono) <= 0
 
-    def fire(self, mono: float, wall: float) -> dict[str, Any]:
+    def fire(self, mono: float, wall: float, kind: WatchdogEvent = WatchdogEvent.FIRED) -> dict[str, Any]:
+        """Due: the host is reset (``FIRED``), or it lost power since the timer was armed
+        and the timer went down with it (``POWERED_OFF``); either way that writer is gone."""
         self.armed = False
         self.deaf = self.writing
-        return self.event(WatchdogEvent.FIRED, mono, wall)
+        return self.event(kind, mono, wall)
 
     def event(self, kind: WatchdogEvent, mono: float, wall: float) -> dict[str, Any]:
         return {
@@ -169,9 +177,11 @@ def watch(
     record: Callable[[dict[str, Any]], None],
     stop: threading.Event,
     ready: Callable[[], None] = lambda: None,
+    boot: Callable[[], object] = lambda: None,
 ) -> None:
     """Serve the watchdog FIFO at ``path`` until ``stop`` is set or the FIFO is no longer
-    ours (the lab was torn down, or another daemon took over); ``power_off`` when it fires.
+    ours (the lab was torn down, or another daemon took over); ``power_off`` when it fires,
+    unless ``boot`` (what identifies the host's current power-on) changed since it armed.
 
     The FIFO appears under its name already open for reading (made aside, then renamed),
     so a writer never finds it without a reader, which would look like a stopped daemon.
@@ -183,18 +193,28 @@ def watch(
     poller.register(fd, select.POLLIN)
     ready()
     checked = time.monotonic()
+    armed_boot: object = None
+
+    def expire() -> None:
+        if boot() != armed_boot:
+            record(timer.fire(time.monotonic(), time.time(), WatchdogEvent.POWERED_OFF))
+            return
+        record(timer.fire(time.monotonic(), time.time()))
+        try:
+            power_off()
+        except Exception as exc:  # the daemon must live on to serve the next boot
+            print(f"evac.lab.watchdog {host}: power off failed: {exc}", file=sys.stderr, flush=True)
+
     try:
         while not stop.is_set():
             wait = min(POLL, max(0.0, timer.remaining(time.monotonic())))
             data = _read(fd) if poller.poll(wait * 1000) else None
             if timer.due(time.monotonic()):  # a byte read late is no feed in time: fire first
-                record(timer.fire(time.monotonic(), time.time()))
-                try:
-                    power_off()
-                except Exception as exc:  # the daemon must live on to serve the next boot
-                    print(f"evac.lab.watchdog {host}: power off failed: {exc}", file=sys.stderr, flush=True)
+                expire()
             if data:
                 for event in timer.take(data, time.monotonic(), time.time()):
+                    if event["event"] == WatchdogEvent.ARMED:
+                        armed_boot = boot()
                     record(event)
             elif data is not None:
                 for event in timer.closed(time.monotonic(), time.time()):
@@ -213,11 +233,7 @@ def watch(
                 print(f"evac.lab.watchdog {host}: {complaint}", file=sys.stderr, flush=True)
             timer.complaints.clear()
             if timer.due(time.monotonic()):
-                record(timer.fire(time.monotonic(), time.time()))
-                try:
-                    power_off()
-                except Exception as exc:  # the daemon must live on to serve the next boot
-                    print(f"evac.lab.watchdog {host}: power off failed: {exc}", file=sys.stderr, flush=True)
+                expire()
             if time.monotonic() - checked > 1.0:
                 checked = time.monotonic()
                 if _inode(path) != mine:
@@ -370,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda entry: append_line(lab.watchdog_log_file, entry),
         stop,
         ready=lambda: print(f"evac.lab.watchdog {args.host}: serving {lab.watchdog_path(args.host)}", flush=True),
+        boot=lambda: lab.boot(args.host),
     )
     return 0
 

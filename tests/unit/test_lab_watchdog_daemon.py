@@ -109,6 +109,7 @@ class Daemon:
     events: list[dict[str, Any]] = field(default_factory=list)
     powered_off: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
+    boots: list[int] = field(default_factory=lambda: [1])  # the host's power-ons so far
 
     def dog(self) -> FileWatchdog:
         return lab_watchdog({"path": str(self.path), "host": "host1"})
@@ -124,7 +125,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     thread = threading.Thread(
         target=watch,
         args=(served.path, "host1", served.powered_off.set, served.events.append, served.stop),
-        kwargs={"ready": ready.set},
+        kwargs={"ready": ready.set, "boot": lambda: len(served.boots)},
         daemon=True,
     )
     thread.start()
@@ -140,6 +141,18 @@ def test_a_watchdog_armed_over_the_fifo_and_abandoned_powers_the_host_off(daemon
     dog.abandon()
     assert daemon.powered_off.wait(10)
     assert kinds(daemon.events) == ["timeout_set", "armed", "abandoned", "fired"]
+
+
+def test_a_watchdog_whose_host_was_power_cycled_since_it_armed_does_not_reset_the_new_boot(daemon: Daemon) -> None:
+    """Fenced by the power switch, the host's agent dies without the magic close; the host
+    is powered on again before the old timer is due. A real watchdog lost power too."""
+    dog = daemon.dog()
+    dog.arm(3.0)  # time enough to see it armed before it is due
+    poll_until(lambda: daemon.logged("timeout_set", "armed"), 10, "the timer armed")
+    daemon.boots.append(2)
+    dog.abandon()
+    poll_until(lambda: daemon.logged("timeout_set", "armed", "abandoned", "powered_off"), 10, "the timer's end")
+    assert not daemon.powered_off.is_set()
 
 
 def test_a_watchdog_disarmed_over_the_fifo_is_logged_as_disarmed(daemon: Daemon) -> None:
