@@ -37,6 +37,10 @@ STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
 
+# A post-copy migration's source, paused while the destination runs the guest, and after
+# the migration failed (the destination died): its memory is no longer the guest's.
+POSTCOPY_SOURCE = (libvirt.VIR_DOMAIN_PAUSED_POSTCOPY, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+
 UNREACHABLE_CODES = {
     libvirt.VIR_ERR_SYSTEM_ERROR,
     libvirt.VIR_ERR_NO_CONNECT,
@@ -270,6 +274,14 @@ class Hypervisor:
         except NotFound:
             return False
         return True
+
+    def postcopy_source(self, name: str) -> bool:
+        """Whether ``name`` is paused here as the source of a post-copy migration (going on,
+        or failed): the guest runs at the destination, or died with it, never here."""
+        dom = self._lookup(name)
+        with mapped_errors(f"{self.name}: reading the state of '{name}'"):
+            state, reason = dom.state()
+        return state == libvirt.VIR_DOMAIN_PAUSED and reason in POSTCOPY_SOURCE
 
     def _guest(self, dom: Any, is_shared: Callable[[str | None], bool]) -> Guest:
         with mapped_errors(f"{self.name}: reading guest"):

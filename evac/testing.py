@@ -153,6 +153,7 @@ class FakeHost:
     tags: tuple[str, ...] = ()
     reserved_memory_mib: int = 0
     guests: dict[str, Guest] = field(default_factory=dict)
+    postcopy_sources: set[str] = field(default_factory=set)  # paused guests whose post-copy migration left them
 
     @property
     def spec(self) -> HostSpec:
@@ -288,8 +289,13 @@ class FakeHypervisor:
     def domain_xml(self, name: str, migratable: bool = True, inactive: bool = False) -> str:
         return domain_xml(self.guest(name))
 
+    def postcopy_source(self, name: str) -> bool:
+        self.guest(name)
+        return name in self.host.postcopy_sources
+
     def destroy(self, name: str) -> None:
         self.host.guests[name] = replace(self.guest(name), state="shutoff")
+        self.host.postcopy_sources.discard(name)
 
     def undefine(self, name: str) -> None:
         self.guest(name)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from evac import Action, StepContext, hookimpl
@@ -234,13 +235,23 @@ def plan_restart(ctx: StepContext) -> Mapping[str, Any]:
     }
 
 
-def running_somewhere(app: AppView, name: str, skip: str) -> str | None:
-    """The host where ``name``'s QEMU is alive (any state but shut off or crashed), asked
-    through the job's connections. A host whose libvirt port does not answer is not
-    counted (it is off or cut off; the fence and the lock manager cover it). One that
-    answers but cannot be asked, even on a fresh connection, is a ``TransientError``: a
-    stale connection or a wedged libvirtd must never make a running guest look absent."""
+@dataclass(frozen=True)
+class Whereabouts:
+    """Where a guest's QEMUs are, on every host that answers but one."""
+
+    running: str | None = None  # a host whose QEMU may run it: any state but shut off, crashed, or the next
+    stranded: tuple[str, ...] = ()  # hosts holding it paused as a post-copy migration's source
+
+
+def whereabouts(app: AppView, name: str, skip: str) -> Whereabouts:
+    """Where ``name``'s QEMUs are, asked through the job's connections. A host whose libvirt
+    port does not answer is not counted (it is off or cut off; the fence and the lock
+    manager cover it). One that answers but cannot be asked, even on a fresh connection, is
+    a ``TransientError``: a stale connection or a wedged libvirtd must never make a running
+    guest look absent. A copy paused as a post-copy migration's source is not the guest:
+    the guest ran at the destination, and died with it when that was the failed host."""
     hosts = current()
+    stranded = []
     for spec in app.inventory.hosts:
         if spec.name == skip or not reachable(spec.uri, 0.5):
             continue
@@ -248,7 +259,9 @@ def running_somewhere(app: AppView, name: str, skip: str) -> str | None:
             try:
                 with hosts.use(spec) as hv:
                     if hv.has_guest(name) and hv.guest(name).state not in GONE:
-                        return spec.name
+                        if not hv.postcopy_source(name):
+                            return Whereabouts(running=spec.name)
+                        stranded.append(spec.name)
                 break
             except EvacError as exc:
                 if last:
@@ -256,7 +269,13 @@ def running_somewhere(app: AppView, name: str, skip: str) -> str | None:
                         f"{name}: cannot tell whether it runs on {spec.name}, which answers but not "
                         f"to libvirt ({exc}); not started anywhere meanwhile"
                     ) from None
-    return None
+    return Whereabouts(stranded=tuple(stranded))
+
+
+def running_somewhere(app: AppView, name: str, skip: str) -> str | None:
+    """The host where ``name``'s QEMU is alive (see :func:`whereabouts`)."""
+    found = whereabouts(app, name, skip)
+    return found.running or (found.stranded[0] if found.stranded else None)
 
 
 def restart(ctx: StepContext) -> Mapping[str, Any]:
@@ -270,9 +289,14 @@ def restart(ctx: StepContext) -> Mapping[str, Any]:
         raise FencingError(f"{name}: {failed} is not fenced; refusing to start its guest elsewhere")
     waited = wait_for_dependencies(ctx, app)
     told = {"after": list(ctx.inputs.get("after") or []), "waited_s": waited.seconds, "waited": waited.note}
-    already = running_somewhere(app, name, skip=failed)
-    if already:
-        return {"guest": name, "target": already, "already": True, "seconds": 0, **told}
+    found = whereabouts(app, name, skip=failed)
+    if found.running:
+        return {"guest": name, "target": found.running, "already": True, "seconds": 0, **told}
+    for host in found.stranded:  # found by the nemesis: counted as running, it was never restarted
+        with current().use(app.inventory.host(host)) as hv:
+            ctx.guard()
+            hv.destroy(name)
+        ctx.progress(f"{name}: destroyed its paused post-copy source on {host}: the copy it ran died with {failed}")
     xml = app.journal.definitions(failed).get(name)
     if xml is None:
         raise EvacError(f"{name}: no definition of it in evac's snapshot of {failed}")

@@ -27,7 +27,16 @@ from evac.events import Event
 from evac.hypervisor import Hypervisor
 from evac.plugins import plugin_manager
 from evac.states import EventKind, HostMode, ItemState
-from evac_plugins.failover import fence, plan_restart, report, restart, running_somewhere, wait_for_dependencies
+from evac_plugins.failover import (
+    Whereabouts,
+    fence,
+    plan_restart,
+    report,
+    restart,
+    running_somewhere,
+    wait_for_dependencies,
+    whereabouts,
+)
 
 LIBVIRT = Hypervisor.connect  # the real one, before a test counts the connections it opens
 
@@ -303,6 +312,29 @@ def restart_step(app: App, guest: str, after: list[str], waits: dict[str, Any], 
     job = app.journal.create_job("host-failure", "test", {"host": "host1"}, "host1", False, None)
     inputs = {"host": "host1", "guest": guest, "target": "host2", "after": after, "waits": waits}
     return StepContext(job_id=job, step="restart", inputs=inputs | {"after_timeout": timeout}, params={}, app=app)
+
+
+def test_a_guest_left_only_as_a_paused_post_copy_source_is_restarted_once_that_copy_is_destroyed(
+    app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nemesis, seed 549695709: a return's post-copy migration had switched over to the
+    host that then died (host1 here); its source stayed paused, and the failover counted
+    that as the guest running, so the guest ran nowhere."""
+    sources = {"host2", "host3"}  # the test driver's guest "test", as each other host sees it
+    monkeypatch.setattr(Hypervisor, "postcopy_source", lambda hv, name: hv.name in sources)
+    assert whereabouts(app, "test", skip="host1") == Whereabouts(stranded=("host2", "host3"))
+    failed_with(app, test=definition("test"))
+    emitted: list[Event] = []
+    job = app.journal.create_job("host-failure", "test", {"host": "host1"}, "host1", False, None)
+    inputs = {"host": "host1", "guest": "test", "target": "host2", "after": [], "waits": {}}
+    ctx = StepContext(job_id=job, step="restart", inputs=inputs, params={}, app=app, emit=emitted.append)
+
+    outputs = dict(restart(ctx))
+
+    assert (outputs["target"], outputs.get("already")) == ("host2", None)
+    assert [e.message for e in emitted if "post-copy" in e.message] == [
+        f"test: destroyed its paused post-copy source on {h}: the copy it ran died with host1" for h in ("host2", "host3")
+    ]
 
 
 def in_plan(name: str, ready: str = "started") -> dict[str, Any]:
