@@ -333,7 +333,8 @@ def test_a_guest_left_only_as_a_paused_post_copy_source_is_restarted_once_that_c
 
     assert (outputs["target"], outputs.get("already")) == ("host2", None)
     assert [e.message for e in emitted if "post-copy" in e.message] == [
-        f"test: destroyed its paused post-copy source on {h}: the copy it ran died with host1" for h in ("host2", "host3")
+        f"test: destroyed its paused post-copy source on {h}: the copy it ran died with host1"
+        for h in ("host2", "host3")
     ]
 
 
