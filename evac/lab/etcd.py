@@ -13,8 +13,9 @@ heartbeats every 100 ms and an election after 1 s of silence (etcd's defaults, 1
 kept on purpose: a loaded lab with QEMU guests and a test run stayed free of spurious
 elections with them, and a killed leader is replaced within about 1.6 s). Pre-vote is on,
 so a member coming back from ``cut_etcd`` does not depose a healthy leader. Old revisions
-are compacted every 5 minutes, the backend is capped at 128 MiB, and watchers get a
-progress notification every 2 s so a client can tell a quiet watch from a dead one.
+are compacted every 5 minutes, the backend is capped at 128 MiB, a snapshot every 10,000
+entries lets all but two WAL files go, and watchers get a progress notification every
+2 s so a client can tell a quiet watch from a dead one.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ PEER_PORT = 2380
 HEARTBEAT_MS = 100
 ELECTION_MS = 1000
 QUOTA_BYTES = 128 * 2**20
-TMPFS_SIZE = "256m"  # twice the quota: room for the WAL and snapshots beside the backend
+# The backend (its quota), two 64 MiB WAL segments (``--max-wals``) and a spare one being
+# cut. With etcd's defaults (5 WAL files, a snapshot every 100,000 entries) a 256 MiB
+# tmpfs filled after about 30 minutes of the nemesis and every member died of ENOSPC.
+TMPFS_SIZE = "512m"
+SNAPSHOT_COUNT = 10_000  # entries between snapshots, after which older WAL files can go
+MAX_WALS = 2
 MEMBERS = 3  # the first three hosts run a member; more hosts sit beside the cluster
 
 
@@ -245,6 +251,8 @@ class EtcdCluster(HostDaemons):
             "--auto-compaction-mode=periodic",
             "--auto-compaction-retention=5m",
             f"--quota-backend-bytes={QUOTA_BYTES}",
+            f"--snapshot-count={SNAPSHOT_COUNT}",
+            f"--max-wals={MAX_WALS}",
             "--experimental-watch-progress-notify-interval=2s",
             "--logger=zap",
             "--log-outputs=stderr",
