@@ -296,6 +296,8 @@ def restart(ctx: StepContext) -> Mapping[str, Any]:
         with current().use(app.inventory.host(host)) as hv:
             ctx.guard()
             hv.destroy(name)
+            if host != target.name:  # no second definition left behind
+                hv.undefine(name)
         ctx.progress(f"{name}: destroyed its paused post-copy source on {host}: the copy it ran died with {failed}")
     xml = app.journal.definitions(failed).get(name)
     if xml is None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,10 @@ import pytest
 
 from evac.app import App
 from evac.config import default_config
+from evac.errors import MigrationError
 from evac.events import Event
 from evac.evidence import MonitorSettings
+from evac.hypervisor import Hypervisor
 from evac.inventory import Inventory
 from evac.lab import Lab
 from evac.lab.guests import wait_console
@@ -87,6 +91,39 @@ def test_powered_off_host_has_its_guests_running_elsewhere_exactly_once(
         wait_console(lab, name, "boots=2", timeout=120)  # the same disk: its boot counter went on
     with lab.probe(names) as probe:  # and its users reach it at its new host
         poll_until(lambda: all(n in probe.latest and probe.latest[n].answering for n in names), 30, "echoes")
+
+
+def test_a_guest_whose_post_copy_destination_dies_is_booted_again_once_from_its_disk(
+    watched: Any, lab: Lab, inventory: Inventory, make_guest: Callable[..., str]
+) -> None:
+    """After the switch-over the guest runs on host2 with most of its memory still on host3;
+    host2 dies, and host3's copy stays paused for good (post-copy failed). host2's failover
+    must not take that copy for the guest running (the nemesis, seed 549695709)."""
+    app, events, start = watched
+    name = make_guest("host3", dirty_mb=24)
+    start()
+    source = Hypervisor.connect("host3", lab.host("host3").uri)
+    slow = {"bandwidth": 8, "bandwidth.postcopy": 1}  # MiB/s: host2 dies long before the pages are over
+
+    def migrate() -> None:
+        with suppress(MigrationError):  # it fails when host2 dies
+            source.live_migrate(name, lab.host("host2").uri, slow, ["POSTCOPY", "UNSAFE"], keep_source=True)
+
+    migrating = threading.Thread(target=migrate)
+    migrating.start()
+    try:
+        poll_until(lambda: source.job_stats(name).get("memory_processed", 0) > 0, 30, "memory on its way")
+        source.start_postcopy(name)
+        poll_until(lambda: source.postcopy_source(name), 30, "the switch-over to host2")
+        wait_snapshot(app, "host2", [name])  # the guest runs on host2 now
+        lab.kill_host("host2")
+        finished = events.wait_for(job_finished("host2"))
+        assert finished.data["state"] == "succeeded", finished.message
+    finally:
+        migrating.join(60)
+        source.close()
+    assert_running_once_elsewhere(inventory, lab, name, "host2")
+    wait_console(lab, name, "boots=2", timeout=120)  # booted again from its disk
 
 
 def test_partitioned_host_is_fenced_before_any_restart_and_never_runs_twice(
