@@ -140,11 +140,13 @@ class Session:
             pass  # it expires on its own
 
     def _keepalive(self) -> None:
-        """Every third of the lease; after a failed try, again soon: a member without a
-        leader refuses at once (see :meth:`Cluster.for_lease`), and an election is over in
-        well under a second, long before the lease's slack is."""
+        """Every third of the lease; after a failed try, again soon while the lease still
+        holds: a member without a leader refuses at once (see :meth:`Cluster.for_lease`),
+        and an election is over in well under a second, long before the lease's slack is.
+        A lease already lost is granted again at the usual pace: every agent of a fleet
+        retrying grants four times a second would weigh on a cluster without quorum."""
         outage = False
-        while not self._stop.wait(min(self.ttl / 3, RETRY) if outage else self.ttl / 3):
+        while not self._stop.wait(min(self.ttl / 3, RETRY) if outage and not self._lost else self.ttl / 3):
             try:
                 if not self._lost:
                     sent = time.monotonic()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .appview import AppView
-from .errors import EvacError
+from .errors import EvacError, NotFound
 from .fleet import snapshot
 from .inventory import HostSpec
 from .model import Guest, HostStatus
@@ -48,16 +48,21 @@ def stale(host: str, own: Iterable[Guest], fleet: Iterable[HostStatus]) -> list[
     return [g for g in own if g.name in elsewhere]
 
 
-def clean(app: AppView, spec: HostSpec, hv: Cleanable) -> Cleaning:
+def clean(app: AppView, spec: HostSpec, hv: Cleanable, guard: Callable[[], object] = lambda: None) -> Cleaning:
     """Remove ``spec``'s copies of guests that run elsewhere (destroyed first if running,
-    which cannot happen after a real fence: never leave two)."""
+    which cannot happen after a real fence: never leave two). ``guard`` before each change
+    (a job's: a deposed owner must not touch the host). One already gone (the monitor and a
+    return cleaning at once) counts as removed."""
     cleaning = Cleaning()
     own = hv.guests(app.inventory.is_shared)
     for guest in stale(spec.name, own, snapshot(app.inventory, skip=(spec.name,))):
+        guard()
         try:
             if guest.state in LIVE:
                 hv.destroy(guest.name)
             hv.undefine(guest.name)
+        except NotFound:
+            pass
         except EvacError as exc:
             log.warning("cleaning %s on %s: %s", guest.name, spec.name, exc)
             cleaning.failed[guest.name] = str(exc)

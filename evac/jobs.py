@@ -54,7 +54,7 @@ from .model import Guest
 from .plugins import notify
 from .rebalance import RUNBOOK as REBALANCE_RUNBOOK
 from .rebalance import RebalanceSettings
-from .restartpolicy import Attempt, HaSettings, Recovery, RestartPolicy, decide
+from .restartpolicy import Attempt, HaSettings, Recovery, decide
 from .returning import RUNBOOK as RETURN_RUNBOOK
 from .runbook import Runbook, bind_params, load_runbook
 from .states import EventKind, HostMode, JobState
@@ -86,7 +86,7 @@ class Channel(StrEnum):
 
 
 AUTOMATIC = (Channel.MONITOR, Channel.ALERTMANAGER)  # failovers no person asked for
-ALERTED_AGAIN = 60.0  # s within which one guest left stopped again is one stop reported twice
+ALERTED_AGAIN = 10.0  # s within which one guest left stopped again is one stop reported twice
 MAX_REASON = 300  # characters of a reason for disarming HA: one line in Slack, the CLI and /healthz
 
 
@@ -264,16 +264,17 @@ class Jobs:
 
         The id of the job to wait for, after which the caller asks again as long as the
         host is still down and not fenced: the failover it started (its first check may
-        have found the host answering a moment before it died), or the job holding the
-        host's lock when that is another kind of job (a drain or a return of the host that
-        died under it), said in an alert. None: not this caller's to start (another
-        failover runs, HA is disarmed, or it was refused)."""
+        have found the host answering a moment before it died), the failover already
+        running (another replica's, or one started before the host flapped: it too may end
+        without a fence), or the job holding the host's lock when that is another kind of
+        job (a drain or a return of the host that died under it), said in an alert. None:
+        not this caller's to start (HA is disarmed, or it was refused)."""
         try:
             started = self.fail_over(host, Actor(Channel.MONITOR), reason, checks=1)
         except LockedError as exc:
             if exc.holder is None or self._fails_over(exc.holder):
                 log.info("failover of %s not started: %s", host, exc)
-                return None
+                return exc.holder
             message = f"{host} is down ({reason}); its failover waits for job {exc.holder}, which holds its lock"
             log.warning("%s", message)
             data = {"host": host, "job": exc.holder, "level": "alert"}
@@ -340,7 +341,7 @@ class Jobs:
         now = time.time()
         decision = decide(policy, self._recoveries(guest, runbook, now - policy.window), now)
         if decision.action is Recovery.GIVE_UP:
-            self._left_stopped(spec.name, guest, f"it died again ({reason}) after {decision.reason}", policy, actor)
+            self._left_stopped(spec.name, guest, f"it died again ({reason}) after {decision.reason}", actor)
             return None
         if decision.action is Recovery.RESTART and in_maintenance(self.app.journal, spec.name):
             # its drain moves running guests only: restarted in place it would stay behind
@@ -358,7 +359,7 @@ class Jobs:
             log.info("%s on %s: not recovered twice: %s", guest, spec.name, exc)
             return None
         except EvacError as exc:
-            self._left_stopped(spec.name, guest, f"its recovery could not start: {exc}", policy, actor)
+            self._left_stopped(spec.name, guest, f"its recovery could not start: {exc}", actor)
             return None
 
     def _stopped_guest(self, spec: HostSpec, guest: str, actor: Actor) -> Guest | None:
@@ -404,11 +405,12 @@ class Jobs:
             and job.params.get("action") in actions
         ]
 
-    def _left_stopped(self, host: str, guest: str, why: str, policy: RestartPolicy, actor: Actor) -> None:
+    def _left_stopped(self, host: str, guest: str, why: str, actor: Actor) -> None:
         """Alert that a guest stays down, once per stop: an agent reports each stop once,
-        but libvirt's event and the agent's sweep may both catch one stop within moments.
+        but libvirt's event and the agent's sweep (every second) may both catch one stop.
         A guest started by hand after the alert that dies again is alerted again (found by
-        the nemesis: once per policy window, its second death was a line in a debug log)."""
+        the nemesis: once per policy window, its second death was a line in a debug log);
+        so is one still stopped when its agent restarts, whose sweep reports it anew."""
         message = f"{guest} left stopped on {host}: {why}; find out why, then start it by hand"
         try:
             first = self.app.journal.first_seen(f"guest-left-stopped:{guest}", ALERTED_AGAIN)

@@ -189,6 +189,7 @@ class Monitor:
         self._changed = threading.Condition(self._lock)
         self._ready_count = 0
         self._deciding: set[str] = set()  # down, their storm-brake count not taken yet
+        self._asks: dict[str, int] = {}  # host -> the generation of its newest failover thread
         self._wakes: list[threading.Event] = []
         self.started = threading.Event()
 
@@ -582,9 +583,15 @@ class Monitor:
             log.info("%s came back without its agent: its watchdog no longer counts as a fence", host)
 
     def _spawn_fail_over(self, host: str, reason: str) -> None:
-        threading.Thread(target=self._fail_over, args=(host, reason), daemon=True, name=f"failover-{host}").start()
+        """One failover thread per host that counts: a newer one (the host went down again,
+        the brake was released, HA was armed) ends the older one at its next pause."""
+        with self._lock:
+            self._asks[host] = generation = self._asks.get(host, 0) + 1
+        threading.Thread(
+            target=self._fail_over, args=(host, reason, generation), daemon=True, name=f"failover-{host}"
+        ).start()
 
-    def _fail_over(self, host: str, reason: str) -> None:
+    def _fail_over(self, host: str, reason: str, generation: int) -> None:
         """Fail over at once when the host failed alone; while other hosts are in doubt, wait
         for them (up to ``settle_max``): hosts failing together must be counted together by
         the storm brake. Doubts that arrive later are the fence step's to catch: it waits
@@ -612,17 +619,17 @@ class Monitor:
                 return
             self._wait_for_job(host, job)
             # Still down and not fenced: the failover ended without a fence (its check found
-            # the host answering a moment before it died), or a drain or return held the lock.
+            # the host answering a moment before it died, or the fence failed), or a drain
+            # or a return held the lock. The pause doubles from ten monitor intervals up to
+            # REASK_PAUSE: a host that stays down while its failovers find it answering, or
+            # whose fence keeps failing, must not start a job and an alert every round.
             asked += 1
-            if self._stop.wait(min(REASK_PAUSE, self.settings.interval * 2 ** (asked - 1))):
+            pause = min(REASK_PAUSE, 10 * self.settings.interval * 2 ** (asked - 1))
+            if self._stop.wait(pause) or self._asks.get(host, generation) != generation:
                 return
 
     def _wait_for_job(self, host: str, job: int) -> None:
-        """Until ``job`` ends (or cannot be found), while ``host`` stays down: its failover
-        is asked for again then, once, not every round (each try is an audited refusal or
-        a job). The pause before each new ask doubles (up to :data:`REASK_PAUSE`): a host
-        that stays down while its failovers find it answering, or a lock whose job is gone,
-        must not start a job or raise an alert every round."""
+        """Until ``job`` ends (or cannot be found), while ``host`` stays down."""
         while not self._stop.wait(self.settings.interval) and self.health[host].state is Health.DOWN:
             try:
                 record = self.app.journal.job(job)

@@ -73,8 +73,7 @@ def enable(ctx: StepContext) -> Mapping[str, Any]:
                 f"{host} is fenced and does not answer: power it on and check it before it is enabled"
             )
         with current().use(spec) as hv:
-            ctx.guard()  # a deposed owner must not touch the host
-            cleaning = clean(app, spec, hv)
+            cleaning = clean(app, spec, hv, ctx.guard)  # a deposed owner must not touch the host
         for name in cleaning.removed:
             ctx.progress(f"{host}: removed stale definition of {name}, which runs elsewhere")
         if cleaning.failed:

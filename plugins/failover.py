@@ -241,6 +241,7 @@ class Whereabouts:
 
     running: str | None = None  # a host whose QEMU may run it: any state but shut off, crashed, or the next
     stranded: tuple[str, ...] = ()  # hosts holding it paused as a post-copy migration's source
+    unanswered: tuple[str, ...] = ()  # hosts whose libvirt port did not answer: it may run there
 
 
 def whereabouts(app: AppView, name: str, skip: str) -> Whereabouts:
@@ -251,9 +252,12 @@ def whereabouts(app: AppView, name: str, skip: str) -> Whereabouts:
     guest look absent. A copy paused as a post-copy migration's source is not the guest:
     the guest ran at the destination, and died with it when that was the failed host."""
     hosts = current()
-    stranded = []
+    stranded, unanswered = [], []
     for spec in app.inventory.hosts:
-        if spec.name == skip or not reachable(spec.uri, 0.5):
+        if spec.name == skip:
+            continue
+        if not reachable(spec.uri, 0.5):
+            unanswered.append(spec.name)
             continue
         for last in (False, True):
             try:
@@ -269,7 +273,7 @@ def whereabouts(app: AppView, name: str, skip: str) -> Whereabouts:
                         f"{name}: cannot tell whether it runs on {spec.name}, which answers but not "
                         f"to libvirt ({exc}); not started anywhere meanwhile"
                     ) from None
-    return Whereabouts(stranded=tuple(stranded))
+    return Whereabouts(stranded=tuple(stranded), unanswered=tuple(unanswered))
 
 
 def running_somewhere(app: AppView, name: str, skip: str) -> str | None:
@@ -292,6 +296,13 @@ def restart(ctx: StepContext) -> Mapping[str, Any]:
     found = whereabouts(app, name, skip=failed)
     if found.running:
         return {"guest": name, "target": found.running, "already": True, "seconds": 0, **told}
+    fenced = {h for h, st in app.journal.host_states().items() if st.state == HostMode.FENCED}
+    if found.stranded and set(found.unanswered) - fenced:  # its post-copy destination may live there
+        silent = ", ".join(sorted(set(found.unanswered) - fenced))
+        raise TransientError(
+            f"{name}: paused as a post-copy source on {', '.join(found.stranded)}, and {silent} does not answer"
+            " (the guest may run there): not restarted meanwhile"
+        )
     for host in found.stranded:  # found by the nemesis: counted as running, it was never restarted
         with current().use(app.inventory.host(host)) as hv:
             ctx.guard()

@@ -64,9 +64,9 @@ def cmd_set(args: argparse.Namespace) -> int:
     app = make_app(args)
     host = app.inventory.host(args.host).name
     state = app.journal.host_states().get(host)
-    if args.state == HostMode.ENABLED and state is not None and state.state == HostMode.FENCED:
+    if state is not None and state.state == HostMode.FENCED:  # disabled, it would then be enabled uncleaned
         raise FencingError(
-            f"host enable: {host} is fenced: `evac host enable {host} --return` checks that it answers"
+            f"host {args.verb}: {host} is fenced: `evac host enable {host} --return` checks that it answers"
             " and removes its stale guests before it enables it"
         )
     app.journal.set_host_state(host, args.state, args.reason, str(actor()))

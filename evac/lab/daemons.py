@@ -7,6 +7,7 @@ that comes back runs exactly what a new one does.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,9 @@ class HostDaemons(HostProcesses):
 
     def _start_daemons(self, h: LabHost) -> None:
         run_dir = self.host_dir(h.name) / "run"
+        boot = self.host_dir(h.name) / "boot"
+        if not boot.exists():  # powered on (``Faults.boot``)
+            boot.write_text(f"{uuid.uuid4()}\n")
         out = self.host_dir(h.name) / "log" / "daemons.out"
         # A privileged libvirtd does not spawn virtlockd, and its QEMU driver fails without it.
         if not any(daemon_name(p) == "virtlockd" for p in self.pids(h.name)):

@@ -37,10 +37,11 @@ class Faults(EtcdCluster):
         return "on" if any(daemon_name(p) == "libvirtd" for p in self.pids(name)) else "off"
 
     def boot(self, name: str) -> str | None:
-        """What tells one power-on of the host from the next: libvirtd's pid, from its pid
-        file (which a power off removes); None while the host is off."""
+        """What tells one power-on of the host from the next (``boot``, written when its
+        daemons start after a power off and removed by the power off); None while off. A
+        libvirtd restarted on its own is no new boot."""
         try:
-            return (self.host_dir(name) / "run" / "libvirtd.pid").read_text().strip() or None
+            return (self.host_dir(name) / "boot").read_text().strip() or None
         except OSError:
             return None
 
@@ -56,6 +57,7 @@ class Faults(EtcdCluster):
             signal_pids(victims, signal.SIGKILL)
             time.sleep(0.02)
         (self.host_dir(name) / "run" / "libvirtd.pid").unlink(missing_ok=True)
+        (self.host_dir(name) / "boot").unlink(missing_ok=True)
 
     def power_off(self, name: str, token: int | None) -> None:
         """The power switch's off button, as a fence agent presses it: refuse a fencing token

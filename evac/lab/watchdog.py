@@ -16,8 +16,8 @@ The FIFO behaves like a Linux watchdog device (:class:`evac.watchdog.FileWatchdo
 - armed and not fed for the timeout, the daemon powers the host off (``kill_host``, the
   power switch's kill) and ignores that writer until it closes, as the reset machine's
   process would be gone. The next writer starts afresh;
-- a host powered off since its timer was armed (its boot, libvirtd's pid file, is gone or
-  another) took its watchdog down with it: the timer does not fire then (``powered_off``
+- a host powered off since its timer was armed (its boot id is gone or another) took its
+  watchdog down with it: the timer does not fire then (``powered_off``
   in the log). Otherwise a fenced host's abandoned timer would reset the host a timeout
   later, once it was powered on again (found by the nemesis: a host half up, its
   libvirtd killed, its agent started after).

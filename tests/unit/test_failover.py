@@ -338,6 +338,21 @@ def test_a_guest_left_only_as_a_paused_post_copy_source_is_restarted_once_that_c
     ]
 
 
+def test_a_paused_post_copy_source_is_kept_while_a_host_where_the_guest_may_run_does_not_answer(
+    app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """host3 is cut off, not fenced: the migration's destination may be host3, running the
+    guest. Destroying the source there would kill that guest, and a restart run it twice."""
+    found = Whereabouts(stranded=("host2",), unanswered=("host3",))
+    monkeypatch.setattr("evac_plugins.failover.whereabouts", lambda app, name, skip: found)
+    failed_with(app, test=definition("test"))
+    job = app.journal.create_job("host-failure", "test", {"host": "host1"}, "host1", False, None)
+    inputs = {"host": "host1", "guest": "test", "target": "host2", "after": [], "waits": {}}
+    ctx = StepContext(job_id=job, step="restart", inputs=inputs, params={}, app=app)
+    with pytest.raises(TransientError, match=r"post-copy source on host2, and host3 does not answer"):
+        restart(ctx)
+
+
 def in_plan(name: str, ready: str = "started") -> dict[str, Any]:
     return {name: {"guest": name, "ready": ready, "address": "", "host": ""}}
 

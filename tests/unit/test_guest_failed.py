@@ -136,12 +136,12 @@ def test_a_guest_left_stopped_is_alerted_once_however_often_it_is_reported(app: 
     assert app.journal.jobs() == []
 
 
-def test_a_guest_started_by_hand_after_it_was_left_stopped_that_dies_again_is_alerted_again(
+def test_a_guest_left_stopped_that_stops_again_later_is_alerted_again(
     app: App, watch: Watch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with_ha(app, HaSettings(policy=RestartPolicy(max_restart=0, max_relocate=0)))
     assert app.jobs.guest_failed("host1", "web1", "failed") is None
-    later = time.time() + ALERTED_AGAIN + 1  # started by hand meanwhile, it died again
+    later = time.time() + ALERTED_AGAIN + 1  # started by hand, say, it died again
     monkeypatch.setattr(time, "time", lambda: later)
     assert app.jobs.guest_failed("host1", "web1", "crashed") is None
     assert [a.message.split(" after ")[0] for a in watch.alerts()] == [

@@ -323,8 +323,9 @@ def test_a_host_that_dies_while_its_drain_holds_its_lock_is_asked_to_fail_over_a
     )
     app.journal.finish_job(drain, JobState.FAILED)
     failover = app.journal.create_job("host-failure", "monitor", {"host": "host1"}, "host1", False, "host:host1")
-    assert app.jobs.host_down("host1", "libvirt connection lost") is None  # one failover already runs
+    assert app.jobs.host_down("host1", "libvirt connection lost") == failover  # one runs: waited for, no alert
     assert [j.id for j in app.journal.jobs()] == [failover, drain]
+    assert len([e for e in events if e.kind == EventKind.HOST_FAILOVER_NOT_STARTED]) == 1
 
 
 def test_a_return_to_a_fenced_host_that_does_not_answer_fails_before_it_enables_it(tmp_path: Path) -> None:

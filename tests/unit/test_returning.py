@@ -321,12 +321,12 @@ def test_a_fenced_host_is_enabled_only_by_the_return_that_cleans_it(
     monkeypatch.setenv("EVAC_INVENTORY", str(tmp_path / "hosts.yaml"))
     SqliteJournal(tmp_path / "j.db").set_host_state("host3", HostMode.FENCED, "fenced by lab", "job:1")
 
-    assert main(["host", "enable", "host3"]) == 1
-
-    assert capsys.readouterr().err.strip() == (
-        "evac: host enable: host3 is fenced: `evac host enable host3 --return` checks that it answers"
-        " and removes its stale guests before it enables it"
-    )
+    for verb in ("enable", "disable"):  # disabled first, it could then be enabled
+        assert main(["host", verb, "host3"]) == 1
+        assert capsys.readouterr().err.strip() == (
+            f"evac: host {verb}: host3 is fenced: `evac host enable host3 --return` checks that it answers"
+            " and removes its stale guests before it enables it"
+        )
     assert main(["host", "list", "--json"]) == 0
     assert [s["state"] for s in json.loads(capsys.readouterr().out)] == ["fenced"]
 
