@@ -51,10 +51,30 @@ def disable(ctx: StepContext) -> Mapping[str, Any]:
     before = app.journal.host_states().get(host)
     app.journal.set_host_state(host, HostMode.MAINTENANCE, str(ctx.inputs.get("reason", "")), f"job:{ctx.job_id}")
     ctx.progress(f"{host} in maintenance: placement leaves it alone, and monitoring once this drain succeeded")
-    return {"host": host, "was": before.state if before else HostMode.ENABLED}
+    found = {"state": str(before.state), "reason": before.reason, "by": before.actor} if before else None
+    return {"host": host, "was": before.state if before else HostMode.ENABLED, "before": found}
 
 
-REACH_TIMEOUT = 2.0  # s for a fenced host's libvirt port to answer before it is enabled
+def restore(ctx: StepContext) -> Mapping[str, Any]:
+    """Put a host back as ``host.disable`` found it (``before``: its state, its reason and
+    who set it; none: enabled), the drain's rollback. Enabling it instead put a host that
+    was already in maintenance, or fenced, back in service when a drain of it failed
+    (found by the nemesis, seed 1414496797: a dead host drained again after its drain had
+    emptied it, enabled by the failed drain's rollback, was then failed over by nobody)."""
+    app = app_of(ctx)
+    host = app.inventory.host(str(ctx.inputs["host"])).name
+    before = ctx.inputs.get("before")
+    if not isinstance(before, Mapping):
+        app.journal.set_host_state(host, HostMode.ENABLED, "", f"job:{ctx.job_id}")
+        ctx.progress(f"{host} enabled again")
+        return {"host": host, "state": str(HostMode.ENABLED)}
+    state = HostMode(str(before["state"]))
+    app.journal.set_host_state(host, state, str(before.get("reason", "")), str(before.get("by", "")))
+    ctx.progress(f"{host} back in {state}, as this job found it")
+    return {"host": host, "state": str(state)}
+
+
+REACH_TIMEOUT = 2.0  # s for a host's libvirt port to answer before it is enabled
 
 
 def enable(ctx: StepContext) -> Mapping[str, Any]:
@@ -67,11 +87,10 @@ def enable(ctx: StepContext) -> Mapping[str, Any]:
     spec = app.inventory.host(str(ctx.inputs["host"]))
     host = spec.name
     state = app.journal.host_states().get(host)
+    if not reachable(spec.uri, REACH_TIMEOUT):
+        fenced = "is fenced and " if state is not None and state.state == HostMode.FENCED else ""
+        raise HostUnreachable(f"{host} {fenced}does not answer: power it on and check it before it is enabled")
     if state is not None and state.state == HostMode.FENCED:
-        if not reachable(spec.uri, REACH_TIMEOUT):
-            raise HostUnreachable(
-                f"{host} is fenced and does not answer: power it on and check it before it is enabled"
-            )
         with current().use(spec) as hv:
             cleaning = clean(app, spec, hv, ctx.guard)  # a deposed owner must not touch the host
         for name in cleaning.removed:
@@ -195,8 +214,16 @@ def evac_actions() -> list[Action]:
             "host.enable",
             enable,
             plan=lambda ctx: {"would_enable": ctx.inputs["host"]},
-            description="Take a host out of maintenance.",
+            description="Take a host out of maintenance (it must answer; a fenced one is cleaned first).",
             inputs=("host",),
+            required=("host",),
+        ),
+        Action(
+            "host.restore",
+            restore,
+            plan=lambda ctx: {"would_restore": ctx.inputs["host"]},
+            description="Put a host back as host.disable found it (a drain's rollback).",
+            inputs=("host", "before"),
             required=("host",),
         ),
         Action(

@@ -328,6 +328,31 @@ def test_a_host_that_dies_while_its_drain_holds_its_lock_is_asked_to_fail_over_a
     assert len([e for e in events if e.kind == EventKind.HOST_FAILOVER_NOT_STARTED]) == 1
 
 
+def test_a_return_to_a_host_in_maintenance_that_does_not_answer_fails_before_it_enables_it(tmp_path: Path) -> None:
+    app = make_app(fleet(tmp_path, closed_port()))
+    app.journal.set_host_state("host1", HostMode.MAINTENANCE, "disks", "job:1")
+    result = app.jobs.run(app.jobs.start("maintenance-return", {"host": "host1"}, CLI, "host1"))
+    assert result.state == JobState.FAILED and "host1 does not answer: power it on" in result.error
+    assert app.journal.host_states()["host1"].state == HostMode.MAINTENANCE
+
+
+def test_a_failed_drain_of_a_host_already_in_maintenance_leaves_it_as_it_was(tmp_path: Path) -> None:
+    """The nemesis, seed 1414496797: host2, emptied by its drain, died in maintenance; a
+    second drain failed (host2 does not answer) and its rollback enabled the dead host."""
+    app = make_app(fleet(tmp_path, closed_port()))
+    app.journal.set_host_state("host1", HostMode.MAINTENANCE, "disks", "job:1")
+    result = app.jobs.run(app.jobs.evacuate("host1", CLI, "again", force=True, runbook="maintenance"))
+    assert result.state == JobState.FAILED
+    state = app.journal.host_states()["host1"]
+    assert (state.state, state.reason, state.actor) == (HostMode.MAINTENANCE, "disks", "job:1")
+
+
+def test_a_failed_drain_of_an_enabled_host_enables_it_again(tmp_path: Path) -> None:
+    app = make_app(fleet(tmp_path, closed_port()))
+    assert app.jobs.run(app.jobs.start("maintenance", {"host": "host1"}, CLI, "host1")).state == JobState.FAILED
+    assert "host1" not in app.journal.host_states()
+
+
 def test_a_return_to_a_fenced_host_that_does_not_answer_fails_before_it_enables_it(tmp_path: Path) -> None:
     app = make_app(fleet(tmp_path, closed_port()))
     app.journal.set_host_state("host1", HostMode.FENCED, "fenced by lab", "job:1")
