@@ -328,14 +328,6 @@ def test_a_host_that_dies_while_its_drain_holds_its_lock_is_asked_to_fail_over_a
     assert len([e for e in events if e.kind == EventKind.HOST_FAILOVER_NOT_STARTED]) == 1
 
 
-def test_a_return_to_a_host_in_maintenance_that_does_not_answer_fails_before_it_enables_it(tmp_path: Path) -> None:
-    app = make_app(fleet(tmp_path, closed_port()))
-    app.journal.set_host_state("host1", HostMode.MAINTENANCE, "disks", "job:1")
-    result = app.jobs.run(app.jobs.start("maintenance-return", {"host": "host1"}, CLI, "host1"))
-    assert result.state == JobState.FAILED and "host1 does not answer: power it on" in result.error
-    assert app.journal.host_states()["host1"].state == HostMode.MAINTENANCE
-
-
 def test_a_failed_drain_of_a_host_already_in_maintenance_leaves_it_as_it_was(tmp_path: Path) -> None:
     """The nemesis, seed 1414496797: host2, emptied by its drain, died in maintenance; a
     second drain failed (host2 does not answer) and its rollback enabled the dead host."""
@@ -353,9 +345,15 @@ def test_a_failed_drain_of_an_enabled_host_enables_it_again(tmp_path: Path) -> N
     assert "host1" not in app.journal.host_states()
 
 
-def test_a_return_to_a_fenced_host_that_does_not_answer_fails_before_it_enables_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [(HostMode.MAINTENANCE, "host1 does not answer"), (HostMode.FENCED, "host1 is fenced and does not answer")],
+)
+def test_a_return_to_a_host_that_does_not_answer_fails_before_it_enables_it(
+    mode: HostMode, said: str, tmp_path: Path
+) -> None:
     app = make_app(fleet(tmp_path, closed_port()))
-    app.journal.set_host_state("host1", HostMode.FENCED, "fenced by lab", "job:1")
+    app.journal.set_host_state("host1", mode, "before", "job:1")
     result = app.jobs.run(app.jobs.start("maintenance-return", {"host": "host1"}, CLI, "host1"))
-    assert result.state == JobState.FAILED and "host1 is fenced and does not answer" in result.error
-    assert app.journal.host_states()["host1"].state == HostMode.FENCED
+    assert result.state == JobState.FAILED and f"{said}: power it on" in result.error
+    assert app.journal.host_states()["host1"].state == mode
