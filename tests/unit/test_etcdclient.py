@@ -13,7 +13,7 @@ import pytest
 
 from evac.errors import ClusterUnavailable, ConfigError
 from evac.etcdclient import Cluster, EtcdSettings, _Watch, absent, get_op, parse_url, put_op, value_is
-from evac.etcdsession import Session, safety_margin
+from evac.etcdsession import Session, next_try, safety_margin
 from tests.conftest import poll_until
 from tests.etcdserver import EtcdServer, free_port, leaderless_member
 
@@ -279,3 +279,13 @@ def test_a_session_keeps_its_lease_when_the_member_it_talks_to_loses_its_leader(
     session = Session(Cluster(replace(etcd_settings, endpoints=endpoints, timeout=DEFAULT_TIMEOUT)), 3)
     with leaderless_member() as cut_off:
         assert keeps_its_lease(session, lambda: proxy.lead_to(cut_off.client_url))
+
+
+def test_a_session_tries_again_sooner_after_a_failure_then_backs_off_to_its_usual_pace() -> None:
+    """An election refuses for about a second: a lease that lapsed meanwhile must be granted
+    again within a 3 s watchdog, not a second after each refusal (seed 2122160409)."""
+    assert [next_try(failures, 3) for failures in range(5)] == [1.0, 0.25, 0.5, 1.0, 1.0]
+
+
+def test_a_lease_request_gets_a_third_of_the_lease_not_the_whole_request_timeout(etcd_settings: EtcdSettings) -> None:
+    assert Cluster(replace(etcd_settings, timeout=2.0)).for_lease(3).settings.timeout == 1.0
