@@ -37,7 +37,7 @@ def next_try(failures: int, ttl: float) -> float:
     second, from each agent once a few have failed."""
     if failures == 0:
         return ttl / 3
-    return min(ttl / 3, RETRY * 2 ** (failures - 1))
+    return min(ttl / 3, RETRY * 2.0 ** (failures - 1))
 
 
 def safety_margin(ttl: float) -> float:
