@@ -58,6 +58,7 @@ from .drain import app_of, policy
 GONE = ("shutoff", "crashed")  # no QEMU left; every other state still runs one
 LEFT_STOPPED = "not protected: left stopped"
 WAIT_EVERY = 0.2  # seconds between looks at what a restart waits for
+SEARCH_EVERY = 2.0  # seconds between searches of every host for a waited-for guest that moved
 ECHO_EVERY = 0.1  # seconds between echoes to a guest others wait for
 
 
@@ -367,12 +368,18 @@ def wait_for_dependencies(ctx: StepContext, app: AppView) -> Waited:
 class ReadinessChecks:
     """Looks at the guests one restart waits for: a guest this plan restarts through its
     restart item (not finished: not ready; failed: not waited for any more), then where it
-    runs; an echo through one watch per guest, kept for the whole wait."""
+    runs; an echo through one watch per guest, kept for the whole wait.
+
+    A guest is first looked for where the plan (or its restart) put it. A drain or a
+    return may move it meanwhile (the nemesis, seed 2122160409, held a restart 78 s so), so
+    one that is not there is searched for on every host, once per ``SEARCH_EVERY``."""
 
     def __init__(self, ctx: StepContext, app: AppView) -> None:
         self.ctx = ctx
         self.app = app
         self.watches: dict[str, OutageWatch | None] = {}
+        self.moved: dict[str, str] = {}  # guest -> the host a search found it on
+        self.searched: dict[str, float] = {}  # guest -> when it was last searched for
 
     def __enter__(self) -> ReadinessChecks:
         return self
@@ -414,18 +421,37 @@ class ReadinessChecks:
         return self.watches[dep.guest]
 
     def _on_host(self, dep: Dependency, host: str) -> Look:
+        host = self.moved.get(dep.guest, host)
+        look = self._look(dep, host)
+        if isinstance(look, Look):
+            return look
+        if time.monotonic() - self.searched.get(dep.guest, -SEARCH_EVERY) >= SEARCH_EVERY:
+            self.searched[dep.guest] = time.monotonic()
+            try:
+                found = whereabouts(self.app, dep.guest, skip=str(self.ctx.inputs["host"])).running
+            except EvacError:
+                found = None
+            if found is not None and found != host:
+                self.moved[dep.guest] = found
+                return self._on_host(dep, found)
+        return Look(Seen.WAITING, look)
+
+    def _look(self, dep: Dependency, host: str) -> Look | str:
+        """How the guest is on ``host``; why it is not seen there, when it is not."""
         try:
             spec = self.app.inventory.host(host)
             with current().use(spec) as hv:
                 if not hv.has_guest(dep.guest):
-                    return Look(Seen.WAITING, f"not on {host}")
+                    return f"not on {host}"
                 state = hv.guest(dep.guest).state
+                if state in GONE:
+                    return f"{state} on {host}"
                 if state != "running":
                     return Look(Seen.WAITING, f"{state} on {host}")
                 if dep.ready is Readiness.AGENT:
                     return agent_answers(hv, dep.guest)
         except EvacError as exc:
-            return Look(Seen.WAITING, str(exc))
+            return str(exc)
         return Look(Seen.READY, f"runs on {host}")
 
 

@@ -363,6 +363,26 @@ def test_a_restart_does_not_wait_for_a_guest_that_already_runs_elsewhere(app: Ap
     assert (waited.ready, waited.note) == (("test",), "")
 
 
+def test_a_restart_waits_for_a_guest_that_moved_since_the_plan_only_until_it_runs_where_it_went(
+    app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nemesis, seed 2122160409: the plan saw ``test`` on host2, then a drain moved it
+    to host3. Looked for on host2 only, it held the restart for its whole timeout."""
+    monkeypatch.setattr(Hypervisor, "has_guest", lambda hv, name: hv.name == "host3")
+    waits = {"test": {"guest": "test", "ready": "started", "address": "", "host": "host2"}}
+    waited = wait_for_dependencies(restart_step(app, "web", ["test"], waits, timeout=10), app)
+    assert (waited.ready, waited.note) == (("test",), "")
+
+
+def test_a_guest_waited_for_that_runs_nowhere_is_still_late_after_its_timeout(
+    app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Hypervisor, "has_guest", lambda hv, name: False)
+    waits = {"test": {"guest": "test", "ready": "started", "address": "", "host": "host2"}}
+    waited = wait_for_dependencies(restart_step(app, "web", ["test"], waits, timeout=0), app)
+    assert waited.late == {"test": "not on host2"}
+
+
 def test_a_restart_waits_for_a_guest_of_its_plan_only_until_that_guest_runs(app: App, hosts: Connections) -> None:
     ctx = restart_step(app, "web", ["test"], in_plan("test"))
     app.journal.save_item(ctx.job_id, "restart", "test", ItemState.SUCCEEDED, {"target": "host2"})
