@@ -27,11 +27,10 @@ from enum import StrEnum
 from itertools import combinations
 from math import comb
 
-from .model import Guest
+from .model import ACTIVE, Guest
 from .placement import PLACEABLE_STATES, HostView, Move, Policy, place
 from .states import HostMode
 
-RESTARTABLE_STATES = ("running", "paused")  # what a failover restarts (it snapshots running guests)
 CANDIDATE_STATES = (*PLACEABLE_STATES, HostMode.MAINTENANCE)  # hosts that can still fail
 MAX_COMBINATIONS = 20  # sets of k lost hosts tried for one k
 LINEAR = 3  # up to this many failures, every k is tried on its own window
@@ -81,7 +80,7 @@ def protected(guest: Guest) -> bool:
 def restartable(host: HostView) -> list[Guest]:
     """The host's guests a failover would restart elsewhere: protected, running, and
     without local disks (those die with the host)."""
-    return [g for g in host.guests if g.state in RESTARTABLE_STATES and protected(g) and not g.local_disks]
+    return [g for g in host.guests if g.state in ACTIVE and protected(g) and not g.local_disks]
 
 
 def protected_load(host: HostView) -> int:
@@ -199,7 +198,7 @@ def capacity(hosts: Iterable[HostView], policy: Policy = DEFAULT_POLICY) -> Capa
     claimed, why = _search(views, ordered, policy)
     up = [h for h in views if h.state in PLACEABLE_STATES]
     free = {h.name: max(0, h.memory_capacity(policy) - _running_mib(h)) for h in up}
-    running = [g for h in ordered for g in h.guests if g.state in RESTARTABLE_STATES]
+    running = [g for h in ordered for g in h.guests if g.state in ACTIVE]
     return CapacityReport(
         absorbs=claimed,
         hosts=n,
@@ -217,7 +216,7 @@ def capacity(hosts: Iterable[HostView], policy: Policy = DEFAULT_POLICY) -> Capa
 
 
 def _running_mib(host: HostView) -> int:
-    return sum(g.memory_mib for g in host.guests if g.state in RESTARTABLE_STATES)
+    return sum(g.memory_mib for g in host.guests if g.state in ACTIVE)
 
 
 def _search(views: list[HostView], ordered: list[HostView], policy: Policy) -> tuple[int, Shortfall | None]:
@@ -339,7 +338,7 @@ def admit(hosts: Iterable[HostView], guest: str, reserve: Reserve, policy: Polic
     note = ""
     if protected(found):
         note = "protected already"
-    elif found.state not in RESTARTABLE_STATES:
+    elif found.state not in ACTIVE:
         note = f"{found.state}: counted once it runs"
     elif found.local_disks:
         note = "local disks: a failover cannot restart it elsewhere"

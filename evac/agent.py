@@ -48,6 +48,7 @@ from .etcdsession import Session
 from .fleet import reachable
 from .hypervisor import Hypervisor
 from .inventory import HostSpec, Inventory
+from .model import ACTIVE
 from .selffence import Acknowledged, HaMode, feeds, mode_while_acknowledging
 from .watchdog import Watchdog
 from .web import WebServer, WebSettings
@@ -389,10 +390,8 @@ class Agent:
         found by the guest's stop reason; each stop is judged once (one libvirt call), not
         every round."""
         with self._reported_lock:
-            self._reported &= {name for name, state in guests.items() if state not in ("running", "paused")}
-            unreported = [
-                n for n, state in guests.items() if state not in ("running", "paused") and n not in self._reported
-            ]
+            self._reported &= {name for name, state in guests.items() if state not in ACTIVE}
+            unreported = [n for n, state in guests.items() if state not in ACTIVE and n not in self._reported]
         for name in unreported:
             try:
                 reason = hv.guest_stop_reason(name)

@@ -18,12 +18,10 @@ from .appview import AppView
 from .errors import EvacError, NotFound
 from .fleet import snapshot
 from .inventory import HostSpec
-from .model import Guest, HostStatus
+from .model import ACTIVE, Guest, HostStatus
 from .states import Health
 
 log = logging.getLogger(__name__)
-
-LIVE = ("running", "paused")
 
 
 class Cleanable(Protocol):
@@ -44,7 +42,9 @@ class Cleaning:
 
 def stale(host: str, own: Iterable[Guest], fleet: Iterable[HostStatus]) -> list[Guest]:
     """The guests of ``host`` that run on another host that is up: those are the real ones."""
-    elsewhere = {g.name for h in fleet if h.name != host and h.state == Health.UP for g in h.guests if g.state in LIVE}
+    elsewhere = {
+        g.name for h in fleet if h.name != host and h.state == Health.UP for g in h.guests if g.state in ACTIVE
+    }
     return [g for g in own if g.name in elsewhere]
 
 
@@ -58,7 +58,7 @@ def clean(app: AppView, spec: HostSpec, hv: Cleanable, guard: Callable[[], objec
     for guest in stale(spec.name, own, snapshot(app.inventory, skip=(spec.name,))):
         guard()
         try:
-            if guest.state in LIVE:
+            if guest.state in ACTIVE:
                 hv.destroy(guest.name)
             hv.undefine(guest.name)
         except NotFound:

@@ -147,6 +147,14 @@ def mapped_errors(context: str, as_class: type[EvacError] | None = None) -> Iter
         raise err from None
 
 
+UNDEFINE_STALE = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+)
+UNDEFINE_BASIC = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+
 _loop_lock = threading.Lock()
 _loop_started = False
 
@@ -354,9 +362,18 @@ class Hypervisor:
                 dom.destroy()
 
     def undefine(self, name: str) -> None:
+        """Remove a definition evac no longer wants here (the source of a migration, a stale
+        copy). Its managed save, snapshot and checkpoint metadata go with it, as any would
+        refuse a plain undefine; its NVRAM is kept, as it may be the real guest's. A driver
+        that knows fewer flags (the test driver) is asked with the ones it knows."""
         dom = self._lookup(name)
         with mapped_errors(f"{self.name}: undefining '{name}'"):
-            dom.undefine()
+            try:
+                dom.undefineFlags(UNDEFINE_STALE)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+                    raise
+                dom.undefineFlags(UNDEFINE_BASIC)
 
     def live_migrate(
         self,

@@ -77,6 +77,10 @@ class GuestRules:
     protected: bool | None = None  # restarted by evac after a host failure
 
 
+ACTIVE = ("running", "paused")
+"""Guest states with a QEMU: it holds memory and disks, and must not be started elsewhere."""
+
+
 @dataclass(frozen=True)
 class Guest:
     name: str

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from .model import Guest
+from .model import ACTIVE, Guest
 from .networks import Networks, bridge_on
 from .states import Health, HostMode
 
@@ -133,7 +133,7 @@ def rooms(hosts: Iterable[HostView]) -> dict[str, Room]:
     """Each host's room by name (every host, whatever its state: callers pick)."""
     loads = {}
     for host in hosts:
-        running = [g for g in host.guests if g.state in ("running", "paused")]
+        running = [g for g in host.guests if g.state in ACTIVE]
         loads[host.name] = Room(
             host,
             memory=sum(g.memory_mib for g in running),
@@ -298,8 +298,8 @@ def plan_drain(
     by_name = {h.name: h for h in hosts}
     if source not in by_name:
         raise KeyError(source)
-    running = [g for g in by_name[source].guests if g.state in ("running", "paused")]
-    idle = tuple(g.name for g in by_name[source].guests if g.state not in ("running", "paused"))
+    running = [g for g in by_name[source].guests if g.state in ACTIVE]
+    idle = tuple(g.name for g in by_name[source].guests if g.state not in ACTIVE)
     moves, unplaceable = place(running, source, hosts, policy, choose)
     warnings = []
     if unplaceable:
@@ -329,7 +329,7 @@ def _survives_one_failure(hosts: list[HostView], policy: Policy, heaviest: int =
     """
 
     def running(host: HostView) -> list[Guest]:
-        return [g for g in host.guests if g.state in ("running", "paused")]
+        return [g for g in host.guests if g.state in ACTIVE]
 
     by_load = sorted(hosts, key=lambda h: -sum(g.memory_mib for g in running(h)))
     for failed in by_load[:heaviest]:

@@ -30,7 +30,7 @@ from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .model import Guest
+from .model import ACTIVE, Guest
 from .placement import PLACEABLE_STATES, Chooser, HostView, Move, Policy, Unplaceable, place, rooms, why_not
 from .states import HostMode
 from .yamldoc import Where, seconds, section_mapping, shown
@@ -41,7 +41,6 @@ TARGET = "fleet"  # what a rebalance job is about, in status and history
 DEFAULT_THRESHOLD = 10.0  # percent points of memory load between the most and least loaded host
 DEFAULT_MAX_MOVES = 10
 DEFAULT_POLICY = Policy()
-RUNNING = ("running", "paused")  # what takes a host's memory
 MOVABLE = "running"  # what vm.live_migrate moves
 
 
@@ -161,7 +160,7 @@ def loads_of(hosts: Iterable[HostView], policy: Policy) -> tuple[Load, ...]:
     """Each host's load, in name order."""
     found = []
     for host in sorted(hosts, key=lambda h: h.name):
-        running = [g for g in host.guests if g.state in RUNNING]
+        running = [g for g in host.guests if g.state in ACTIVE]
         found.append(
             Load(
                 host=host.name,
@@ -228,10 +227,7 @@ def plan_rebalance(
 
     # 1. rule fixes
     broken = [
-        (g, h.name)
-        for h in up
-        for g in h.guests
-        if g.state in RUNNING and g.rules.hosts and h.name not in g.rules.hosts
+        (g, h.name) for h in up for g in h.guests if g.state in ACTIVE and g.rules.hosts and h.name not in g.rules.hosts
     ]
     deferred = 0
     for guest, source in sorted(broken, key=lambda p: (-p[0].priority, -p[0].memory_mib, p[0].name)):

@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .guestrules import GuestSettings, find_cycle, tags_of
-from .model import Guest, Readiness
+from .model import ACTIVE, Guest, Readiness
 
 DEFAULT_AFTER_TIMEOUT = 300.0  # vSphere's default: then the guest starts anyway
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
-RUNNING = ("running", "paused")
 
 
 @dataclass(frozen=True)
@@ -148,7 +147,7 @@ def plan_order(
                         f"{guest.name} waits for {found}, which is not restarted ({skipped[found][1]}): "
                         f"{guest.name} starts without waiting for it"
                     )
-                elif others[found].state not in RUNNING:
+                elif others[found].state not in ACTIVE:
                     note(
                         f"{guest.name} waits for {found}, which does not run anywhere ({others[found].state} on "
                         f"{others[found].host}): {guest.name} starts without waiting for it"

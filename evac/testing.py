@@ -55,7 +55,7 @@ from .hooks import NAME
 from .hypervisor import Hypervisor
 from .inventory import HostSpec, Inventory
 from .journal import Journal
-from .model import Capacity, Disk, Guest
+from .model import ACTIVE, Capacity, Disk, Guest
 from .params import parse_cli_params
 from .plugins import plugin_manager
 from .runbook import Runbook, bind_params, load_runbook, parse_runbook
@@ -245,7 +245,7 @@ class FakeFleet:
     def save_definitions(self, journal: Journal) -> None:
         """Record every running guest's definition, as the monitor does while a host is up."""
         for host in self.hosts.values():
-            running = {g.name: domain_xml(g) for g in host.guests.values() if g.state in ("running", "paused")}
+            running = {g.name: domain_xml(g) for g in host.guests.values() if g.state in ACTIVE}
             journal.save_definitions(host.name, running)
 
 
@@ -271,7 +271,7 @@ class FakeHypervisor:
         return self.host.up
 
     def capacity(self) -> Capacity:
-        used = sum(g.memory_mib for g in self.host.guests.values() if g.state in ("running", "paused"))
+        used = sum(g.memory_mib for g in self.host.guests.values() if g.state in ACTIVE)
         return Capacity(self.host.memory_mib, max(0, self.host.memory_mib - used), self.host.cpus)
 
     def guests(self, is_shared: Callable[[str | None], bool] = lambda _p: False) -> tuple[Guest, ...]:

@@ -22,7 +22,7 @@ from evac.fleet import views
 from evac.hypervisor import Hypervisor
 from evac.inventory import HostSpec
 from evac.jobs import host_flow
-from evac.model import Guest
+from evac.model import ACTIVE, Guest
 from evac.networks import guest_renames
 from evac.placement import place
 from evac.restartpolicy import parse_ha
@@ -30,8 +30,6 @@ from evac.states import EventKind, StepState
 
 from .drain import app_of, chooser, policy
 from .failover import running_somewhere
-
-UP = ("running", "paused")  # a paused guest is alive: nothing to recover
 
 
 def ours(app: AppView, host: str, name: str) -> None:
@@ -51,7 +49,7 @@ def start_in_place(ctx: StepContext) -> Mapping[str, Any]:
         raise EvacError(f"{name} runs on {elsewhere}: not started again on {spec.name} (never two copies)")
     started = time.monotonic()
     with Hypervisor.connect(spec.name, spec.uri) as hv:
-        if hv.guest(name).state in UP:
+        if hv.guest(name).state in ACTIVE:
             return {"guest": name, "host": spec.name, "already": True, "seconds": 0}
         ctx.guard()
         hv.destroy(name)  # a panicked guest kept for inspection (on_crash: preserve) still holds its QEMU
@@ -74,7 +72,7 @@ def relocation(app: AppView, ctx: StepContext) -> tuple[HostSpec, Guest, str, Ho
     with Hypervisor.connect(source.name, source.uri) as hv:
         guest = hv.guest(name, app.inventory.is_shared)
         xml = hv.domain_xml(name, inactive=True)
-    if guest.state in UP:
+    if guest.state in ACTIVE:
         return source, guest, xml, None
     if guest.local_disks:
         disks = ", ".join(d.target for d in guest.local_disks)
@@ -108,7 +106,7 @@ def relocate(ctx: StepContext) -> Mapping[str, Any]:
         hv.define(xml)
         try:
             with Hypervisor.connect(source.name, source.uri) as old:
-                if old.guest(name).state in UP:  # started again meanwhile (by a person?): one copy is enough
+                if old.guest(name).state in ACTIVE:  # started again meanwhile (by a person?): one copy is enough
                     raise EvacError(f"{name} runs on {source.name} again: not started on {target.name}")
             ours(app, source.name, name)
             ctx.guard()
