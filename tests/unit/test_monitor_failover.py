@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -525,3 +525,33 @@ def test_a_host_that_comes_back_while_replicas_disagree_is_never_failed_over(wat
     probes = watched.fleet.probes["host1"]
     poll_until(lambda: watched.fleet.probes["host1"] >= probes + 30, TIMEOUT, "30 more probes of host1")
     assert watched.failovers.hosts() == []
+
+
+# ---------------------------------------------------------------- wired to the real jobs
+
+
+def test_a_dead_host_is_failed_over_through_the_real_jobs_and_again_when_that_job_finds_it_answering(
+    tmp_path: Path,
+) -> None:
+    """The monitor as ``evac monitor`` wires it, to ``Jobs.host_down``. The fake fleet says
+    host1 died; the failover's own check (libvirt's test driver) finds it answering, so
+    the job ends without a fence, and the monitor, still seeing host1 down, asks again."""
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text("hosts:\n" + "".join(f"  - {{name: {h}, uri: 'test:///default'}}\n" for h in HOSTS))
+    app = App(inventory_path=inventory, journal_path=tmp_path / "j.db", pm=plugin_manager())
+    app.config = replace(app.settings, monitor=replace(app.settings.monitor, require_doctor=False))
+    fleet = Fleet()
+    monitor = Monitor(app, app.jobs.host_down, FAST, probe=fleet.probe, connect=fleet.connect)
+    monitor.start()
+    try:
+        assert monitor.started.wait(TIMEOUT)
+        fleet.kill("host1")
+
+        def failovers() -> list[JobState]:
+            return [j.state for j in app.journal.jobs() if j.runbook == "host-failure" and j.target == "host1"]
+
+        poll_until(lambda: len(failovers()) >= 2, TIMEOUT, "host1 failed over, and again")
+        assert failovers()[-1] == JobState.FAILED
+        assert app.journal.host_states().get("host1") is None  # never fenced: it answered
+    finally:
+        monitor.stop()
