@@ -147,13 +147,8 @@ def mapped_errors(context: str, as_class: type[EvacError] | None = None) -> Iter
         raise err from None
 
 
-UNDEFINE_STALE = (
-    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
-    | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
-)
-UNDEFINE_BASIC = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+UNDEFINE_STALE = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+UNDEFINE_BASIC = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE  # all the test driver knows of those
 
 _loop_lock = threading.Lock()
 _loop_started = False
@@ -362,10 +357,12 @@ class Hypervisor:
                 dom.destroy()
 
     def undefine(self, name: str) -> None:
-        """Remove a definition evac no longer wants here (the source of a migration, a stale
-        copy). Its managed save, snapshot and checkpoint metadata go with it, as any would
-        refuse a plain undefine; its NVRAM is kept, as it may be the real guest's. A driver
-        that knows fewer flags (the test driver) is asked with the ones it knows."""
+        """Remove a definition evac no longer wants here (a stale copy, one it left behind).
+        A managed save goes with it: restored, it would run the guest's old memory over a
+        disk that moved on. Its NVRAM file is kept, as it may be the real guest's. Snapshot
+        and checkpoint metadata still refuse the undefine: it may be their only record, so
+        a person decides. A driver that knows fewer flags (the test driver) is asked with
+        the one it knows."""
         dom = self._lookup(name)
         with mapped_errors(f"{self.name}: undefining '{name}'"):
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ class GuestRules:
     protected: bool | None = None  # restarted by evac after a host failure
 
 
-ACTIVE = ("running", "paused")
-"""Guest states with a QEMU: it holds memory and disks, and must not be started elsewhere."""
+ACTIVE: Final[tuple[str, ...]] = ("running", "paused")
+"""The states evac counts as a guest running: it holds its memory and host room, and is
+not started anywhere else (``GONE`` in the failover plugin is the stricter "no QEMU left")."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -374,9 +374,10 @@ class ReadinessChecks:
     return may move it meanwhile (the nemesis, seed 2122160409, held a restart 78 s so), so
     one that is not there is searched for on every host, once per ``SEARCH_EVERY``."""
 
-    def __init__(self, ctx: StepContext, app: AppView) -> None:
+    def __init__(self, ctx: StepContext, app: AppView, clock: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
         self.app = app
+        self.clock = clock
         self.watches: dict[str, OutageWatch | None] = {}
         self.moved: dict[str, str] = {}  # guest -> the host a search found it on
         self.searched: dict[str, float] = {}  # guest -> when it was last searched for
@@ -421,20 +422,41 @@ class ReadinessChecks:
         return self.watches[dep.guest]
 
     def _on_host(self, dep: Dependency, host: str) -> Look:
+        """The guest where it was last seen; when it is not there, where a search finds it."""
         host = self.moved.get(dep.guest, host)
         look = self._look(dep, host)
         if isinstance(look, Look):
             return look
-        if time.monotonic() - self.searched.get(dep.guest, -SEARCH_EVERY) >= SEARCH_EVERY:
-            self.searched[dep.guest] = time.monotonic()
+        last = self.searched.get(dep.guest)
+        if last is not None and self.clock() - last < SEARCH_EVERY:
+            return Look(Seen.WAITING, look)
+        self.searched[dep.guest] = self.clock()
+        found = self._search(dep.guest, skip={host, str(self.ctx.inputs["host"])})
+        if found is None:
+            return Look(Seen.WAITING, look)
+        self.moved[dep.guest] = found
+        again = self._look(dep, found)
+        return again if isinstance(again, Look) else Look(Seen.WAITING, again)
+
+    def _search(self, name: str, skip: set[str]) -> str | None:
+        """A host where ``name`` runs, else one where it has a QEMU (the paused destination
+        of a migration). A host that cannot be asked is passed over: unlike the check
+        before a start, a miss here costs only a wait."""
+        paused = None
+        for spec in self.app.inventory.hosts:
+            if spec.name in skip or not reachable(spec.uri, 0.5):
+                continue
+            self.ctx.check_abort()
             try:
-                found = whereabouts(self.app, dep.guest, skip=str(self.ctx.inputs["host"])).running
+                with current().use(spec) as hv:
+                    state = hv.guest(name).state if hv.has_guest(name) else "absent"
             except EvacError:
-                found = None
-            if found is not None and found != host:
-                self.moved[dep.guest] = found
-                return self._on_host(dep, found)
-        return Look(Seen.WAITING, look)
+                continue
+            if state == "running":
+                return spec.name
+            if paused is None and state not in (*GONE, "absent"):
+                paused = spec.name
+        return paused
 
     def _look(self, dep: Dependency, host: str) -> Look | str:
         """How the guest is on ``host``; why it is not seen there, when it is not."""

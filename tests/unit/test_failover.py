@@ -10,6 +10,7 @@ named ``test``).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +26,12 @@ from evac.domainxml import EVAC_NS
 from evac.errors import Cancelled, HostUnreachable, TransientError
 from evac.events import Event
 from evac.hypervisor import Hypervisor
+from evac.model import Guest
 from evac.plugins import plugin_manager
+from evac.restartorder import Dependency, Look, Seen
 from evac.states import EventKind, HostMode, ItemState
 from evac_plugins.failover import (
+    ReadinessChecks,
     Whereabouts,
     fence,
     plan_restart,
@@ -363,15 +367,77 @@ def test_a_restart_does_not_wait_for_a_guest_that_already_runs_elsewhere(app: Ap
     assert (waited.ready, waited.note) == (("test",), "")
 
 
+def seen_as(monkeypatch: pytest.MonkeyPatch, states: dict[str, str]) -> None:
+    """Each host's view of the guest ``test``: its state there, or "absent", or "broken"
+    (that host's libvirt answers nothing)."""
+    real = Hypervisor.guest
+
+    def has_guest(hv: Hypervisor, name: str) -> bool:
+        if states.get(hv.name) == "broken":
+            raise HostUnreachable(f"{hv.name}: no answer")
+        return states.get(hv.name, "absent") != "absent"
+
+    def guest(hv: Hypervisor, name: str, *args: Any) -> Guest:
+        return dataclasses.replace(real(hv, name, *args), state=states[hv.name])
+
+    monkeypatch.setattr(Hypervisor, "has_guest", has_guest)
+    monkeypatch.setattr(Hypervisor, "guest", guest)
+
+
+MOVED = {"test": {"guest": "test", "ready": "started", "address": "", "host": "host2"}}  # as the plan saw it
+
+
 def test_a_restart_waits_for_a_guest_that_moved_since_the_plan_only_until_it_runs_where_it_went(
     app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The nemesis, seed 2122160409: the plan saw ``test`` on host2, then a drain moved it
     to host3. Looked for on host2 only, it held the restart for its whole timeout."""
     monkeypatch.setattr(Hypervisor, "has_guest", lambda hv, name: hv.name == "host3")
-    waits = {"test": {"guest": "test", "ready": "started", "address": "", "host": "host2"}}
-    waited = wait_for_dependencies(restart_step(app, "web", ["test"], waits, timeout=10), app)
+    waited = wait_for_dependencies(restart_step(app, "web", ["test"], MOVED, timeout=10), app)
     assert (waited.ready, waited.note) == (("test",), "")
+
+
+def test_a_guest_left_shut_off_where_the_plan_saw_it_is_waited_for_where_it_runs(
+    app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen_as(monkeypatch, {"host2": "shutoff", "host3": "running"})
+    waited = wait_for_dependencies(restart_step(app, "web", ["test"], MOVED, timeout=10), app)
+    assert (waited.ready, waited.note) == (("test",), "")
+
+
+def test_a_host_that_cannot_be_asked_is_passed_over_in_the_search(
+    app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen_as(monkeypatch, {"host1": "broken", "host2": "broken", "host3": "running"})
+    waited = wait_for_dependencies(restart_step(app, "web", ["test"], MOVED, timeout=10), app)
+    assert (waited.ready, waited.note) == (("test",), "")
+
+
+def test_a_search_prefers_where_the_guest_runs_to_where_it_waits_paused_for_a_migration(
+    app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen_as(monkeypatch, {"host1": "paused", "host3": "running"})
+    ctx = restart_step(app, "web", ["test"], MOVED)
+    with ReadinessChecks(ctx, app) as check:
+        assert check(Dependency.of(MOVED["test"])) == Look(Seen.READY, "runs on host3")
+
+
+def test_a_guest_that_is_nowhere_is_searched_for_once_per_pause_not_at_every_look(
+    app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+
+    def has_guest(hv: Hypervisor, name: str) -> bool:
+        asked.append(hv.name)
+        return False
+
+    monkeypatch.setattr(Hypervisor, "has_guest", has_guest)
+    now = [0.0]
+    with ReadinessChecks(restart_step(app, "web", ["test"], MOVED), app, clock=lambda: now[0]) as check:
+        for now[0] in (0.0, 0.5, 1.0, 1.9, 2.0, 3.0, 4.5):
+            assert check(Dependency.of(MOVED["test"])) == Look(Seen.WAITING, "not on host2")
+    assert asked.count("host2") == 7  # every look
+    assert asked.count("host3") == 3  # each search, at 0, 2.0 and 4.5 s (host1 is the failed host)
 
 
 def test_a_guest_waited_for_that_runs_nowhere_is_still_late_after_its_timeout(

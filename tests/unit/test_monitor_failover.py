@@ -25,6 +25,7 @@ from evac.errors import ConfigError
 from evac.events import Event
 from evac.evidence import Evidence, MonitorSettings, PolledWatch, ProbeSource, Report, Rule, Verdict
 from evac.inventory import HostSpec
+from evac.journal import JobRecord
 from evac.monitor import Monitor, undecided
 from evac.plugins import plugin_manager
 from evac.states import EventKind, Health, HostMode, JobState
@@ -530,12 +531,13 @@ def test_a_host_that_comes_back_while_replicas_disagree_is_never_failed_over(wat
 # ---------------------------------------------------------------- wired to the real jobs
 
 
-def test_a_dead_host_is_failed_over_through_the_real_jobs_and_again_when_that_job_finds_it_answering(
+def test_a_dead_host_gets_a_real_failover_job_and_another_when_that_one_finds_it_answering(
     tmp_path: Path,
 ) -> None:
-    """The monitor as ``evac monitor`` wires it, to ``Jobs.host_down``. The fake fleet says
-    host1 died; the failover's own check (libvirt's test driver) finds it answering, so
-    the job ends without a fence, and the monitor, still seeing host1 down, asks again."""
+    """The monitor as ``evac monitor`` wires it: to ``Jobs.host_down``, with the installed
+    plugins (the failover's actions are one). The fake fleet says host1 died; the failover's
+    own check (libvirt's test driver) finds it answering, so the job ends without a fence,
+    and the monitor, still seeing host1 down, starts another."""
     inventory = tmp_path / "hosts.yaml"
     inventory.write_text("hosts:\n" + "".join(f"  - {{name: {h}, uri: 'test:///default'}}\n" for h in HOSTS))
     app = App(inventory_path=inventory, journal_path=tmp_path / "j.db", pm=plugin_manager())
@@ -547,11 +549,14 @@ def test_a_dead_host_is_failed_over_through_the_real_jobs_and_again_when_that_jo
         assert monitor.started.wait(TIMEOUT)
         fleet.kill("host1")
 
-        def failovers() -> list[JobState]:
-            return [j.state for j in app.journal.jobs() if j.runbook == "host-failure" and j.target == "host1"]
+        def failovers() -> list[JobRecord]:
+            found = [j for j in app.journal.jobs() if j.runbook == "host-failure" and j.target == "host1"]
+            return sorted(found, key=lambda j: j.id)
 
-        poll_until(lambda: len(failovers()) >= 2, TIMEOUT, "host1 failed over, and again")
-        assert failovers()[-1] == JobState.FAILED
+        poll_until(lambda: len(failovers()) >= 2, TIMEOUT, "a second failover of host1")
+        first = failovers()[0]
+        assert first.state == JobState.FAILED
+        assert "host1 answers" in first.error
         assert app.journal.host_states().get("host1") is None  # never fenced: it answered
     finally:
         monitor.stop()
