@@ -397,29 +397,33 @@ def test_a_restart_waits_for_a_guest_that_moved_since_the_plan_only_until_it_run
     assert (waited.ready, waited.note) == (("test",), "")
 
 
-def test_a_guest_left_shut_off_where_the_plan_saw_it_is_waited_for_where_it_runs(
-    app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "states",
+    [
+        {"host2": "shutoff", "host3": "running"},  # left shut off where the plan saw it
+        {"host2": "broken", "host3": "running"},  # the plan's host cannot be asked
+    ],
+    ids=["shut-off-there", "host-broken"],
+)
+def test_a_guest_not_running_where_the_plan_saw_it_is_waited_for_where_it_runs(
+    app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch, states: dict[str, str]
 ) -> None:
-    seen_as(monkeypatch, {"host2": "shutoff", "host3": "running"})
+    seen_as(monkeypatch, states)
     waited = wait_for_dependencies(restart_step(app, "web", ["test"], MOVED, timeout=10), app)
     assert (waited.ready, waited.note) == (("test",), "")
 
 
-def test_a_host_that_cannot_be_asked_is_passed_over_in_the_search(
+def test_a_search_passes_over_a_host_that_cannot_be_asked_and_prefers_where_the_guest_runs(
     app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen_as(monkeypatch, {"host1": "broken", "host2": "broken", "host3": "running"})
-    waited = wait_for_dependencies(restart_step(app, "web", ["test"], MOVED, timeout=10), app)
-    assert (waited.ready, waited.note) == (("test",), "")
-
-
-def test_a_search_prefers_where_the_guest_runs_to_where_it_waits_paused_for_a_migration(
-    app: App, hosts: Connections, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen_as(monkeypatch, {"host1": "paused", "host3": "running"})
-    ctx = restart_step(app, "web", ["test"], MOVED)
-    with ReadinessChecks(ctx, app) as check:
-        assert check(Dependency.of(MOVED["test"])) == Look(Seen.READY, "runs on host3")
+    """host1 comes first in the inventory and waits paused for an incoming migration; the
+    dead host here is one outside it, so every host but the plan's is searched."""
+    for first in ("broken", "paused"):
+        seen_as(monkeypatch, {"host1": first, "host3": "running"})
+        ctx = restart_step(app, "web", ["test"], MOVED)
+        ctx = dataclasses.replace(ctx, inputs={**ctx.inputs, "host": "host9"})
+        with ReadinessChecks(ctx, app) as check:
+            assert check(Dependency.of(MOVED["test"])) == Look(Seen.READY, "runs on host3")
 
 
 def test_a_guest_that_is_nowhere_is_searched_for_once_per_pause_not_at_every_look(
