@@ -185,6 +185,7 @@ class Monitor:
         self.health = {h.name: HostHealth(h.name, rules) for h in app.inventory.hosts}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._failovers: list[threading.Thread] = []  # joined by stop() too: none may outlive the monitor
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._ready_count = 0
@@ -244,10 +245,12 @@ class Monitor:
         self._stop.set()
         with self._lock:
             wakes = list(self._wakes)
+            failovers = list(self._failovers)
         for wake in wakes:
             wake.set()  # a hushed host's thread may sleep long
-        for thread in self._threads:
-            thread.join(10)
+        for thread in self._threads + failovers:
+            if thread is not threading.current_thread():
+                thread.join(10)
 
     def state(self, host: str) -> Health:
         return self.health[host].state
@@ -587,9 +590,11 @@ class Monitor:
         the brake was released, HA was armed) ends the older one at its next pause."""
         with self._lock:
             self._asks[host] = generation = self._asks.get(host, 0) + 1
-        threading.Thread(
-            target=self._fail_over, args=(host, reason, generation), daemon=True, name=f"failover-{host}"
-        ).start()
+            thread = threading.Thread(
+                target=self._fail_over, args=(host, reason, generation), daemon=True, name=f"failover-{host}"
+            )
+            self._failovers = [t for t in self._failovers if t.is_alive()] + [thread]
+        thread.start()
 
     def _fail_over(self, host: str, reason: str, generation: int) -> None:
         """Fail over at once when the host failed alone; while other hosts are in doubt, wait

@@ -528,6 +528,25 @@ def test_a_host_that_comes_back_while_replicas_disagree_is_never_failed_over(wat
     assert watched.failovers.hosts() == []
 
 
+def test_a_stopped_monitor_leaves_no_failover_thread_behind(watched: Watched) -> None:
+    """A failover waiting for the replicas' agreement when the monitor stops ends with it,
+    rather than log into whatever the process has closed since."""
+    asking, answer = threading.Event(), threading.Event()
+
+    class SlowGate(Gate):
+        def agreed_down(self, host: str) -> Agreement:
+            asking.set()
+            answer.wait(TIMEOUT)
+            return super().agreed_down(host)
+
+    monitor = watched.start(coordination=SlowGate())  # never agrees: host1's failover waits
+    watched.fleet.kill("host1")
+    assert asking.wait(TIMEOUT)
+    threading.Timer(0.2, answer.set).start()  # the replicas answer while stop() is under way
+    monitor.stop()
+    assert not any(t.name == "failover-host1" and t.is_alive() for t in threading.enumerate())
+
+
 # ---------------------------------------------------------------- wired to the real jobs
 
 
