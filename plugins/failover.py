@@ -54,6 +54,7 @@ from evac.states import EventKind, HostMode, ItemState
 from evac.stormbrake import holds_back
 
 from .drain import app_of, policy
+from .migrate import locate
 
 GONE = ("shutoff", "crashed")  # no QEMU left; every other state still runs one
 LEFT_STOPPED = "not protected: left stopped"
@@ -440,23 +441,14 @@ class ReadinessChecks:
 
     def _search(self, name: str, skip: set[str]) -> str | None:
         """A host where ``name`` runs, else one where it has a QEMU (the paused destination
-        of a migration). A host that cannot be asked is passed over: unlike the check
-        before a start, a miss here costs only a wait."""
-        paused = None
-        for spec in self.app.inventory.hosts:
-            if spec.name in skip or not reachable(spec.uri, 0.5):
-                continue
-            self.ctx.check_abort()
-            try:
-                with current().use(spec) as hv:
-                    state = hv.guest(name).state if hv.has_guest(name) else "absent"
-            except EvacError:
-                continue
-            if state == "running":
-                return spec.name
-            if paused is None and state not in (*GONE, "absent"):
-                paused = spec.name
-        return paused
+        of a migration). A host that cannot be asked is passed over (:func:`locate`):
+        unlike the check before a start, a miss here costs only a wait."""
+        self.ctx.check_abort()
+        hosts = [s for s in self.app.inventory.hosts if s.name not in skip and reachable(s.uri, 0.5)]
+        found = locate(self.app, name, hosts)
+        running = [h for h, g in found.items() if g.state == "running"]
+        alive = [h for h, g in found.items() if g.state not in GONE]
+        return next(iter(running or alive), None)
 
     def _look(self, dep: Dependency, host: str) -> Look | str:
         """How the guest is on ``host``; why it is not seen there, when it is not."""
